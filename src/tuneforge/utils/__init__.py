@@ -1,0 +1,1 @@
+"""Small helpers shared by every layer (errors, paths, console). Imports nothing from tuneforge."""
