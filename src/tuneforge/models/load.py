@@ -98,6 +98,20 @@ def local_path(src: ModelSource) -> str:
     return str(materialize_gguf(src)) if src.kind == "gguf" else src.path
 
 
+def _tokenizer_from(src: ModelSource, revision: str | None):
+    """Cheapest place to read a tokenizer: files beside a GGUF, its dequantized cache, or the GGUF metadata."""
+    from transformers import AutoTokenizer
+
+    if src.kind != "gguf":
+        return AutoTokenizer.from_pretrained(src.path, revision=revision)
+    if src.tokenizer_dir:
+        return AutoTokenizer.from_pretrained(src.tokenizer_dir)
+    cache = gguf_cache_dir(src)
+    if (cache / "tokenizer_config.json").is_file():
+        return AutoTokenizer.from_pretrained(str(cache))
+    return AutoTokenizer.from_pretrained(str(Path(src.path).parent), gguf_file=Path(src.path).name)
+
+
 def load_tokenizer(name_or_src: str | ModelSource, *, revision: str | None = None):
     """Tokenizer with a pad token set (eos, else unk) and right padding for training."""
     from transformers import AutoTokenizer
@@ -106,13 +120,12 @@ def load_tokenizer(name_or_src: str | ModelSource, *, revision: str | None = Non
         src = ModelSource("dir", name_or_src, name_or_src)  # a bare tokenizer folder (e.g. saved beside an adapter)
     else:
         src = resolve_model(name_or_src) if isinstance(name_or_src, str) else name_or_src
-    path = src.tokenizer_dir if src.kind == "gguf" and src.tokenizer_dir else local_path(src)
     try:
-        tok = AutoTokenizer.from_pretrained(path, revision=revision)
+        tok = _tokenizer_from(src, revision)
     except OSError as err:
         if src.kind == "hub":
             raise _hub_error(src, err) from err
-        raise ModelError(f"no tokenizer in {path}: {err}") from err
+        raise ModelError(f"no tokenizer for {src.path}: {err}") from err
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token if tok.eos_token is not None else tok.unk_token
     tok.padding_side = "right"
@@ -128,9 +141,15 @@ def load_model(name_or_src: str | ModelSource, *, dtype: str = "auto", device: s
     dev = pick_device(device)
     torch_dtype = pick_dtype(dtype, dev)
     path = local_path(src)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # a sub-second "Loading weights" bar is noise
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, revision=revision,
-                                                     attn_implementation=attn_implementation)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, revision=revision,
+                                                         attn_implementation=attn_implementation)
+        finally:
+            hf_logging.enable_progress_bar()
     except OSError as err:
         if src.kind == "hub":
             raise _hub_error(src, err) from err

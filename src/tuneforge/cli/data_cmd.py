@@ -1,0 +1,93 @@
+"""`tuneforge data ...`: look at datasets before training on them."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from tuneforge.utils.console import console
+from tuneforge.utils.paths import tuneforge_home
+
+app = typer.Typer(help="Inspect datasets: `check` finds problems before training.", no_args_is_help=True)
+out = Console(highlight=False)
+_STYLE = {"error": "red", "warning": "yellow", "info": "dim"}
+
+
+@app.callback()
+def _group() -> None:
+    """Inspect datasets before training on them."""
+
+
+@app.command("check")
+def check_cmd(
+    target: str = typer.Argument(..., help="A data file, a folder of them, or a registered dataset name."),
+    against: Optional[str] = typer.Option(None, help="Test set to check train/test leakage against."),
+    model: Optional[str] = typer.Option(None, help="Count tokens with this model's tokenizer and chat template."),
+    template: str = typer.Option("auto", help="Chat template for token counts (auto = the model's own)."),
+    cutoff: Optional[int] = typer.Option(None, help="Count rows longer than this many tokens (needs --model)."),
+    fix: Optional[Path] = typer.Option(None, help="Write a cleaned copy here (.jsonl/.json/.csv; must not exist)."),
+    fix_near: bool = typer.Option(False, "--fix-near-dups", help="With --fix: also drop near-duplicates."),
+    fix_leaked: bool = typer.Option(False, "--fix-leaked", help="With --fix: also drop rows leaking into --against."),
+    report: Optional[Path] = typer.Option(None, help="Report folder (default: $TUNEFORGE_HOME/reports/data/...)."),
+    near_threshold: float = typer.Option(0.8, help="Jaccard similarity (character n-grams) for near-duplicates."),
+    dataset_info: Optional[str] = typer.Option(None, help="dataset_info.json for registered names."),
+    fmt: str = typer.Option("auto", "--format", help="Data format: auto, alpaca, sharegpt, openai, text, ..."),
+    as_json: bool = typer.Option(False, "--json", help="Print the JSON summary to stdout."),
+    strict: bool = typer.Option(False, help="Exit 1 when any error-level finding is present."),
+) -> None:
+    """Dataset doctor: find problems in a dataset before training on it.
+
+    Schema errors, empty fields, exact and near duplicates, lengths and truncation, label balance, diversity, odd
+    characters, script mix, and train/test leakage with --against. Writes report.md, report.html, summary.json and
+    charts; --fix writes a cleaned copy and never touches the input.
+    """
+    from tuneforge.data.inspect import CheckOptions, check_dataset
+    from tuneforge.data.inspect_report import write_report
+
+    opts = CheckOptions(against=against, model=model, template=template, cutoff=cutoff,
+                        near_threshold=near_threshold, dataset_info=dataset_info, format=fmt)
+    with console.status(f"checking {target}"):
+        res = check_dataset(target, opts)
+    folder = report or tuneforge_home() / "reports" / "data" / f"{res.dataset['name']}-{res.dataset['fingerprint'][:8]}"
+    paths = write_report(res, folder)
+    fixed = None
+    if fix is not None:
+        from tuneforge.data.inspect_fix import write_fixed
+
+        fixed = write_fixed(res, fix, near=fix_near, leaked=fix_leaked)
+    if as_json:
+        payload = res.summary() | {"report": {k: str(v) for k, v in paths.items()}}
+        if fixed:
+            payload["fix"] = {"out": str(fixed.out), "log": str(fixed.log), "kept": fixed.kept,
+                              "dropped": fixed.dropped, "edited_rows": fixed.edited_rows}
+        sys.stdout.write(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+    else:
+        _print(res, paths, fixed)
+    if strict and any(f.severity == "error" and f.count for f in res.findings):
+        raise typer.Exit(1)
+
+
+def _print(res, paths, fixed) -> None:
+    d = res.dataset
+    console.print(f"[bold]{d['name']}[/] ({d['format'] or '?'}): {d['rows']} rows, {d['usable_rows']} usable, "
+                  f"fingerprint {d['fingerprint'][:12]}")
+    t = Table(show_header=True, header_style="bold")
+    for col in ("", "check", "rows", "summary"):
+        t.add_column(col, overflow="fold")
+    for f in res.findings:
+        t.add_row(f"[{_STYLE[f.severity]}]{f.severity}[/]", f.check, str(f.count), f.summary)
+    if res.findings:
+        out.print(t)
+    else:
+        console.print("[green]no problems found[/]")
+    console.print(f"report: {paths['markdown']}  (also {paths['html'].name}, {paths['json'].name}, charts)")
+    if fixed:
+        dropped = ", ".join(f"{k} {v}" for k, v in fixed.dropped.items()) or "none"
+        console.print(f"cleaned copy: {fixed.out} ({fixed.kept} rows kept; dropped: {dropped}; "
+                      f"{fixed.edited_rows} rows edited); change log: {fixed.log}")

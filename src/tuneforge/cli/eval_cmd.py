@@ -1,0 +1,130 @@
+"""`tuneforge eval ...`: benchmarks, task metrics with error analysis, and before/after comparison."""
+
+from __future__ import annotations
+
+import json
+from typing import Optional
+
+import typer
+
+app = typer.Typer(help="Evaluate models: `bench` (MMLU, ARC, ...), `task` (your data), `compare` (before/after).",
+                  no_args_is_help=True)
+
+_MODEL_HELP = "Model: alias, folder, .gguf or hub id; `MODEL::ADAPTER` evaluates a LoRA adapter on top."
+
+
+def _split(text: Optional[str]) -> list[str]:
+    return [t.strip() for t in (text or "").split(",") if t.strip()]
+
+
+def _common(shots, chat, template, batch_size, max_new_tokens, dtype, device, progress) -> dict:
+    return dict(shots=shots, chat=chat, template=template, batch_size=batch_size, max_new_tokens=max_new_tokens,
+                dtype=dtype, device=device, progress=progress)
+
+
+@app.callback()
+def _group() -> None:
+    """Evaluate models on benchmarks and on your own task data."""
+
+
+@app.command("bench")
+def bench_cmd(
+    model: str = typer.Option(..., "--model", "-m", help=_MODEL_HELP),
+    adapter: Optional[str] = typer.Option(None, help="PEFT adapter folder (e.g. runs/NAME/adapter)."),
+    tasks: str = typer.Option("arc_easy", help="Comma list: mmlu,cmmlu,ceval,arc_easy,arc_challenge,hellaswag,"
+                                               "truthfulqa_mc1,gsm8k or paths to benchmark files."),
+    shots: int = typer.Option(0, help="Few-shot examples from the dev split (0 or 5 are usual)."),
+    limit: Optional[int] = typer.Option(None, help="Evaluate a fixed random sample of N items per task."),
+    chat: bool = typer.Option(False, help="Score multiple choice through the chat template (default: plain text)."),
+    template: str = typer.Option("auto", help="Chat template: auto (the model's own) or a named one."),
+    source: str = typer.Option("normalized", help="Read built-in benchmarks from 'normalized' jsonl or 'original'."),
+    style: Optional[str] = typer.Option(None, help="Override the prompt style: letters, cloze, continuation."),
+    batch_size: int = typer.Option(8, help="Items per forward pass."),
+    max_new_tokens: int = typer.Option(256, help="Generation length for generative tasks (gsm8k)."),
+    dtype: str = typer.Option("auto"),
+    device: str = typer.Option("auto"),
+    seed: int = typer.Option(0, help="Seed of the --limit sample (keep it equal across compared models)."),
+    output: Optional[str] = typer.Option(None, "--output", "-o", help="Report folder (default: next to the run)."),
+    progress: bool = typer.Option(True, help="Show a progress bar with ETA."),
+) -> None:
+    """Benchmarks: multiple choice by log-likelihood (acc, acc_norm, per subject/category), GSM8K by generation."""
+    from tuneforge.eval.runner import build_plan, parse_model_spec, run
+
+    plan = build_plan(_split(tasks), [], limit=limit, source=source, style=style, seed=seed,
+                      **_common(shots, chat, template, batch_size, max_new_tokens, dtype, device, progress))
+    run(parse_model_spec(model, adapter), plan, output)
+
+
+@app.command("task")
+def task_cmd(
+    model: str = typer.Option(..., "--model", "-m", help=_MODEL_HELP),
+    data: str = typer.Option(..., help="Your evaluation file (alpaca / sharegpt / openai rows with answers)."),
+    adapter: Optional[str] = typer.Option(None, help="PEFT adapter folder (e.g. runs/NAME/adapter)."),
+    labels: Optional[str] = typer.Option(None, help="Comma list of labels (e.g. 0,1): classification. Without it: "
+                                                    "generation metrics (BLEU, ROUGE, exact match)."),
+    mode: str = typer.Option("score", help="Classification: 'score' (constrained to the labels) or 'generate'."),
+    limit: Optional[int] = typer.Option(None, help="Evaluate a fixed random sample of N rows."),
+    template: str = typer.Option("auto", help="Chat template: auto (the model's own) or a named one."),
+    batch_size: int = typer.Option(8),
+    max_new_tokens: int = typer.Option(256, help="Generation length (classification uses at most 32)."),
+    dtype: str = typer.Option("auto"),
+    device: str = typer.Option("auto"),
+    seed: int = typer.Option(0, help="Seed of the --limit sample."),
+    output: Optional[str] = typer.Option(None, "--output", "-o", help="Report folder (default: next to the run)."),
+    progress: bool = typer.Option(True, help="Show a progress bar with ETA."),
+) -> None:
+    """Task metrics on your data: accuracy / macro P-R-F1 / confusion matrix, or BLEU / ROUGE; error flags."""
+    from tuneforge.eval.runner import build_plan, parse_model_spec, run
+
+    plan = build_plan([], [data], labels=_split(labels) or None, mode=mode, limit=limit, seed=seed,
+                      **_common(0, False, template, batch_size, max_new_tokens, dtype, device, progress))
+    run(parse_model_spec(model, adapter), plan, output)
+
+
+@app.command("compare")
+def compare_cmd(
+    a: str = typer.Argument(..., help="Before: results.json (or its folder), MODEL, or MODEL::ADAPTER."),
+    b: str = typer.Argument(..., help="After: results.json (or its folder), MODEL, or MODEL::ADAPTER."),
+    tasks: Optional[str] = typer.Option(None, help="Benchmarks to run for model arguments (comma list)."),
+    data: Optional[str] = typer.Option(None, help="Task file to run for model arguments."),
+    labels: Optional[str] = typer.Option(None, help="Labels for --data (classification)."),
+    mode: str = typer.Option("score", help="Classification mode for --data: score or generate."),
+    shots: int = typer.Option(0),
+    limit: Optional[int] = typer.Option(None, help="Fixed random sample of N items per task (same for A and B)."),
+    chat: bool = typer.Option(False, help="Score benchmarks through the chat template."),
+    template: str = typer.Option("auto"),
+    batch_size: int = typer.Option(8),
+    max_new_tokens: int = typer.Option(256),
+    dtype: str = typer.Option("auto"),
+    device: str = typer.Option("auto"),
+    output: Optional[str] = typer.Option(None, "--output", "-o", help="Folder for compare.md/html/json."),
+    as_json: bool = typer.Option(False, "--json", help="Print the comparison JSON to stdout."),
+    progress: bool = typer.Option(True),
+) -> None:
+    """Side-by-side metrics, per-example wins/losses/ties (sign test) and the examples that got worse."""
+    from pathlib import Path
+
+    from tuneforge.eval.compare import (compare_results, default_compare_output, is_results_path, load_side,
+                                        print_compare, write_compare)
+    from tuneforge.eval.runner import build_plan, parse_model_spec, run
+
+    plan = None
+    if not (is_results_path(a) and is_results_path(b)):  # validate everything before loading either model
+        plan = build_plan(_split(tasks), [data] if data else [], labels=_split(labels) or None, mode=mode,
+                          limit=limit, **_common(shots, chat, template, batch_size, max_new_tokens, dtype,
+                                                 device, progress))
+    out = Path(output) if output else default_compare_output()
+    sides = []
+    for tag, arg in (("a", a), ("b", b)):
+        if is_results_path(arg):
+            sides.append(load_side(arg))
+        else:
+            sides.append(run(parse_model_spec(arg), plan, out / tag)[0])
+    cmp = compare_results(sides[0], sides[1])
+    paths = write_compare(cmp, out)
+    print_compare(cmp)
+    from tuneforge.utils.console import console
+
+    console.print(f"comparison: [bold]{paths['markdown']}[/bold] (also {paths['html'].name}, {paths['json'].name})")
+    if as_json:
+        typer.echo(json.dumps(cmp, indent=1, ensure_ascii=False))

@@ -1,0 +1,45 @@
+"""`tuneforge train CONFIG [key=value ...]`."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+TRAIN_HELP = """Fine-tune a model as one YAML config describes; dotted key=value arguments override it.
+
+\b
+Examples:
+  tuneforge train examples/quickstart.yaml
+  tuneforge train examples/sft_lora.yaml train.epochs=1 method.lora.r=16 data.packing=true
+  torchrun --nproc_per_node 2 -m tuneforge train examples/sft_lora.yaml     (data parallel)
+
+\b
+Sections: stage (pt|sft), model (name, template, dtype), data (train, eval, dataset_info, val_size,
+cutoff_len, mask, packing, on_error), method (type full|freeze|lora, lora.*, freeze.*), train (epochs,
+batch_size, learning_rate — each may be 'auto' —, max_steps, save_steps, resume), output (dir, overwrite),
+eval (preview_prompts, classification). See README "Config tour".
+
+\b
+Data is validated before the model loads: a bad row stops the run naming file:line and field
+(or is skipped and counted with data.on_error=skip). Ctrl-C saves a checkpoint; the same command resumes.
+Output: OUTPUT_DIR/{config.yaml, run.json, metrics.jsonl, loss.png, tensorboard/, checkpoints/, adapter|model/}.
+"""
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("train", help=TRAIN_HELP)
+    def train_cmd(
+        config: Optional[str] = typer.Argument(None, help="YAML run config (omit to build one from key=value only)"),
+        overrides: Optional[list[str]] = typer.Argument(None, help="dotted overrides, e.g. train.epochs=2"),
+    ) -> None:
+        from tuneforge.config.load import load_config
+        from tuneforge.train.runner import train
+
+        if config and "=" in config and not config.endswith((".yaml", ".yml")):
+            overrides = [config] + list(overrides or [])
+            config = None
+        cfg = load_config(config, list(overrides or []))
+        result = train(cfg, config_path=config)
+        if result.status == "interrupted":
+            raise typer.Exit(130)

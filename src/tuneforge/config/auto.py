@@ -1,0 +1,77 @@
+"""Resolve `auto` training values from dataset size, method and device, and say what was chosen.
+
+Rules (documented in README "Auto values"):
+- epochs: 3 by default; small sets get more epochs so the model sees at least ~100 examples (at most 25 epochs);
+  large sets get fewer so it sees at most ~25,000 examples (at least 1 epoch). This is the rule the OpenAI
+  fine-tuning API documents for its `n_epochs: auto`.
+- batch_size: about 0.2% of the training rows, rounded to a power of two, within [4, 16] (capped at 8 on CPU).
+- learning_rate: by method — lora 2e-4, freeze 5e-5, full 2e-5 — times sqrt(batch_size / 8).
+- gradient_checkpointing: off on CPU (it trades compute for memory, and CPU runs are compute bound); on for full
+  fine-tuning on a GPU.
+- precision: fp32 on CPU; bf16 on GPUs that support it, else fp16.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+_TARGET_EPOCHS = 3
+_MIN_EXAMPLES, _MAX_EXAMPLES = 100, 25_000
+_MIN_EPOCHS, _MAX_EPOCHS = 1, 25
+_BASE_LR = {"lora": 2e-4, "freeze": 5e-5, "full": 2e-5}
+
+
+@dataclass
+class Resolved:
+    epochs: float
+    batch_size: int
+    learning_rate: float
+    gradient_checkpointing: bool
+    precision: str
+    chosen: dict  # key → human-readable reason, for values that were `auto`
+
+
+def auto_epochs(n_rows: int) -> int:
+    n = max(n_rows, 1)
+    if n * _TARGET_EPOCHS < _MIN_EXAMPLES:
+        return min(_MAX_EPOCHS, max(_TARGET_EPOCHS, _MIN_EXAMPLES // n))
+    if n * _TARGET_EPOCHS > _MAX_EXAMPLES:
+        return max(_MIN_EPOCHS, _MAX_EXAMPLES // n)
+    return _TARGET_EPOCHS
+
+
+def auto_batch_size(n_rows: int, device: str) -> int:
+    raw = max(n_rows * 0.002, 1)
+    bs = 2 ** round(math.log2(raw))
+    return int(min(max(bs, 4), 8 if device == "cpu" else 16))
+
+
+def auto_learning_rate(method: str, batch_size: int) -> float:
+    return _BASE_LR[method] * math.sqrt(batch_size / 8)
+
+
+def resolve_auto(train, method: str, n_rows: int, device: str, has_cuda_bf16: bool = False) -> Resolved:
+    """Fill every `auto` of a TrainSection; returns values plus the reasons for those that were auto."""
+    chosen: dict[str, str] = {}
+    epochs = train.epochs
+    if epochs == "auto":
+        epochs = auto_epochs(n_rows)
+        chosen["epochs"] = f"{epochs} ({n_rows} rows; aim for 100–25,000 examples seen)"
+    bs = train.batch_size
+    if bs == "auto":
+        bs = auto_batch_size(n_rows, device)
+        chosen["batch_size"] = f"{bs} (~0.2% of {n_rows} rows, within [4, {8 if device == 'cpu' else 16}])"
+    lr = train.learning_rate
+    if lr == "auto":
+        lr = auto_learning_rate(method, bs)
+        chosen["learning_rate"] = f"{lr:.2e} ({method} base {_BASE_LR[method]:.0e} × sqrt({bs}/8))"
+    gc = train.gradient_checkpointing
+    if gc == "auto":
+        gc = device.startswith("cuda") and method == "full"
+        chosen["gradient_checkpointing"] = f"{gc} ({'GPU full fine-tune' if gc else 'compute-bound device/method'})"
+    prec = train.precision
+    if prec == "auto":
+        prec = "fp32" if not device.startswith("cuda") else ("bf16" if has_cuda_bf16 else "fp16")
+        chosen["precision"] = f"{prec} ({device})"
+    return Resolved(float(epochs), int(bs), float(lr), bool(gc), prec, chosen)

@@ -1,0 +1,161 @@
+"""Record → input_ids + labels, with the loss mask policy and prompt-first truncation.
+
+The tokenizer's chat_template is the single source of truth: the whole conversation is rendered once with it and
+tokenized once (so ids equal `tokenizer.apply_chat_template(messages, tokenize=True)` exactly); the character spans
+of the assistant turns, found by rendering each turn's prefix, mark which tokens are trained.
+
+Mask policies: `assistant` (every assistant turn, default), `last` (only the final assistant turn), `all` (every
+token including the prompt). Truncation keeps the answer and cuts the prompt from its start (oldest turns first);
+only when the answer alone is longer than the cutoff is the answer's tail cut too. A row left with no trained token
+is dropped and counted, never silently.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tuneforge.data.records import Record
+from tuneforge.utils.errors import DataError
+
+IGNORE = -100
+_ROLE_FOR_TEMPLATE = {"function_call": "assistant", "observation": "tool"}
+
+
+@dataclass
+class Rendered:
+    input_ids: list[int]
+    labels: list[int]
+    source: str = ""
+    truncated: bool = False
+    answer_start: int | None = None  # token index where the last trained answer begins
+
+
+@dataclass
+class RenderStats:
+    rows: int = 0
+    kept: int = 0
+    truncated: int = 0
+    dropped_no_target: int = 0
+    chunks: int = 0
+    tokens: int = 0
+    trained_tokens: int = 0
+    dropped_sources: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        d = dict(self.__dict__)
+        d["dropped_sources"] = self.dropped_sources[:20]
+        return d
+
+
+def template_messages(messages: list[dict]) -> list[dict]:
+    """Map dataset-only roles (function_call, observation) to roles chat templates understand."""
+    return [{"role": _ROLE_FOR_TEMPLATE.get(m["role"], m["role"]), "content": m["content"]} for m in messages]
+
+
+def _apply(tok, messages, add_generation_prompt=False, tools=None) -> str:
+    kwargs = {"tools": tools} if tools else {}
+    return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt, **kwargs)
+
+
+def assistant_spans(tok, messages: list[dict], source: str = "", tools=None) -> tuple[str, list[tuple[int, int]]]:
+    """Full rendered text and the [start, end) character span of each assistant turn (content + end marker)."""
+    full = _apply(tok, messages, tools=tools)
+    spans = []
+    for i, m in enumerate(messages):
+        if m["role"] != "assistant":
+            continue
+        prefix = _apply(tok, messages[:i], add_generation_prompt=True, tools=tools) if i else ""
+        upto = _apply(tok, messages[: i + 1], tools=tools)
+        if not (upto.startswith(prefix) and full.startswith(upto)):
+            raise DataError("the chat template renders a conversation differently from its prefixes, so the "
+                            "assistant turns cannot be located", file=source or None,
+                            hint="use a named template (model.template=chatml, llama3, ...)")
+        spans.append((len(prefix), len(upto)))
+    return full, spans
+
+
+def _labels_from_spans(offsets, spans, ids) -> list[int]:
+    labels = [IGNORE] * len(ids)
+    k = 0
+    for j, (start, end) in enumerate(offsets):
+        while k < len(spans) and start >= spans[k][1]:
+            k += 1
+        if k < len(spans) and spans[k][0] <= start < spans[k][1] and end > start:
+            labels[j] = ids[j]
+    return labels
+
+
+def render_chat(record: Record, tok, mask: str = "assistant") -> Rendered:
+    """Render one chat record (no truncation). EOS is appended when the template does not end the answer with it."""
+    messages = template_messages(record.messages)
+    if not any(m["role"] == "assistant" for m in messages):
+        raise DataError("conversation has no assistant turn to learn from", file=record.source or None,
+                        field="messages")
+    full, spans = assistant_spans(tok, messages, record.source, tools=record.tools)
+    if mask == "last":
+        spans = spans[-1:]
+    enc = tok(full, add_special_tokens=False, return_offsets_mapping=True)
+    ids = list(enc["input_ids"])
+    labels = list(ids) if mask == "all" else _labels_from_spans(enc["offset_mapping"], spans, ids)
+    last_char = spans[-1][0] if spans else 0
+    answer_start = next((j for j, (s, e) in enumerate(enc["offset_mapping"]) if s >= last_char and e > s), len(ids))
+    eos = tok.eos_token_id
+    if eos is not None and eos not in ids[-3:]:
+        ids.append(eos)
+        labels.append(eos)
+    return Rendered(ids, labels, record.source, answer_start=answer_start)
+
+
+def truncate(r: Rendered, cutoff: int) -> Rendered:
+    """Cut to `cutoff` tokens: drop prompt tokens from the start first; cut the answer's tail only if unavoidable."""
+    if len(r.input_ids) <= cutoff:
+        return r
+    last_start = r.answer_start if r.answer_start is not None else len(r.input_ids)
+    end = len(r.input_ids)
+    answer_len = end - last_start
+    if answer_len >= cutoff:  # answer alone too long: keep a short prompt tail, cut the answer's end
+        keep_prompt = min(last_start, cutoff // 4)
+        start = last_start - keep_prompt
+        end = start + cutoff
+    else:
+        start = end - cutoff
+    return Rendered(r.input_ids[start:end], r.labels[start:end], r.source, True, last_start - start)
+
+
+def render_text(record: Record, tok, cutoff: int) -> list[Rendered]:
+    """Pre-training text → one or more chunks of at most `cutoff` tokens (long documents are split, not cut)."""
+    ids = tok(record.text, add_special_tokens=True)["input_ids"]
+    if tok.eos_token_id is not None:
+        ids = ids + [tok.eos_token_id]
+    return [Rendered(ids[i:i + cutoff], ids[i:i + cutoff], record.source) for i in range(0, len(ids), cutoff)
+            if len(ids[i:i + cutoff]) > 1]
+
+
+def render_records(records: list[Record], tok, *, stage: str, mask: str, cutoff: int,
+                   progress=None) -> tuple[list[Rendered], RenderStats]:
+    """Render a whole dataset; returns kept examples and the counts a user should see."""
+    out: list[Rendered] = []
+    stats = RenderStats()
+    for rec in records:
+        stats.rows += 1
+        if stage == "pt":
+            text = rec.text if rec.text is not None else "\n".join(m["content"] for m in rec.messages)
+            chunks = render_text(Record(text=text, source=rec.source), tok, cutoff)
+            stats.chunks += len(chunks)
+            out.extend(chunks)
+            continue
+        r = render_chat(rec, tok, mask)
+        if len(r.input_ids) > cutoff:
+            r = truncate(r, cutoff)
+            stats.truncated += 1
+        if all(lab == IGNORE for lab in r.labels):
+            stats.dropped_no_target += 1
+            stats.dropped_sources.append(rec.source)
+            continue
+        out.append(r)
+        if progress:
+            progress()
+    stats.kept = len(out)
+    stats.tokens = sum(len(r.input_ids) for r in out)
+    stats.trained_tokens = sum(sum(1 for lab in r.labels if lab != IGNORE) for r in out)
+    return out, stats

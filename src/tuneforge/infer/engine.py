@@ -1,0 +1,252 @@
+"""Batched and streaming generation with Hugging Face `generate`, shared by chat, generate, eval and serve.
+
+Prompts are rendered with the tokenizer's chat template (`tuneforge.data.templates`), the same one training used,
+and generation stops at that template's end-of-turn marker or eos. `complete` is the raw-text path for base models.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+from tuneforge.data.templates import (
+    encode_prompt,
+    ensure_chat_template,
+    single_token_id,
+    template_stop_strings,
+    template_stop_token_ids,
+)
+from tuneforge.utils.console import console
+from tuneforge.utils.errors import ConfigError
+
+
+@dataclass
+class Generation:
+    """One model answer. `finish_reason` is "stop" (end-of-turn / eos / stop text) or "length" (max_new_tokens)."""
+
+    text: str
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclass(frozen=True)
+class _Stops:
+    ids: tuple[int, ...]  # single-token stops, handled by generate's eos_token_id
+    texts: tuple[str, ...]  # every stop text; multi-token ones are matched on decoded text
+
+
+class _Cancel:
+    """Stopping criterion that ends a streaming generation once the reader has gone away."""
+
+    def __init__(self):
+        self.event = threading.Event()
+
+    def __call__(self, input_ids, scores, **kwargs):
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
+def _cut_at_stop(text: str, stops: tuple[str, ...]) -> tuple[str, bool]:
+    hits = [i for i in (text.find(s) for s in stops if s) if i >= 0]
+    return (text[: min(hits)], True) if hits else (text, False)
+
+
+def _sampling_kwargs(temperature: float, top_p: float) -> dict:
+    if temperature < 0 or not 0 < top_p <= 1:
+        raise ConfigError(f"temperature must be >= 0 and top_p in (0, 1]; got temperature={temperature}, "
+                          f"top_p={top_p}", hint="temperature 0 means greedy decoding")
+    if temperature == 0:  # greedy; values equal to the library defaults so no 'unused flag' warnings
+        return {"do_sample": False, "temperature": 1.0, "top_p": 1.0, "top_k": 50}
+    return {"do_sample": True, "temperature": float(temperature), "top_p": float(top_p), "top_k": 0}
+
+
+class Engine:
+    """A model + tokenizer ready to answer conversations (chat template) or complete raw text."""
+
+    def __init__(self, model, tokenizer):
+        """Wrap an already loaded causal LM (optionally a PeftModel) and its tokenizer; the model is put in eval mode.
+
+        The tokenizer's chat_template is used as is; set it first with `ensure_chat_template` when it has none.
+        """
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token if tokenizer.eos_token is not None else tokenizer.unk_token
+
+    @classmethod
+    def load(cls, model: str, adapter: str | None = None, *, template: str = "auto", dtype: str = "auto",
+             device: str = "auto") -> Engine:
+        """Load `model` (alias, folder, .gguf, hub id) with an optional PEFT `adapter` folder on top (not merged).
+
+        `template="auto"` keeps the chat template saved with the adapter or the model; when neither has one, chat
+        calls raise a ConfigError naming the templates to choose from (`complete` still works). Any other name
+        (chatml, llama3, …, see `tuneforge.data.templates.list_templates`) replaces it.
+        """
+        from tuneforge.models.load import load_for_inference
+
+        m, tok = load_for_inference(model, adapter, dtype=dtype, device=device)
+        if template != "auto" or getattr(tok, "chat_template", None):
+            ensure_chat_template(tok, template)
+        return cls(m, tok)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def _chat_stops(self) -> _Stops:
+        texts = tuple(template_stop_strings(self.tokenizer))
+        return _Stops(tuple(template_stop_token_ids(self.tokenizer)), texts)
+
+    def _eos_stops(self) -> _Stops:
+        eos = self.tokenizer.eos_token_id
+        return _Stops((eos,) if eos is not None else (), ())
+
+    def _generate_kwargs(self, stops: _Stops, max_new_tokens: int, temperature: float, top_p: float) -> dict:
+        if max_new_tokens < 1:
+            raise ConfigError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+        kw = {"max_new_tokens": max_new_tokens, "pad_token_id": self.tokenizer.pad_token_id,
+              "eos_token_id": list(stops.ids) or None, **_sampling_kwargs(temperature, top_p)}
+        multi = [s for s in stops.texts if single_token_id(self.tokenizer, s) is None]
+        if multi:
+            kw.update(stop_strings=multi, tokenizer=self.tokenizer)
+        return kw
+
+    def generate(self, conversations: list[list[dict]], *, max_new_tokens: int = 256, temperature: float = 0.0,
+                 top_p: float = 1.0, batch_size: int = 8, progress: bool = False) -> list[Generation]:
+        """Answer each conversation (a list of {"role", "content"} ending with a user turn); results in input order.
+
+        Greedy when temperature is 0. Prompts are sorted by length and left-padded into batches of `batch_size`, so
+        results equal one-by-one generation (up to float ties). `progress` shows a bar with ETA on stderr.
+        """
+        prompts = [encode_prompt(self.tokenizer, c) for c in conversations]
+        return self._run(prompts, self._chat_stops(), max_new_tokens, temperature, top_p, batch_size, progress)
+
+    def complete(self, prompts: list[str], *, max_new_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0,
+                 batch_size: int = 8, progress: bool = False) -> list[Generation]:
+        """Continue raw text (no chat template, tokenizer's usual bos): for base models. Stops at eos only."""
+        ids = [list(self.tokenizer(p, add_special_tokens=True)["input_ids"]) for p in prompts]
+        return self._run(ids, self._eos_stops(), max_new_tokens, temperature, top_p, batch_size, progress)
+
+    def _run(self, prompts: list[list[int]], stops: _Stops, max_new_tokens: int, temperature: float, top_p: float,
+             batch_size: int, progress: bool) -> list[Generation]:
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
+        kw = self._generate_kwargs(stops, max_new_tokens, temperature, top_p)
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]), reverse=True)  # longest first: OOM early
+        results: list[Generation | None] = [None] * len(prompts)
+        with _progress_bar(progress, len(prompts)) as advance:
+            for start in range(0, len(order), batch_size):
+                idx = order[start: start + batch_size]
+                for i, gen in zip(idx, self._generate_batch([prompts[i] for i in idx], stops, kw)):
+                    results[i] = gen
+                advance(len(idx), sum(g.completion_tokens for g in results if g is not None))
+        return results  # type: ignore[return-value]
+
+    def _generate_batch(self, batch: list[list[int]], stops: _Stops, kw: dict) -> list[Generation]:
+        width = max(len(p) for p in batch)
+        if width == 0:
+            raise ConfigError("cannot generate from an empty prompt", hint="give at least one token of text")
+        pad = self.tokenizer.pad_token_id
+        input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in batch], device=self.device)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in batch], device=self.device)
+        with torch.inference_mode():
+            out = self.model.generate(input_ids=input_ids, attention_mask=mask, **kw)
+        return [self._finish(p, row[width:].tolist(), stops, kw["max_new_tokens"]) for p, row in zip(batch, out)]
+
+    def _finish(self, prompt: list[int], new: list[int], stops: _Stops, max_new_tokens: int) -> Generation:
+        cut = next((i for i, t in enumerate(new) if t in stops.ids), None)
+        if cut is not None:
+            kept, n_tokens = new[:cut], cut + 1
+        else:
+            pad, n_tokens = self.tokenizer.pad_token_id, len(new)
+            while n_tokens and new[n_tokens - 1] == pad:  # rows stopped on text are padded to the batch's length
+                n_tokens -= 1
+            kept = new[:n_tokens]
+        text, hit = _cut_at_stop(self.tokenizer.decode(kept, skip_special_tokens=True), stops.texts)
+        stopped = cut is not None or hit or n_tokens < max_new_tokens
+        return Generation(text, "stop" if stopped else "length", len(prompt), n_tokens)
+
+    def stream(self, messages: list[dict], *, max_new_tokens: int = 256, temperature: float = 0.0,
+               top_p: float = 1.0) -> Iterator[str]:
+        """Yield the answer to one conversation piece by piece as it is generated.
+
+        The pieces joined equal `generate([messages])[0].text` for the same settings. Closing the iterator early
+        stops the generation thread at its next token.
+        """
+        from transformers import TextIteratorStreamer
+
+        stops = self._chat_stops()
+        kw = self._generate_kwargs(stops, max_new_tokens, temperature, top_p)
+        ids = torch.tensor([encode_prompt(self.tokenizer, messages)], device=self.device)
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        cancel, failure = _Cancel(), []
+
+        def work():
+            try:
+                with torch.inference_mode():
+                    self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), streamer=streamer,
+                                        stopping_criteria=[cancel], **kw)
+            except BaseException as err:  # noqa: BLE001 - handed to the reading thread
+                failure.append(err)
+                streamer.end()
+
+        thread = threading.Thread(target=work, daemon=True)
+        thread.start()
+        try:
+            yield from _hold_back_stops(streamer, stops.texts)
+        finally:
+            cancel.event.set()
+            thread.join()
+        if failure:
+            raise failure[0]
+
+
+def _hold_back_stops(pieces: Iterator[str], stops: tuple[str, ...]) -> Iterator[str]:
+    """Pass text through, never emitting a stop text or a tail that may be the start of one."""
+    buf = ""
+    for piece in pieces:
+        buf += piece
+        text, hit = _cut_at_stop(buf, stops)
+        if hit:
+            if text:
+                yield text
+            return
+        keep = max((k for s in stops for k in range(1, len(s)) if buf.endswith(s[:k])), default=0)
+        if len(buf) > keep:
+            yield buf[: len(buf) - keep]
+            buf = buf[len(buf) - keep:]
+    if buf:
+        yield buf
+
+
+class _progress_bar:
+    """Context manager yielding advance(rows, tokens); a rich bar with ETA when enabled, else a no-op."""
+
+    def __init__(self, enabled: bool, total: int):
+        self.enabled, self.total, self.bar = enabled, total, None
+
+    def __enter__(self):
+        if not self.enabled:
+            return lambda rows, tokens: None
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                   TimeRemainingColumn)
+
+        self.bar = Progress(TextColumn("generating"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[tps]}"),
+                            TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console)
+        self.bar.start()
+        task = self.bar.add_task("generate", total=self.total, tps="")
+
+        def advance(rows: int, tokens: int) -> None:
+            elapsed = self.bar.tasks[0].elapsed or 0.0
+            tps = f"{tokens / elapsed:.1f} tok/s" if elapsed > 0 else ""
+            self.bar.update(task, advance=rows, tps=tps)
+
+        return advance
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.stop()
+        return False

@@ -1,0 +1,47 @@
+"""Freeze tuning: train only the last (or first) N decoder layers, or modules matching name patterns."""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+
+from tuneforge.utils.errors import ConfigError
+
+_LAYER = re.compile(r"\.layers\.(\d+)\.")
+
+
+def _num_layers(model) -> int:
+    ids = {int(m.group(1)) for n, _ in model.named_parameters() if (m := _LAYER.search(n))}
+    if not ids:
+        raise ConfigError("method.freeze: cannot find numbered decoder layers ('.layers.N.') in this model",
+                          hint="use method.freeze.trainable_modules with name patterns instead")
+    return max(ids) + 1
+
+
+def trainable_names(model, params) -> list[str]:
+    """Names of the parameters that stay trainable under the freeze settings."""
+    names = [n for n, _ in model.named_parameters()]
+    if params.trainable_modules:
+        pats = [p if any(c in p for c in "*?[") else f"*{p}*" for p in params.trainable_modules]
+        keep = [n for n in names if any(fnmatch.fnmatch(n, p) for p in pats)]
+        if not keep:
+            raise ConfigError(f"method.freeze.trainable_modules {params.trainable_modules} match no parameter",
+                              hint=f"parameter names look like: {names[:3]}")
+    else:
+        total = _num_layers(model)
+        k = params.trainable_layers
+        if k == 0 or abs(k) > total:
+            raise ConfigError(f"method.freeze.trainable_layers={k} but the model has {total} layers",
+                              hint=f"use 1..{total} (last N) or -1..-{total} (first N)")
+        layers = set(range(total - k, total)) if k > 0 else set(range(-k))
+        keep = [n for n in names if (m := _LAYER.search(n)) and int(m.group(1)) in layers]
+    if params.train_embeddings:
+        keep += [n for n in names if "embed_tokens" in n or "lm_head" in n]
+    return sorted(set(keep))
+
+
+def apply_freeze(model, params):
+    keep = set(trainable_names(model, params))
+    for n, p in model.named_parameters():
+        p.requires_grad_(n in keep)
+    return model

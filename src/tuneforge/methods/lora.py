@@ -1,0 +1,32 @@
+"""LoRA (with rsLoRA and DoRA flags) through PEFT."""
+
+from __future__ import annotations
+
+from tuneforge.utils.errors import ConfigError
+
+
+def lora_config(params):
+    from peft import LoraConfig, TaskType
+
+    return LoraConfig(
+        task_type=TaskType.CAUSAL_LM,
+        r=params.r,
+        lora_alpha=params.alpha if params.alpha is not None else 2 * params.r,
+        lora_dropout=params.dropout,
+        target_modules=params.target_modules,
+        use_rslora=params.use_rslora,
+        use_dora=params.use_dora,
+        modules_to_save=params.modules_to_save,
+        bias="none",
+    )
+
+
+def apply_lora(model, params):
+    from peft import get_peft_model
+
+    try:
+        return get_peft_model(model, lora_config(params))
+    except ValueError as err:
+        names = sorted({n.rsplit(".", 1)[-1] for n, _ in model.named_modules() if n})
+        raise ConfigError(f"method.lora.target_modules={params.target_modules!r}: {err}",
+                          hint=f"use 'all-linear' or some of: {', '.join(names[:20])}") from err

@@ -1,0 +1,51 @@
+"""Throwaway registries for tests: a SQLite file, or a private schema on the PostgreSQL server named by
+$TUNEFORGE_TEST_PG_URL (`.ci/postgres.sh` starts one and prints the URL)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+PG_ENV = "TUNEFORGE_TEST_PG_URL"
+PG_SKIP_REASON = (f"PostgreSQL registry tests need a server: set {PG_ENV}=postgresql+psycopg://user@127.0.0.1/db "
+                  "(`eval \"$(bash .ci/postgres.sh)\"` starts one)")
+
+
+def pg_url() -> str | None:
+    return os.environ.get(PG_ENV) or None
+
+
+@contextmanager
+def temp_registry_url(backend: str, tmp_dir: Path) -> Iterator[str]:
+    """Yield a URL for an empty registry; a PostgreSQL schema is created for it and dropped afterwards."""
+    from tuneforge.registry.store import close_store
+
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_dir / 'registry.db'}"
+        try:
+            yield url
+        finally:
+            close_store(url)
+        return
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    base = pg_url()
+    if not base:
+        raise RuntimeError(PG_SKIP_REASON)
+    schema = f"tf_test_{secrets.token_hex(4)}"
+    admin = create_engine(base)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    url = make_url(base).update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(
+        hide_password=False)
+    try:
+        yield url
+    finally:
+        close_store(url)
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()

@@ -1,0 +1,140 @@
+"""Export: LoRA merge on the 656K TinyStories model, reload parity, refusal to overwrite, corrupted weights caught."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from tuneforge.data.templates import ensure_chat_template, template_stop_token_ids
+from tuneforge.export import merge as merge_mod
+from tuneforge.export.merge import merge_adapter, verify_export
+from tuneforge.export.parity import ParityError
+from tuneforge.models.load import load_model, load_tokenizer
+from tuneforge.utils.errors import ModelError
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def adapter_dir(tiny_model_dir, tmp_path_factory):
+    """A LoRA adapter trained for a few steps with plain PEFT, saved with its chatml tokenizer like a run does."""
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(0)
+    tok = load_tokenizer(str(tiny_model_dir))
+    ensure_chat_template(tok, "chatml")
+    model = get_peft_model(load_model(str(tiny_model_dir), device="cpu"),
+                           LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", lora_dropout=0.0))
+    conv = [{"role": "user", "content": "What color is the sky?"}, {"role": "assistant", "content": "Blue."}]
+    ids = torch.tensor([tok.apply_chat_template(conv)["input_ids"]])
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-2)
+    for _ in range(4):
+        loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    assert any(p.abs().max() > 0 for n, p in model.named_parameters() if "lora_B" in n)
+    out = tmp_path_factory.mktemp("run") / "adapter"
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_model_dir, adapter_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("export") / "merged"
+    return merge_adapter(str(tiny_model_dir), str(adapter_dir), str(out), device="cpu"), out
+
+
+def test_merged_export_matches_base_plus_adapter(exported, tiny_model_dir, adapter_dir):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+    report, out = exported
+    assert report.passed and report.max_abs_diff < 1e-4 and report.dtype == "float32"
+    assert {"model.safetensors", "config.json", "tokenizer.json", "generation_config.json", "README.md",
+            "tuneforge_export.json"} <= {p.name for p in out.iterdir()}
+    assert not (out / "adapter_config.json").exists()
+    meta = json.loads((out / "tuneforge_export.json").read_text())
+    assert meta["adapter"] == str(adapter_dir) and meta["chat_template"] == "chatml" and meta["parity"]["passed"]
+
+    merged = AutoModelForCausalLM.from_pretrained(out)  # plain transformers, no peft
+    tok = AutoTokenizer.from_pretrained(out)
+    assert tok.chat_template == load_tokenizer(str(adapter_dir)).chat_template
+    eos = GenerationConfig.from_pretrained(out).eos_token_id
+    assert set(template_stop_token_ids(tok)) <= set(eos if isinstance(eos, list) else [eos])
+    ids = torch.tensor([tok.apply_chat_template([{"role": "user", "content": "Hello"}],
+                                                add_generation_prompt=True)["input_ids"]])
+    ref = PeftModel.from_pretrained(load_model(str(tiny_model_dir), device="cpu"), str(adapter_dir)).eval()
+    base = load_model(str(tiny_model_dir), device="cpu").eval()
+    with torch.inference_mode():
+        a, b, c = merged(ids).logits, ref(ids).logits, base(ids).logits
+    assert (a - b).abs().max() < 1e-4
+    assert (a - c).abs().max() > 1e-2  # the adapter really changed the model
+
+
+def test_corrupted_export_fails_the_check(exported, tiny_model_dir, adapter_dir, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    _, out = exported
+    broken = tmp_path / "broken"
+    shutil.copytree(out, broken)
+    weights = load_file(broken / "model.safetensors")
+    name = next(k for k in weights if "layers.0.self_attn.q_proj" in k)
+    weights[name] = weights[name] + 0.05
+    save_file(weights, broken / "model.safetensors", metadata={"format": "pt"})
+    assert verify_export(str(out), str(tiny_model_dir), str(adapter_dir), device="cpu").passed
+    report = verify_export(str(broken), str(tiny_model_dir), str(adapter_dir), device="cpu")
+    assert not report.passed and report.export_diff > 1e-3
+    with pytest.raises(ParityError, match="parity check FAILED"):
+        report.raise_if_failed(str(broken))
+
+
+def test_a_wrong_merge_raises_and_writes_nothing(tiny_model_dir, adapter_dir, tmp_path, monkeypatch):
+    real = merge_mod._merge
+
+    def bad_merge(model, adapter):
+        merged = real(model, adapter)
+        with torch.no_grad():
+            merged.model.layers[1].mlp.down_proj.weight.mul_(1.5)
+        return merged
+
+    monkeypatch.setattr(merge_mod, "_merge", bad_merge)
+    out = tmp_path / "merged"
+    with pytest.raises(ParityError, match="merged weights differ"):
+        merge_adapter(str(tiny_model_dir), str(adapter_dir), str(out), device="cpu")
+    assert not out.exists()
+    assert (tmp_path / ".merged.tuneforge-partial" / "tuneforge_export.json").is_file()  # kept for inspection
+
+
+def test_refuses_non_empty_destination(tiny_model_dir, adapter_dir, tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("my notes")
+    with pytest.raises(ModelError, match="not empty; refusing to overwrite"):
+        merge_adapter(str(tiny_model_dir), str(adapter_dir), str(out), device="cpu")
+    assert (out / "notes.txt").read_text() == "my notes"
+    with pytest.raises(ModelError, match="would destroy the source"):
+        merge_adapter(str(tiny_model_dir), str(adapter_dir), str(adapter_dir.parent), overwrite=True, device="cpu")
+    report = merge_adapter(str(tiny_model_dir), str(adapter_dir), str(out), overwrite=True, dtype="bfloat16",
+                           device="cpu")
+    assert report.passed and report.dtype == "bfloat16" and not (out / "notes.txt").exists()
+    assert json.loads((out / "config.json").read_text())["dtype"] == "bfloat16"
+
+
+def test_full_model_export_is_identical(tiny_model_dir, adapter_dir, tmp_path):
+    report = merge_adapter(str(tiny_model_dir), None, str(tmp_path / "full"), template="chatml", device="cpu")
+    assert report.passed and report.max_abs_diff == 0.0
+    assert json.loads((tmp_path / "full" / "tuneforge_export.json").read_text())["kind"] == "full"
+    with pytest.raises(ModelError, match="is a LoRA adapter folder"):
+        merge_adapter(str(adapter_dir), None, str(tmp_path / "x"))

@@ -1,0 +1,39 @@
+"""Helpers for short real training runs on the 656K TinyStories model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tuneforge.config.load import load_config
+
+STORY_QA = [
+    ("Tell me about the dog.", "The dog was happy. He ran in the park with his ball."),
+    ("What did Lily find?", "Lily found a shiny red box under the big tree."),
+    ("Who is Tom?", "Tom is a little boy who loves to play with his toy car."),
+    ("Where did the cat go?", "The cat went to the garden to look for the bird."),
+    ("What is the sun like?", "The sun was big and warm, and it made everyone smile."),
+    ("What did Mom say?", "Mom said, \"Be careful and have fun outside!\""),
+    ("Why was Ben sad?", "Ben was sad because his kite was stuck in the tree."),
+    ("What did the bird sing?", "The bird sang a sweet song every morning."),
+]
+
+
+def write_story_data(path: Path, n_repeat: int = 2) -> Path:
+    rows = [{"instruction": q, "output": a} for q, a in STORY_QA] * n_repeat
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+def tiny_config(tmp_path: Path, model_dir: Path, *overrides: str, data: Path | None = None):
+    data = data or write_story_data(tmp_path / "stories.jsonl")
+    base = [f"model.name={model_dir}", "model.template=chatml", f"data.train={data}", "data.cutoff_len=64",
+            f"output.dir={tmp_path / 'run'}", "output.tensorboard=false", "train.batch_size=4",
+            "train.learning_rate=5e-3", "train.epochs=2", "train.warmup_ratio=0", "train.logging_steps=1",
+            "method.type=lora", "method.lora.r=4"]
+    return load_config(None, base + list(overrides))
+
+
+def losses(run_dir: Path) -> list[float]:
+    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [r["loss"] for r in rows if "loss" in r]

@@ -1,0 +1,58 @@
+"""Opening the registry: location, migrations, SQLite settings."""
+
+from __future__ import annotations
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect, text
+
+from tuneforge.registry.records import Base
+from tuneforge.registry.store import RegistryError, Store, open_store, registry_url
+
+
+def test_default_location_is_under_tuneforge_home(tmp_path, monkeypatch):
+    monkeypatch.delenv("TUNEFORGE_REGISTRY_URL", raising=False)
+    monkeypatch.setenv("TUNEFORGE_HOME", str(tmp_path / "home"))
+    assert registry_url() == f"sqlite:///{tmp_path / 'home' / 'registry.db'}"
+    store = Store()
+    assert (tmp_path / "home" / "registry.db").is_file()
+    store.close()
+
+
+def test_env_url_wins(monkeypatch):
+    monkeypatch.setenv("TUNEFORGE_REGISTRY_URL", "sqlite:////x/y.db")
+    assert registry_url() == "sqlite:////x/y.db"
+    assert registry_url("sqlite:////explicit.db") == "sqlite:////explicit.db"
+
+
+def test_invalid_url_is_a_clear_error():
+    with pytest.raises(RegistryError, match="invalid registry URL"):
+        Store("not a url")
+
+
+def test_migrations_create_every_table_and_match_the_models(store):
+    names = set(inspect(store.engine).get_table_names())
+    assert {"runs", "run_tags", "datasets", "run_datasets", "metrics", "evals", "artifacts",
+            "alembic_version_tuneforge"} <= names
+    with store.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)
+    diff = [d for d in diff if not (d[0] == "remove_table" and d[1].name == "alembic_version_tuneforge")]
+    assert diff == []
+
+
+def test_reopening_is_idempotent(registry_url):
+    a = Store(registry_url)
+    b = Store(registry_url)  # second migrate() is a no-op
+    with b.engine.connect() as conn:
+        assert conn.execute(text("SELECT version_num FROM alembic_version_tuneforge")).scalar() == "0001"
+    a.close()
+    b.close()
+
+
+def test_sqlite_runs_in_wal_mode_with_busy_timeout(tmp_path):
+    store = open_store(f"sqlite:///{tmp_path / 'r.db'}")
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 10_000
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
