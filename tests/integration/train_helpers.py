@@ -26,6 +26,7 @@ def write_story_data(path: Path, n_repeat: int = 2) -> Path:
 
 
 def tiny_config(tmp_path: Path, model_dir: Path, *overrides: str, data: Path | None = None):
+    tmp_path.mkdir(parents=True, exist_ok=True)
     data = data or write_story_data(tmp_path / "stories.jsonl")
     base = [f"model.name={model_dir}", "model.template=chatml", f"data.train={data}", "data.cutoff_len=64",
             f"output.dir={tmp_path / 'run'}", "output.tensorboard=false", "train.batch_size=4",

@@ -14,7 +14,8 @@ from rich.table import Table
 from tuneforge.utils.console import console
 from tuneforge.utils.paths import tuneforge_home
 
-app = typer.Typer(help="Inspect datasets: `check` finds problems before training.", no_args_is_help=True)
+app = typer.Typer(help="Inspect datasets: `preview` shows what the model trains on, `check` finds problems.",
+                  no_args_is_help=True)
 out = Console(highlight=False)
 _STYLE = {"error": "red", "warning": "yellow", "info": "dim"}
 
@@ -91,3 +92,44 @@ def _print(res, paths, fixed) -> None:
         dropped = ", ".join(f"{k} {v}" for k, v in fixed.dropped.items()) or "none"
         console.print(f"cleaned copy: {fixed.out} ({fixed.kept} rows kept; dropped: {dropped}; "
                       f"{fixed.edited_rows} rows edited); change log: {fixed.log}")
+
+
+@app.command("preview")
+def preview_cmd(
+    config: str = typer.Argument(..., help="The run's YAML config (the same file `tuneforge train` takes)."),
+    overrides: Optional[list[str]] = typer.Argument(None, help="dotted overrides, e.g. data.mask=last"),
+    n: int = typer.Option(3, "-n", help="How many rendered samples to show."),
+    as_json: bool = typer.Option(False, "--json", help="Print samples and statistics as JSON."),
+) -> None:
+    """Render samples exactly as training will (template, loss mask, truncation, EOS); trained tokens highlighted.
+
+    Also prints token-length statistics and how many rows the cutoff truncates. Loads only the tokenizer.
+    """
+    from rich.text import Text
+
+    from tuneforge.config.load import load_config
+    from tuneforge.data.preview import marked_text, preview, segments
+
+    cfg = load_config(config, list(overrides or []))
+    samples, stats, tok = preview(cfg, n)
+    if as_json:
+        print(json.dumps({"samples": [{"source": r.source, "marked": marked_text(r, tok)} for r in samples],
+                          "stats": stats}, ensure_ascii=False, indent=2))
+        return
+    for r in samples:
+        text = Text()
+        for seg in segments(r, tok):
+            text.append(seg.text, style="bold green" if seg.trained else "dim")
+        out.rule(f"{r.source}  ({len(r.input_ids)} tokens{', truncated' if r.truncated else ''})")
+        out.print(text)
+    out.rule("token lengths")
+    table = Table("", "n", "min", "mean", "p50", "p90", "p99", "max", f">= cutoff {cfg.data.cutoff_len}")
+    for name in ("tokens", "trained_tokens"):
+        s = stats[name]
+        table.add_row(name, *[str(s.get(k, "")) for k in ("n", "min", "mean", "p50", "p90", "p99", "max")],
+                      str(s.get("at_cutoff", "")) if name == "tokens" else "")
+    out.print(table)
+    rs = stats["render"]
+    out.print(f"rows {rs['rows']}, kept {rs['kept']}, truncated {rs['truncated']}, dropped (no answer left) "
+              f"{rs['dropped_no_target']}, skipped bad rows {stats['skipped_rows']}  "
+              f"[green]green = trained tokens[/green]")

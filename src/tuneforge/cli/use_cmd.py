@@ -199,79 +199,83 @@ def _write_jsonl(rows: list[dict], out: Path) -> None:
     tmp.replace(out)
 
 
+
+def chat_cmd(
+    model: str = typer.Option(..., "--model", "-m", help=MODEL_HELP),
+    adapter: Optional[str] = typer.Option(None, "--adapter", "-a", help=ADAPTER_HELP),
+    template: str = typer.Option("auto", "--template", "-t", help=TEMPLATE_HELP),
+    system: Optional[str] = typer.Option(None, "--system", "-s", help="system prompt kept across /reset"),
+    max_new_tokens: int = typer.Option(512, "--max-new-tokens", help="longest answer, in tokens"),
+    temperature: float = typer.Option(0.0, "--temperature", help="0 = greedy (default); 0.7 = varied"),
+    device: str = typer.Option("auto", "--device", help="auto (cuda > mps > cpu), cpu, cuda, cuda:1, …"),
+) -> None:
+    from tuneforge.data.templates import ensure_chat_template, template_name
+    from tuneforge.infer.engine import Engine
+
+    engine = Engine.load(model, _adapter_dir(adapter), template=template, device=device)
+    ensure_chat_template(engine.tokenizer, "auto")  # a model without a template fails here, with the fix
+    console.print(f"[dim]{model}{' + ' + adapter if adapter else ''} · template "
+                  f"{template_name(engine.tokenizer) or 'model own'} · {engine.device} · "
+                  "/reset clears, /exit quits[/dim]")
+    _chat_loop(engine, system, max_new_tokens, temperature)
+
+
+def generate_cmd(
+    model: str = typer.Option(..., "--model", "-m", help=MODEL_HELP),
+    data: str = typer.Option(..., "--data", "-d", help="input file or folder (formats above)"),
+    out: Path = typer.Option(..., "--out", "-o", help="output .jsonl file"),
+    adapter: Optional[str] = typer.Option(None, "--adapter", "-a", help=ADAPTER_HELP),
+    template: str = typer.Option("auto", "--template", "-t", help=TEMPLATE_HELP),
+    batch_size: int = typer.Option(8, "--batch-size", help="prompts per forward pass (lower it on OOM)"),
+    max_new_tokens: int = typer.Option(256, "--max-new-tokens", help="longest answer, in tokens"),
+    temperature: float = typer.Option(0.0, "--temperature", help="0 = greedy (default)"),
+    limit: Optional[int] = typer.Option(None, "--limit", help="only the first N rows"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing --out file"),
+    device: str = typer.Option("auto", "--device", help="auto (cuda > mps > cpu), cpu, cuda, …"),
+) -> None:
+    from tuneforge.infer.engine import Engine
+
+    if out.exists() and not overwrite:
+        raise DataError(f"{out} already exists; refusing to overwrite it", hint="pass --overwrite or another --out")
+    if limit is not None and limit < 1:
+        raise DataError(f"--limit must be at least 1, got {limit}")
+    items = _read_items(data, limit)
+    engine = Engine.load(model, _adapter_dir(adapter), template=template, device=device)
+    rows = _run_generation(engine, items, max_new_tokens=max_new_tokens, temperature=temperature,
+                           batch_size=batch_size, progress=True)
+    _write_jsonl(rows, out)
+    stopped = sum(r["finish_reason"] == "stop" for r in rows)
+    console.print(f"wrote {len(rows)} generations to {out} ({stopped} stopped, {len(rows) - stopped} hit "
+                  f"--max-new-tokens {max_new_tokens})")
+
+
+def export_cmd(
+    model: str = typer.Option(..., "--model", "-m", help=MODEL_HELP + "; or a full fine-tuned model folder"),
+    out: str = typer.Option(..., "--out", "-o", help="destination folder (created; must be new or empty)"),
+    adapter: Optional[str] = typer.Option(None, "--adapter", "-a", help=ADAPTER_HELP),
+    dtype: str = typer.Option("auto", "--dtype", help="auto (the base model's stored dtype), float32, "
+                                                      "bfloat16 or float16"),
+    template: str = typer.Option("auto", "--template", "-t", help=TEMPLATE_HELP),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace a non-empty --out folder"),
+    check_samples: int = typer.Option(4, "--check-samples", help="sample conversations in the parity check"),
+    device: str = typer.Option("auto", "--device", help="auto (cuda > mps > cpu), cpu, cuda, …"),
+) -> None:
+    from tuneforge.export.merge import merge_adapter
+
+    if adapter and not Path(_adapter_dir(adapter)).is_dir():
+        raise ModelError(f"adapter folder {adapter} does not exist")
+    r = merge_adapter(model, _adapter_dir(adapter), out, dtype=dtype, overwrite=overwrite,
+                      check_samples=check_samples, template=template, device=device)
+    p = r.parity
+    console.print(f"[green]exported[/green] {r.out} ({r.dtype})\n"
+                  f"parity on {p.samples} samples / {p.tokens} tokens: max |Δlogit| vs base + adapter "
+                  f"{p.max_abs_diff:.2e}; merge {p.merge_diff:.2e} (≤ 1e-3), reload {p.export_diff:.2e} "
+                  f"(≤ {p.tolerance:g}) — passed")
+    typer.echo(r.out)
+
+
 def register(app: typer.Typer) -> None:
     """Add the top-level commands chat, generate and export to `app`."""
-
-    @app.command("chat", help=CHAT_HELP)
-    def chat_cmd(
-        model: str = typer.Option(..., "--model", "-m", help=MODEL_HELP),
-        adapter: Optional[str] = typer.Option(None, "--adapter", "-a", help=ADAPTER_HELP),
-        template: str = typer.Option("auto", "--template", "-t", help=TEMPLATE_HELP),
-        system: Optional[str] = typer.Option(None, "--system", "-s", help="system prompt kept across /reset"),
-        max_new_tokens: int = typer.Option(512, "--max-new-tokens", help="longest answer, in tokens"),
-        temperature: float = typer.Option(0.0, "--temperature", help="0 = greedy (default); 0.7 = varied"),
-        device: str = typer.Option("auto", "--device", help="auto (cuda > mps > cpu), cpu, cuda, cuda:1, …"),
-    ) -> None:
-        from tuneforge.data.templates import ensure_chat_template, template_name
-        from tuneforge.infer.engine import Engine
-
-        engine = Engine.load(model, _adapter_dir(adapter), template=template, device=device)
-        ensure_chat_template(engine.tokenizer, "auto")  # a model without a template fails here, with the fix
-        console.print(f"[dim]{model}{' + ' + adapter if adapter else ''} · template "
-                      f"{template_name(engine.tokenizer) or 'model own'} · {engine.device} · "
-                      "/reset clears, /exit quits[/dim]")
-        _chat_loop(engine, system, max_new_tokens, temperature)
-
-    @app.command("generate", help=GENERATE_HELP)
-    def generate_cmd(
-        model: str = typer.Option(..., "--model", "-m", help=MODEL_HELP),
-        data: str = typer.Option(..., "--data", "-d", help="input file or folder (formats above)"),
-        out: Path = typer.Option(..., "--out", "-o", help="output .jsonl file"),
-        adapter: Optional[str] = typer.Option(None, "--adapter", "-a", help=ADAPTER_HELP),
-        template: str = typer.Option("auto", "--template", "-t", help=TEMPLATE_HELP),
-        batch_size: int = typer.Option(8, "--batch-size", help="prompts per forward pass (lower it on OOM)"),
-        max_new_tokens: int = typer.Option(256, "--max-new-tokens", help="longest answer, in tokens"),
-        temperature: float = typer.Option(0.0, "--temperature", help="0 = greedy (default)"),
-        limit: Optional[int] = typer.Option(None, "--limit", help="only the first N rows"),
-        overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing --out file"),
-        device: str = typer.Option("auto", "--device", help="auto (cuda > mps > cpu), cpu, cuda, …"),
-    ) -> None:
-        from tuneforge.infer.engine import Engine
-
-        if out.exists() and not overwrite:
-            raise DataError(f"{out} already exists; refusing to overwrite it", hint="pass --overwrite or another --out")
-        if limit is not None and limit < 1:
-            raise DataError(f"--limit must be at least 1, got {limit}")
-        items = _read_items(data, limit)
-        engine = Engine.load(model, _adapter_dir(adapter), template=template, device=device)
-        rows = _run_generation(engine, items, max_new_tokens=max_new_tokens, temperature=temperature,
-                               batch_size=batch_size, progress=True)
-        _write_jsonl(rows, out)
-        stopped = sum(r["finish_reason"] == "stop" for r in rows)
-        console.print(f"wrote {len(rows)} generations to {out} ({stopped} stopped, {len(rows) - stopped} hit "
-                      f"--max-new-tokens {max_new_tokens})")
-
-    @app.command("export", help=EXPORT_HELP)
-    def export_cmd(
-        model: str = typer.Option(..., "--model", "-m", help=MODEL_HELP + "; or a full fine-tuned model folder"),
-        out: str = typer.Option(..., "--out", "-o", help="destination folder (created; must be new or empty)"),
-        adapter: Optional[str] = typer.Option(None, "--adapter", "-a", help=ADAPTER_HELP),
-        dtype: str = typer.Option("auto", "--dtype", help="auto (the base model's stored dtype), float32, "
-                                                          "bfloat16 or float16"),
-        template: str = typer.Option("auto", "--template", "-t", help=TEMPLATE_HELP),
-        overwrite: bool = typer.Option(False, "--overwrite", help="replace a non-empty --out folder"),
-        check_samples: int = typer.Option(4, "--check-samples", help="sample conversations in the parity check"),
-        device: str = typer.Option("auto", "--device", help="auto (cuda > mps > cpu), cpu, cuda, …"),
-    ) -> None:
-        from tuneforge.export.merge import merge_adapter
-
-        if adapter and not Path(_adapter_dir(adapter)).is_dir():
-            raise ModelError(f"adapter folder {adapter} does not exist")
-        r = merge_adapter(model, _adapter_dir(adapter), out, dtype=dtype, overwrite=overwrite,
-                          check_samples=check_samples, template=template, device=device)
-        p = r.parity
-        console.print(f"[green]exported[/green] {r.out} ({r.dtype})\n"
-                      f"parity on {p.samples} samples / {p.tokens} tokens: max |Δlogit| vs base + adapter "
-                      f"{p.max_abs_diff:.2e}; merge {p.merge_diff:.2e} (≤ 1e-3), reload {p.export_diff:.2e} "
-                      f"(≤ {p.tolerance:g}) — passed")
-        typer.echo(r.out)
+    app.command("chat", help=CHAT_HELP)(chat_cmd)
+    app.command("generate", help=GENERATE_HELP)(generate_cmd)
+    app.command("export", help=EXPORT_HELP)(export_cmd)

@@ -13,7 +13,8 @@ import inspect
 from transformers import TrainerCallback
 
 from tuneforge.eval.metrics import scalar_metrics
-from tuneforge.eval.task_eval import check_labels, classify
+from tuneforge.eval.task_eval import classify
+from tuneforge.eval.taskdata import check_labels
 from tuneforge.utils.console import console
 
 PREFIX = "eval_cls/"

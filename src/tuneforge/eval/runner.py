@@ -8,13 +8,13 @@ recorded in the run registry (kind ``eval``) when it is available.
 
 from __future__ import annotations
 
-import random
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 from tuneforge.eval.report import write_report
+from tuneforge.eval.taskdata import TaskData, load_task_data
 from tuneforge.eval.tasks import Task, load_tasks
 from tuneforge.utils.console import console
 from tuneforge.utils.errors import DataError
@@ -42,18 +42,6 @@ def parse_model_spec(text: str, adapter: str | None = None) -> ModelSpec:
 
 
 @dataclass
-class TaskData:
-    """A user dataset evaluated with task metrics: classification when `labels` is set, else generation."""
-
-    name: str
-    records: list
-    labels: list[str] | None = None
-    mode: str = "score"
-    path: str = ""
-    fingerprint: str = ""
-
-
-@dataclass
 class EvalPlan:
     """Everything to evaluate, already validated."""
 
@@ -76,24 +64,6 @@ class EvalPlan:
         return {"tasks": [t.name for t in self.benchmarks], "data": [d.path for d in self.datasets],
                 "shots": self.shots, "chat": self.chat, "template": self.template, "batch_size": self.batch_size,
                 "max_new_tokens": self.max_new_tokens, "limits": {t.name: len(t.items) for t in self.benchmarks}}
-
-
-def load_task_data(path: str, labels: list[str] | None, mode: str, limit: int | None, seed: int = 0) -> TaskData:
-    """Read and validate a classification / generation dataset (alpaca, sharegpt, openai ...) via the catalog."""
-    from tuneforge.data.catalog import DatasetSpec, fingerprint, load_dataset
-    from tuneforge.eval.task_eval import check_labels, split_record
-
-    records = load_dataset(DatasetSpec(path=path), on_error="raise").records
-    for rec in records:
-        split_record(rec)
-    if labels is not None:
-        check_labels(records, labels)
-    if limit and limit < len(records):
-        keep = set(random.Random(seed).sample(range(len(records)), limit))
-        records = [r for i, r in enumerate(records) if i in keep]
-    p = Path(path)
-    name = f"{p.parent.name}/{p.stem}" if p.parent.name else p.stem
-    return TaskData(name, records, labels, mode, str(path), fingerprint(records))
 
 
 def build_plan(tasks: list[str] | None = None, data: list[str] | None = None, *, labels: list[str] | None = None,

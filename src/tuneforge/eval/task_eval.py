@@ -23,40 +23,8 @@ from tuneforge.eval.parsing import parse_label
 from tuneforge.eval.progress import progress_bar
 from tuneforge.eval.prompts import chat_request
 from tuneforge.eval.textmetrics import generation_metrics
+from tuneforge.eval.taskdata import check_labels, split_record, tail
 from tuneforge.utils.errors import DataError
-
-
-def _where(record) -> tuple[str | None, int | None]:
-    file, _, line = (record.source or "").rpartition(":")
-    return (file or record.source or None), (int(line) if line.isdigit() else None)
-
-
-def _tail(text: str, n: int = 300) -> str:
-    """The end of a prompt: where the example-specific input usually is (the instruction comes first)."""
-    return text if len(text) <= n else "…" + text[-n:]
-
-
-def split_record(record) -> tuple[list[dict], str]:
-    """(prompt messages, reference answer) of a chat record; DataError when it does not end with an answer."""
-    msgs = list(record.messages or [])
-    if not msgs or msgs[-1].get("role") != "assistant" or len(msgs) < 2:
-        file, line = _where(record)
-        raise DataError("needs a prompt and a reference answer (the last assistant turn) to evaluate", file=file,
-                        line=line, field="output", hint="classification and generation tasks use chat/alpaca rows")
-    return msgs[:-1], str(msgs[-1].get("content") or "")
-
-
-def check_labels(records, labels: list[str]) -> None:
-    """Every reference must be one of the labels (raised before any model is loaded)."""
-    if len(labels) < 2 or len(set(labels)) != len(labels):
-        raise DataError(f"need at least 2 distinct labels, got {labels}", field="labels",
-                        hint="e.g. --labels 0,1")
-    for rec in records:
-        _, ref = split_record(rec)
-        if ref.strip() not in labels:
-            file, line = _where(rec)
-            raise DataError(f"reference answer {ref.strip()[:40]!r} is not one of the labels {labels}", file=file,
-                            line=line, field="output", hint="fix the row, or pass the full label set with --labels")
 
 
 def _unwrap(engine_or_model, tokenizer):
@@ -103,7 +71,7 @@ def classify(engine_or_model, tokenizer, records, labels: list[str], mode: str =
     if mode == "score":
         preds, probs = _score_labels(model, tok, prompts, labels, batch_size, progress)
         for rec, p, g, pred, pr in zip(records, prompts, golds, preds, probs):
-            examples.append({"id": rec.source, "prompt": _tail(p[-1]["content"]), "reference": g, "prediction": pred,
+            examples.append({"id": rec.source, "prompt": tail(p[-1]["content"]), "reference": g, "prediction": pred,
                              "correct": pred == g, "probs": {lab: round(x, 4) for lab, x in zip(labels, pr)}})
     else:
         gens = _engine(model, tok, engine).generate(prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
@@ -112,7 +80,7 @@ def classify(engine_or_model, tokenizer, records, labels: list[str], mode: str =
         for rec, p, g, gen in zip(records, prompts, golds, gens):
             pred = parse_label(gen.text, labels)
             preds.append(pred)
-            ex = {"id": rec.source, "prompt": _tail(p[-1]["content"]), "reference": g, "prediction": gen.text,
+            ex = {"id": rec.source, "prompt": tail(p[-1]["content"]), "reference": g, "prediction": gen.text,
                   "parsed": pred, "correct": pred == g, "finish_reason": gen.finish_reason}
             ex["flags"] = flag_answer(gen.text, None, finish_reason=gen.finish_reason, parsed=pred is not None)
             examples.append(ex)
@@ -145,7 +113,7 @@ def evaluate_generation(engine, records, *, max_new_tokens: int = 256, batch_siz
     metrics, per_example = generation_metrics([g.text for g in gens], refs)
     examples = []
     for rec, p, ref, g, scores in zip(records, prompts, refs, gens, per_example):
-        ex = {"id": rec.source, "prompt": _tail(p[-1]["content"]), "reference": ref, "prediction": g.text,
+        ex = {"id": rec.source, "prompt": tail(p[-1]["content"]), "reference": ref, "prediction": g.text,
               "finish_reason": g.finish_reason, "scores": {k: round(v, 2) for k, v in scores.items()}}
         ex["flags"] = flag_answer(g.text, ref, finish_reason=g.finish_reason, vocab=vocab)
         if "misspelling" in ex["flags"]:

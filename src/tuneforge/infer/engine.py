@@ -70,6 +70,7 @@ class Engine:
         """Wrap an already loaded causal LM (optionally a PeftModel) and its tokenizer; the model is put in eval mode.
 
         The tokenizer's chat_template is used as is; set it first with `ensure_chat_template` when it has none.
+        A tokenizer without a pad token gets eos (else unk) as pad; padding is done here, on the left.
         """
         self.model = model.eval()
         self.tokenizer = tokenizer
@@ -137,7 +138,7 @@ class Engine:
         kw = self._generate_kwargs(stops, max_new_tokens, temperature, top_p)
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]), reverse=True)  # longest first: OOM early
         results: list[Generation | None] = [None] * len(prompts)
-        with _progress_bar(progress, len(prompts)) as advance:
+        with _ProgressBar(progress, len(prompts)) as advance:
             for start in range(0, len(order), batch_size):
                 idx = order[start: start + batch_size]
                 for i, gen in zip(idx, self._generate_batch([prompts[i] for i in idx], stops, kw)):
@@ -222,7 +223,7 @@ def _hold_back_stops(pieces: Iterator[str], stops: tuple[str, ...]) -> Iterator[
         yield buf
 
 
-class _progress_bar:
+class _ProgressBar:
     """Context manager yielding advance(rows, tokens); a rich bar with ETA when enabled, else a no-op."""
 
     def __init__(self, enabled: bool, total: int):

@@ -68,6 +68,7 @@ def _extra_callbacks(cfg, data: PreparedData, tok) -> list:
 
 def _save_final(trainer, tok, out: Path, method: str) -> Path:
     final = out / ("adapter" if method == "lora" else "model")
+    trainer.model.config.use_cache = True
     trainer.save_model(str(final))
     tok.save_pretrained(str(final))
     return final
@@ -116,6 +117,9 @@ def train(cfg, config_path: str | None = None, extra_callbacks: list | None = No
     model = load_model(src, dtype=cfg.model.dtype if cfg.model.dtype != "auto" else "float32", device=device,
                        revision=cfg.model.revision)
     before = _preview_before(cfg, model, tok) if main and not resume_ckpt else None
+    # No KV cache while training: it is useless there, and its presence disables transformers' packed-sequence
+    # (block-diagonal) masking derived from position ids. Restored before the final model is saved.
+    model.config.use_cache = False
     from transformers import set_seed
 
     set_seed(cfg.train.seed)

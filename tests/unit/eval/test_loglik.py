@@ -7,7 +7,7 @@ import torch
 from tuneforge.eval.bench import evaluate_mc
 from tuneforge.eval.items import Item
 from tuneforge.eval.loglik import LoglikScorer, Request
-from tuneforge.eval.prompts import chat_request, plain_request
+from tuneforge.eval.prompts import chat_request, mc_request, plain_request
 from tuneforge.eval.tasks import Task
 
 REQUESTS = [
@@ -89,3 +89,6 @@ def test_prompts_plain_and_chat(tiny):
     full = tok.apply_chat_template(msgs + [{"role": "assistant", "content": "1"}], tokenize=False)
     assert req.context + req.continuations[0] == full and req.continuations[0].startswith("1<|im_end|>")
     assert req.special_tokens is False
+    chat_letters = mc_request(Task("t", [item], "letters"), item, [item], tok, chat=True)
+    assert chat_letters.continuations[1].startswith("B<|im_end|>")
+    assert chat_letters.context.count("<|im_start|>user") == 2  # the shot is an earlier turn

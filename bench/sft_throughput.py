@@ -1,0 +1,506 @@
+#!/usr/bin/env python
+"""SFT throughput benchmark: tuneforge (unpacked, packed) against a minimal hand-written PyTorch loop.
+
+Every contestant trains the same model with the same LoRA setup (r=8, all-linear, fp32) on the same rendered
+samples, each in its own child process (so its peak RSS is its own). The children run in lockstep: the parent
+hands a "go" token to one child at a time, round after round (U H P R U H P R ...), so every contestant sees the
+same background load and no two contestants ever compete for the CPU.
+
+Contestants
+  hand         minimal loop: AdamW, model(**batch).loss.backward(), optimizer step — on exactly the batches
+               `tf_unpacked` drew in the same round (same samples, same order, same padding).
+  tf_unpacked  `tuneforge.train.runner.train` as a user runs it (PadCollator, length grouping, progress bar,
+               metrics JSONL, TensorBoard, registry), data.packing=false.
+  tf_packed    the same with data.packing=true.
+  hand_random  the minimal loop on randomly ordered batches (no length grouping) — informative only.
+
+A step is timed from the moment its child gets the "go" token to the end of its optimizer step, so all per-step
+framework work (logging, callbacks, batch fetching, collation) is inside the measured time. Real tokens are the
+non-padding tokens of the batch. Warm-up steps are skipped; ratios are medians over rounds, which pairs steps
+taken seconds apart (for unpacked/hand: the identical batch).
+
+    python bench/sft_throughput.py                  # default (~10 min on 2 cores)
+    python bench/sft_throughput.py --quick          # smoke run (< 2 min)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CONTESTANTS = ("tf_unpacked", "hand", "tf_packed", "hand_random")  # order within a round: hand follows tf_unpacked
+DEFAULT_DATA = ("llamafactory_demo/alpaca_en_demo.json", "llamafactory_demo/identity.json")
+
+
+# ----------------------------------------------------------------------------------------------- child: plumbing
+
+class Channel:
+    """JSON lines over two pipe fds (parent ↔ child); stdout/stderr of the child stay free for library chatter."""
+
+    def __init__(self, rfd: int, wfd: int):
+        self.r = os.fdopen(rfd, "r", encoding="utf-8")
+        self.w = os.fdopen(wfd, "w", encoding="utf-8")
+
+    def send(self, **msg):
+        self.w.write(json.dumps(msg) + "\n")
+        self.w.flush()
+
+    def recv(self) -> dict:
+        line = self.r.readline()
+        if not line:
+            raise EOFError("channel closed")
+        return json.loads(line)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set of this process (VmHWM: per address space, so not inherited from the forking parent)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def bench_config(spec: dict, packing: bool, out_dir: str):
+    from tuneforge.config.load import load_config
+
+    overrides = [
+        f"model.name={spec['model']}", f"model.template={spec['template']}",
+        f"data.train={json.dumps(spec['data'])}", f"data.cutoff_len={spec['cutoff']}", f"data.packing={packing}",
+        "method.type=lora", "method.lora.r=8", "method.lora.target_modules=all-linear", "method.lora.dropout=0.0",
+        "train.precision=fp32", "train.gradient_checkpointing=false", f"train.batch_size={spec['batch_size']}",
+        f"train.learning_rate={spec['lr']}", "train.epochs=1", f"train.max_steps={spec['steps']}",
+        f"train.seed={spec['seed']}", f"output.dir={out_dir}", "output.overwrite=true",
+    ]
+    if spec.get("max_samples"):
+        overrides.append(f"data.max_samples={spec['max_samples']}")
+    return load_config(None, overrides)
+
+
+class Stepper:
+    """The child's side of the lockstep: wait for "go", time the step, report it."""
+
+    def __init__(self, chan: Channel):
+        self.chan = chan
+        self.t0 = self.c0 = 0.0
+        self.msg: dict = {}
+
+    def wait(self) -> bool:
+        """Block for the next token; True = run a step, False = finish."""
+        self.msg = self.chan.recv()
+        self.t0, self.c0 = time.perf_counter(), time.process_time()
+        return self.msg.get("cmd") == "go"
+
+    def report(self, step: int, real: int, padded: int, **extra):
+        wall, cpu = time.perf_counter() - self.t0, time.process_time() - self.c0
+        self.chan.send(kind="step", step=step, wall=wall, cpu=cpu, real=real, padded=padded, **extra)
+
+
+def apply_patches(names: list[str]) -> None:
+    """Benchmark-only monkeypatches that model proposed fixes (see bench/README.md)."""
+    for name in names:
+        if name not in PATCHES:
+            raise SystemExit(f"unknown patch {name!r}; known: {', '.join(PATCHES)}")
+        PATCHES[name]()
+
+
+PATCHES: dict = {}
+
+
+# ----------------------------------------------------------------------------------------- child: tuneforge
+
+def run_tuneforge(spec: dict, chan: Channel, packing: bool, patches: list[str]) -> None:
+    import torch
+
+    torch.set_num_threads(spec["threads"])
+    from transformers import TrainerCallback
+
+    from tuneforge.train import runner
+    from tuneforge.train.trainer import ListDataset
+
+    apply_patches(patches)
+    stepper = Stepper(chan)
+    fetched: list[int] = []  # dataset indices in the order the DataLoader fetched them
+    batches: list[list[int]] = []  # one entry per collated batch
+
+    class RecordingDataset(ListDataset):  # bookkeeping only: which samples each batch held
+        def __getitem__(self, i):
+            fetched.append(int(i))
+            return super().__getitem__(i)
+
+    base_collator = runner.PadCollator
+
+    class RecordingCollator(base_collator):
+        def __call__(self, items):
+            batches.append(fetched[: len(items)])
+            del fetched[: len(items)]
+            return super().__call__(items)
+
+    runner.ListDataset = RecordingDataset
+    runner.PadCollator = RecordingCollator
+    lengths: dict[int, int] = {}
+
+    class Lockstep(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kw):
+            chan.send(kind="ready")
+            if not stepper.wait():
+                control.should_training_stop = True
+
+        def on_step_end(self, args, state, control, **kw):
+            idx = batches[state.global_step - 1]
+            lens = [lengths[i] for i in idx]
+            stepper.report(state.global_step, sum(lens), len(lens) * max(lens), batch=idx)
+            if not stepper.wait():
+                control.should_training_stop = True
+            return control
+
+    # lengths of the items the trainer will see (same prepare_data the runner calls; cheap, no model)
+    orig_prepare = runner.prepare_data
+
+    def prepare_and_remember(cfg, tok):
+        data = orig_prepare(cfg, tok)
+        lengths.update({i: len(it["input_ids"]) for i, it in enumerate(data.train)})
+        return data
+
+    runner.prepare_data = prepare_and_remember
+    out = Path(spec["workdir"]) / f"run-{spec['name']}"
+    cfg = bench_config(spec, packing, str(out))
+    result = runner.train(cfg, extra_callbacks=[Lockstep()])
+    m = result.metrics
+    chan.send(kind="done", peak_rss_mb=peak_rss_mb(), status=result.status,
+              runner={"real_tokens": m.get("real_tokens"), "padding_fraction": m.get("padding_fraction"),
+                      "train_runtime": m.get("train_runtime"), "train_loss": m.get("train_loss")},
+              n_items=len(lengths))
+
+
+# ----------------------------------------------------------------------------------------- child: hand loop
+
+def pad_batch(items: list[dict], pad_id: int):
+    import torch
+
+    n = max(len(it["input_ids"]) for it in items)
+    ids = torch.full((len(items), n), pad_id, dtype=torch.long)
+    labels = torch.full((len(items), n), -100, dtype=torch.long)
+    mask = torch.zeros((len(items), n), dtype=torch.long)
+    for b, it in enumerate(items):
+        k = len(it["input_ids"])
+        ids[b, :k] = torch.tensor(it["input_ids"])
+        labels[b, :k] = torch.tensor(it["labels"])
+        mask[b, :k] = 1
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def run_hand(spec: dict, chan: Channel, random_order: bool) -> None:
+    import torch
+
+    torch.set_num_threads(spec["threads"])
+    from transformers import set_seed
+
+    from tuneforge.data.templates import ensure_chat_template
+    from tuneforge.methods import apply_method
+    from tuneforge.models.load import load_model, load_tokenizer
+    from tuneforge.models.source import resolve_model
+    from tuneforge.train.data_prep import prepare_data
+
+    cfg = bench_config(spec, False, str(Path(spec["workdir"]) / f"run-{spec['name']}"))
+    src = resolve_model(cfg.model.name)
+    tok = load_tokenizer(src)
+    ensure_chat_template(tok, cfg.model.template)
+    items = prepare_data(cfg, tok).train  # the same rendered samples (same indices) the runner trains on
+    model = load_model(src, dtype="float32", device="cpu")
+    set_seed(cfg.train.seed)
+    model = apply_method(model, cfg.method)  # same LoRA init as the runner (same seed before apply)
+    model.train()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=spec["lr"], weight_decay=0.0)
+    bs = spec["batch_size"]
+    perm = torch.randperm(len(items), generator=torch.Generator().manual_seed(spec["seed"])).tolist()
+    stepper = Stepper(chan)
+    chan.send(kind="ready")
+    step = 0
+    while stepper.wait():
+        step += 1
+        if random_order:
+            start = ((step - 1) * bs) % len(perm)
+            idx = (perm + perm)[start:start + bs]
+        else:
+            idx = stepper.msg["batch"]
+        batch = pad_batch([items[i] for i in idx], tok.pad_token_id)
+        loss = model(**batch).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        stepper.report(step, int(batch["attention_mask"].sum()), int(batch["input_ids"].numel()), loss=loss.item())
+    chan.send(kind="done", peak_rss_mb=peak_rss_mb(), n_items=len(items))
+
+
+def child_main(argv: list[str]) -> None:
+    role, rfd, wfd, spec_path = argv[0], int(argv[1]), int(argv[2]), argv[3]
+    spec = json.loads(Path(spec_path).read_text())
+    chan = Channel(rfd, wfd)
+    base, _, patch_list = role.partition("@")
+    patches = [p for p in patch_list.split("+") if p]
+    if base == "tf_unpacked":
+        run_tuneforge(spec, chan, False, patches)
+    elif base == "tf_packed":
+        run_tuneforge(spec, chan, True, patches)
+    elif base == "hand":
+        run_hand(spec, chan, False)
+    elif base == "hand_random":
+        run_hand(spec, chan, True)
+    else:
+        raise SystemExit(f"unknown role {role}")
+
+
+# ----------------------------------------------------------------------------------------------- parent
+
+class Child:
+    def __init__(self, name: str, spec: dict, workdir: Path):
+        self.name = name
+        self.log = workdir / f"{name}.log"
+        p2c_r, p2c_w = os.pipe()
+        c2p_r, c2p_w = os.pipe()
+        spec_path = workdir / f"spec-{name}.json"
+        spec_path.write_text(json.dumps({**spec, "name": name.replace("@", "_").replace("+", "_")}))
+        env = dict(os.environ, OMP_NUM_THREADS=str(spec["threads"]), MKL_NUM_THREADS=str(spec["threads"]),
+                   TOKENIZERS_PARALLELISM="false", TUNEFORGE_REGISTRY_URL=f"sqlite:///{workdir / 'registry.db'}",
+                   PYTHONUNBUFFERED="1")
+        env.setdefault("HF_HUB_OFFLINE", "1")
+        self.proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--child", name,
+                                      str(p2c_r), str(c2p_w), str(spec_path)],
+                                     pass_fds=(p2c_r, c2p_w), stdout=self.log.open("w"), stderr=subprocess.STDOUT,
+                                     env=env, cwd=str(ROOT))
+        os.close(p2c_r)
+        os.close(c2p_w)
+        self.chan = Channel(c2p_r, p2c_w)
+        self.steps: list[dict] = []
+        self.done: dict = {}
+
+    def recv(self, kind: str) -> dict:
+        try:
+            msg = self.chan.recv()
+        except EOFError:
+            self.proc.wait()
+            tail = "\n".join(self.log.read_text(errors="replace").splitlines()[-25:])
+            raise SystemExit(f"contestant {self.name} died (rc={self.proc.returncode}); log {self.log}:\n{tail}")
+        if msg.get("kind") != kind:
+            raise SystemExit(f"contestant {self.name}: expected {kind}, got {msg}")
+        return msg
+
+    def go(self, **extra) -> dict:
+        self.chan.send(cmd="go", **extra)
+        msg = self.recv("step")
+        self.steps.append(msg)
+        return msg
+
+    def finish(self) -> None:
+        self.chan.send(cmd="finish")
+        self.done = self.recv("done")
+        self.proc.wait(timeout=600)
+
+
+def _median(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+def summarize(child: Child, warmup: int) -> dict:
+    quiet = child.steps[warmup:]
+    real, padded = sum(s["real"] for s in quiet), sum(s["padded"] for s in quiet)
+    wall, cpu = sum(s["wall"] for s in quiet), sum(s["cpu"] for s in quiet)
+    all_real, all_padded = sum(s["real"] for s in child.steps), sum(s["padded"] for s in child.steps)
+    return {
+        "quiet_steps": len(quiet),
+        "tokens_per_s": real / wall if wall else float("nan"),
+        "tokens_per_s_median_step": _median([s["real"] / s["wall"] for s in quiet]),
+        "tokens_per_cpu_s": real / cpu if cpu else float("nan"),
+        "real_tokens_quiet": real,
+        "padding_fraction": 1 - real / padded if padded else float("nan"),
+        "padding_fraction_all_steps": 1 - all_real / all_padded if all_padded else float("nan"),
+        "mean_step_s": wall / len(quiet) if quiet else float("nan"),
+        "peak_rss_mb": child.done.get("peak_rss_mb"),
+        "runner": child.done.get("runner"),
+        "steps": child.steps,
+    }
+
+
+def paired_ratio(num: Child, den: Child, warmup: int, key: str = "wall") -> float:
+    """Median over rounds of (num tokens/s) / (den tokens/s), using wall (or cpu) seconds."""
+    rs = [(a["real"] / a[key]) / (b["real"] / b[key])
+          for a, b in zip(num.steps[warmup:], den.steps[warmup:]) if a[key] > 0 and b[key] > 0]
+    return _median(rs)
+
+
+def aggregate_ratio(s_num: dict, s_den: dict) -> float:
+    return s_num["tokens_per_s"] / s_den["tokens_per_s"]
+
+
+def resolve_data(paths: list[str] | None) -> list[str]:
+    if paths:
+        return [str(Path(p).resolve()) for p in paths]
+    sys.path.insert(0, str(ROOT / "src"))
+    from tuneforge.utils.paths import shared_dir
+
+    shared = shared_dir()
+    if shared is None:
+        raise SystemExit("../shared/data not found: pass --data FILE [FILE ...] or set TUNEFORGE_SHARED")
+    return [str(shared / "data" / p) for p in DEFAULT_DATA]
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="smollm2-135m-instruct")
+    p.add_argument("--template", default="auto", help="chat template (auto = the tokenizer's own)")
+    p.add_argument("--data", nargs="+", help=f"dataset files (default: ../shared/data/{{{','.join(DEFAULT_DATA)}}})")
+    p.add_argument("--steps", type=int, default=None, help="steps per contestant (default 12; --quick 4)")
+    p.add_argument("--warmup", type=int, default=None, help="steps skipped in the statistics (default 2; --quick 1)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--cutoff", type=int, default=None, help="data.cutoff_len (default 512; --quick 128)")
+    p.add_argument("--max-samples", type=int, default=None, help="data.max_samples (default all; --quick 256)")
+    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--contestants", default=None,
+                   help=f"comma list from {','.join(CONTESTANTS)}; 'tf_unpacked@PATCH' adds a patched variant "
+                        f"(default: all four; --quick: without hand_random)")
+    p.add_argument("--no-random", action="store_true", help="skip the hand_random contestant")
+    p.add_argument("--quick", action="store_true", help="smoke run: 4 steps, cutoff 128, 256 samples")
+    p.add_argument("--out", default="bench/results.json")
+    p.add_argument("--keep", action="store_true", help="keep the work folder (child logs, run folders)")
+    a = p.parse_args(argv)
+    q = a.quick
+    a.steps = a.steps or (4 if q else 12)
+    a.warmup = a.warmup if a.warmup is not None else (1 if q else 2)
+    a.cutoff = a.cutoff or (128 if q else 512)
+    a.max_samples = a.max_samples or (256 if q else None)
+    if a.contestants:
+        a.contestants = [c.strip() for c in a.contestants.split(",") if c.strip()]
+    else:
+        a.contestants = [c for c in CONTESTANTS if not (c == "hand_random" and (q or a.no_random))]
+    if "hand" in a.contestants and "tf_unpacked" not in a.contestants:
+        raise SystemExit("'hand' replays the batches of 'tf_unpacked': include both")
+    if a.warmup >= a.steps:
+        raise SystemExit("--warmup must be smaller than --steps")
+    return a
+
+
+def fmt(x, spec=",.0f"):
+    return "—" if x is None or x != x else format(x, spec)
+
+
+def main(argv=None) -> dict:
+    a = parse_args(argv if argv is not None else sys.argv[1:])
+    data = resolve_data(a.data)
+    workdir = Path(tempfile.mkdtemp(prefix="tf-bench-"))
+    spec = {"model": a.model, "template": a.template, "data": data, "cutoff": a.cutoff, "batch_size": a.batch_size,
+            "lr": a.lr, "steps": a.steps, "seed": a.seed, "threads": a.threads, "max_samples": a.max_samples,
+            "workdir": str(workdir)}
+    # hand must come right after tf_unpacked in each round (it replays that round's batch)
+    order = sorted(a.contestants, key=lambda c: (CONTESTANTS.index(c.split("@")[0]), c))
+    print(f"[bench] model {a.model}, data {', '.join(Path(d).name for d in data)}, batch {a.batch_size}, "
+          f"cutoff {a.cutoff}, {a.steps} steps ({a.warmup} warm-up), {a.threads} threads; "
+          f"contestants {', '.join(order)}; work folder {workdir}", flush=True)
+    t_start = time.perf_counter()
+    children = {name: Child(name, spec, workdir) for name in order}
+    try:
+        for c in children.values():
+            c.recv("ready")
+        print(f"[bench] all contestants loaded in {time.perf_counter() - t_start:.0f}s; running rounds", flush=True)
+        for r in range(1, a.steps + 1):
+            line, batch = [], None
+            for name, c in children.items():
+                base = name.split("@")[0]
+                msg = c.go(batch=batch) if base == "hand" else c.go()
+                if base == "tf_unpacked" and "@" not in name:
+                    batch = msg["batch"]
+                line.append(f"{name} {msg['real'] / msg['wall']:,.0f}")
+            print(f"[bench] round {r}/{a.steps}: " + ", ".join(line) + " tok/s", flush=True)
+        for c in children.values():
+            c.finish()
+    finally:
+        for c in children.values():
+            if c.proc.poll() is None:
+                c.proc.kill()
+    # sanity: the hand loop really trained on the same real/padded tokens as tuneforge unpacked
+    if "hand" in children:
+        for a_s, b_s in zip(children["hand"].steps, children["tf_unpacked"].steps):
+            if (a_s["real"], a_s["padded"]) != (b_s["real"], b_s["padded"]):
+                raise SystemExit(f"hand loop batch differs from tuneforge's at step {a_s['step']}: {a_s} vs {b_s}")
+    w = a.warmup
+    summary = {name: summarize(c, w) for name, c in children.items()}
+    ratios = {}
+
+    def add_ratio(key, num, den):
+        if num in children and den in children:
+            ratios[key] = {"median_round_wall": paired_ratio(children[num], children[den], w),
+                           "median_round_cpu": paired_ratio(children[num], children[den], w, "cpu"),
+                           "aggregate_wall": aggregate_ratio(summary[num], summary[den])}
+
+    add_ratio("unpacked_vs_hand", "tf_unpacked", "hand")
+    add_ratio("packed_vs_unpacked", "tf_packed", "tf_unpacked")
+    add_ratio("packed_vs_hand", "tf_packed", "hand")
+    add_ratio("hand_grouped_vs_hand_random", "hand", "hand_random")
+    for name in children:
+        if "@" in name:
+            base = name.split("@")[0]
+            add_ratio(f"{name}_vs_{base}", name, base)
+            if base == "tf_unpacked":
+                add_ratio(f"{name}_vs_hand", name, "hand")
+    targets = {"unpacked_vs_hand": 0.9, "packed_vs_unpacked": 1.5}
+    result = {
+        "benchmark": "sft_throughput",
+        "config": {k: v for k, v in spec.items() if k != "workdir"} | {"warmup": w, "method": "lora r=8 all-linear",
+                                                                       "precision": "fp32"},
+        "contestants": summary,
+        "ratios": ratios,
+        "targets": {k: {"target": t, "met": ratios.get(k, {}).get("median_round_wall", 0) >= t}
+                    for k, t in targets.items() if k in ratios},
+        "wall_s": time.perf_counter() - t_start,
+        "host": {"cpus": os.cpu_count(), "loadavg_end": os.getloadavg() if hasattr(os, "getloadavg") else None},
+        "workdir": str(workdir) if a.keep else None,
+    }
+    print_table(result)
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    print(f"[bench] wrote {out} ({result['wall_s']:.0f}s)")
+    if not a.keep:
+        import shutil
+
+        shutil.rmtree(workdir, ignore_errors=True)
+    return result
+
+
+def print_table(result: dict) -> None:
+    rows = [("contestant", "tok/s", "tok/s med step", "tok/CPU-s", "padding", "s/step", "peak RSS MB")]
+    for name, s in result["contestants"].items():
+        rows.append((name, fmt(s["tokens_per_s"]), fmt(s["tokens_per_s_median_step"]), fmt(s["tokens_per_cpu_s"]),
+                     fmt(s["padding_fraction"], ".1%"), fmt(s["mean_step_s"], ".2f"), fmt(s["peak_rss_mb"])))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for i, r in enumerate(rows):
+        print("  ".join(c.ljust(widths[0]) if j == 0 else c.rjust(widths[j]) for j, c in enumerate(r)))
+        if i == 0:
+            print("  ".join("-" * x for x in widths))
+    print()
+    for key, r in result["ratios"].items():
+        t = result["targets"].get(key)
+        goal = f"   target ≥ {t['target']}: {'met' if t['met'] else 'NOT met'}" if t else ""
+        print(f"{key:<34} median/round {r['median_round_wall']:.2f}  (CPU-time {r['median_round_cpu']:.2f}, "
+              f"aggregate {r['aggregate_wall']:.2f}){goal}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        child_main(sys.argv[2:])
+    else:
+        main()

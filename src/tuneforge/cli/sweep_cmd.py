@@ -1,0 +1,70 @@
+"""`tuneforge sweep CONFIG --data-sizes 250,500,1000 [--eval FILE] [--labels 0,1] [--out DIR] [key=value ...]`."""
+
+from __future__ import annotations
+
+import json
+from typing import Optional
+
+import typer
+
+SWEEP_HELP = """Is more data worth it? Train one run per data size, evaluate each, and chart metric vs. size and time.
+
+\b
+Examples:
+  tuneforge sweep examples/quickstart.yaml --data-sizes 250,500,1000,2000 --eval dev.jsonl
+  tuneforge sweep cls.yaml --data-sizes 32,64,128 --eval dev.jsonl --labels 0,1 --eval-samples 200 train.epochs=1
+
+\b
+Every size trains with the same config and seed on a nested subset (the first N rows of one seeded shuffle of the
+training data, so 250 ⊂ 500 ⊂ ...). Each run is evaluated on the same rows: eval loss always, accuracy and macro
+F1 with --labels (default: eval.classification.labels of the config). Eval rows: --eval, else data.eval, else the
+data.val_size hold-out. Runs are recorded in the registry as one group (`tuneforge runs list --group ID`).
+Output: OUT/{sweep.json, sweep.png, data/train-nN.jsonl, nN/ (one run folder per size)}.
+Re-running the same command skips finished sizes and resumes an interrupted one.
+"""
+
+
+def _split(text: Optional[str]) -> Optional[list[str]]:
+    return [s.strip() for s in text.split(",") if s.strip()] if text else None
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("sweep", help=SWEEP_HELP)
+    def sweep_cmd(
+        config: str = typer.Argument(..., help="YAML run config, as for `tuneforge train` (or a first key=value)"),
+        overrides: Optional[list[str]] = typer.Argument(None, help="dotted overrides, e.g. train.epochs=1"),
+        data_sizes: str = typer.Option(..., "--data-sizes", help="Comma list of training-set sizes (rows)."),
+        eval_file: Optional[str] = typer.Option(None, "--eval", help="Evaluation file (rows with answers)."),
+        labels: Optional[str] = typer.Option(None, help="Comma list of labels (e.g. 0,1): classification metrics."),
+        mode: Optional[str] = typer.Option(None, help="Classification mode: score (default) or generate."),
+        eval_samples: Optional[int] = typer.Option(None, "--eval-samples", help="Evaluate the first N eval rows."),
+        out: Optional[str] = typer.Option(None, "--out", "-o", help="Sweep folder (default runs/sweep-<config>)."),
+        batch_size: int = typer.Option(8, "--eval-batch-size", help="Rows per forward pass when evaluating."),
+        eval_loss: bool = typer.Option(True, "--eval-loss/--no-eval-loss",
+                                       help="Also compute eval loss when --labels is given (one more forward pass)."),
+        as_json: bool = typer.Option(False, "--json", help="Print sweep.json to stdout as well."),
+    ) -> None:
+        from pathlib import Path
+
+        from tuneforge.config.load import load_config
+        from tuneforge.sweep.plot import print_table
+        from tuneforge.sweep.runner import run_sweep
+        from tuneforge.utils.console import console
+
+        overrides = list(overrides or [])
+        if "=" in config and not config.endswith((".yaml", ".yml")):
+            config, overrides = None, [config] + overrides
+        cfg = load_config(config, overrides)
+        name = Path(config).stem if config else f"{cfg.stage}-{cfg.method.type}"
+        out_dir = out or str(Path("runs") / f"sweep-{name}")
+        result = run_sweep(cfg, data_sizes, out=out_dir, config_path=config, overrides=overrides,
+                           eval_file=eval_file, labels=_split(labels), mode=mode, eval_samples=eval_samples,
+                           eval_batch_size=batch_size, eval_loss=eval_loss)
+        print_table(result.state)
+        console.print(f"sweep folder {result.out}; chart {result.chart}; "
+                      f"registry group {result.state['group_id']} (`tuneforge runs list --group ...`)")
+        if as_json:
+            typer.echo(json.dumps(result.state, indent=2, default=str))
+        if result.status == "interrupted":
+            console.print("[yellow]interrupted[/yellow]: run the same command again to continue the sweep.")
+            raise typer.Exit(130)

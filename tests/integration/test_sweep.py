@@ -1,0 +1,118 @@
+"""`tuneforge sweep`: two data sizes with the 656K TinyStories model, recorded as one registry group."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from tuneforge.config.load import load_config
+from tuneforge.data.catalog import DatasetSpec, fingerprint, load_dataset
+from tuneforge.sweep.plan import load_pool, subset_path
+from tuneforge.sweep.runner import run_sweep
+from tuneforge.utils.errors import ConfigError, DataError
+
+WORDS = {"1": ["happy", "warm", "kind", "sunny"], "0": ["sad", "cold", "mean", "gloomy"]}
+
+
+def _write_rows(path: Path, n: int, start: int = 0) -> Path:
+    rows = []
+    for i in range(start, start + n):
+        label = str(i % 2)
+        word = WORDS[label][i % 4]
+        rows.append({"instruction": "Is the story happy? Answer 1 or 0.",
+                     "input": f"Tom felt {word} all day. ({i})", "output": label})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _overrides(model_dir: Path, train: Path) -> list[str]:
+    return [f"model.name={model_dir}", "model.template=chatml", f"data.train={train}", "data.cutoff_len=48",
+            "output.tensorboard=false", "train.batch_size=4", "train.learning_rate=5e-3", "train.epochs=1",
+            "train.warmup_ratio=0", "method.lora.r=4"]
+
+
+@pytest.fixture
+def sweep_data(tmp_path):
+    return _write_rows(tmp_path / "train.jsonl", 20), _write_rows(tmp_path / "dev.jsonl", 4, start=100)
+
+
+def test_sweep_two_sizes_one_group_nested_chart_and_resume(tmp_path, tiny_model_dir, sweep_data, monkeypatch):
+    from tuneforge.cli import app
+    from tuneforge.registry.queries import evals, list_runs
+    from tuneforge.registry.store import open_store
+
+    train, dev = sweep_data
+    out = tmp_path / "sweep"
+    args = ["sweep", *_overrides(tiny_model_dir, train), "--data-sizes", "8,4", "--eval", str(dev),
+            "--labels", "0,1", "--out", str(out)]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, f"{res.output}\n{res.exception!r}"
+
+    state = json.loads((out / "sweep.json").read_text())
+    assert [r["size"] for r in state["runs"]] == [4, 8]
+    assert all(r["status"] == "succeeded" for r in state["runs"])
+    assert all(0 <= r["metrics"]["accuracy"] <= 1 and r["metrics"]["eval_loss"] > 0 for r in state["runs"])
+    assert (out / "sweep.png").stat().st_size > 1000
+
+    # one registry group with two train runs, tagged with their size, each carrying its sweep eval
+    store = open_store()
+    runs = list_runs(store, group=state["group_id"])
+    assert len(runs) == 2 and {r.status for r in runs} == {"succeeded"}
+    assert {r.id for r in runs} == {r["run_id"] for r in state["runs"]}
+    assert sorted(t for r in runs for t in r.tags if t.startswith("data_size=")) == ["data_size=4", "data_size=8"]
+    assert all(evals(store, r.id)[0]["metrics"]["n_unparseable"] == 0 for r in runs)
+
+    # nested subsets: the small one is the first rows of the big one; both read back as the pool's first rows
+    small = subset_path(out, 4).read_text().splitlines()
+    big = subset_path(out, 8).read_text().splitlines()
+    assert big[:4] == small and set(small) < set(big)
+    cfg = load_config(None, _overrides(tiny_model_dir, train))
+    pool = load_pool(cfg)
+    for n in (4, 8):
+        reread = load_dataset(DatasetSpec(path=str(subset_path(out, n)))).records
+        assert fingerprint(reread) == fingerprint(pool.records[:n])
+    trained = json.loads((out / "n8" / "run.json").read_text())
+    assert trained["data"]["train"]["rows"] == 8
+
+    # a re-run skips finished sizes and their evaluation (a run id the state lost is found in the registry)
+    lost = json.loads((out / "sweep.json").read_text())
+    lost["runs"][0]["run_id"] = None
+    (out / "sweep.json").write_text(json.dumps(lost))
+
+    def no_training(*a, **k):
+        raise AssertionError("a finished size was trained again")
+
+    monkeypatch.setattr("tuneforge.train.runner.train", no_training)
+    monkeypatch.setattr("tuneforge.sweep.evaluate.evaluate", no_training)
+    again = run_sweep(cfg, "4,8", out=out, eval_file=str(dev), labels=["0", "1"])
+    assert again.status == "succeeded"
+    assert [r["run_id"] for r in again.state["runs"]] == [r["run_id"] for r in state["runs"]]
+    assert len(list_runs(store, group=state["group_id"])) == 2
+
+    # the same folder with another config is refused
+    other = load_config(None, _overrides(tiny_model_dir, train) + ["train.learning_rate=1e-3"])
+    with pytest.raises(ConfigError, match="different config"):
+        run_sweep(other, "4,8", out=out, eval_file=str(dev), labels=["0", "1"])
+
+
+def test_size_larger_than_data_fails_before_training(tmp_path, tiny_model_dir, sweep_data, monkeypatch):
+    train, dev = sweep_data
+    monkeypatch.setattr("tuneforge.train.runner.train", lambda *a, **k: pytest.fail("training started"))
+    cfg = load_config(None, _overrides(tiny_model_dir, train))
+    with pytest.raises(DataError, match=r"data size 50 is larger than the training data .*20 usable rows"):
+        run_sweep(cfg, "4,50", out=tmp_path / "sweep", eval_file=str(dev))
+    assert not (tmp_path / "sweep").exists()
+
+
+def test_bad_labels_and_missing_eval_fail_early(tmp_path, tiny_model_dir, sweep_data):
+    train, dev = sweep_data
+    cfg = load_config(None, _overrides(tiny_model_dir, train))
+    with pytest.raises(DataError, match="not one of the labels"):
+        run_sweep(cfg, "4", out=tmp_path / "a", eval_file=str(dev), labels=["pos", "neg"])
+    with pytest.raises(ConfigError, match="nothing to evaluate"):
+        run_sweep(cfg, "4", out=tmp_path / "b")
+    with pytest.raises(ConfigError, match="not an integer"):
+        run_sweep(cfg, "4,lots", out=tmp_path / "c", eval_file=str(dev))
