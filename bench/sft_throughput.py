@@ -73,6 +73,28 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def release_free_memory() -> None:
+    """Give freed heap pages back to the OS while this contestant waits, so idle contestants stay small."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def prewarm(model, items: list[dict]) -> None:
+    """One untimed forward+backward on a small batch (no optimizer step, gradients dropped): thread pools,
+    kernels and first-touch page faults happen here instead of in the first timed step."""
+    import torch
+
+    ids = torch.tensor([items[0]["input_ids"][:32]] * 2)
+    out = model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=ids.clone())
+    out.loss.backward()
+    model.zero_grad(set_to_none=True)
+    release_free_memory()
+
+
 def bench_config(spec: dict, packing: bool, out_dir: str):
     from tuneforge.config.load import load_config
 
@@ -106,6 +128,7 @@ class Stepper:
     def report(self, step: int, real: int, padded: int, **extra):
         wall, cpu = time.perf_counter() - self.t0, time.process_time() - self.c0
         self.chan.send(kind="step", step=step, wall=wall, cpu=cpu, real=real, padded=padded, **extra)
+        release_free_memory()
 
 
 def apply_patches(names: list[str]) -> None:
@@ -116,7 +139,49 @@ def apply_patches(names: list[str]) -> None:
         PATCHES[name]()
 
 
-PATCHES: dict = {}
+def trained_positions_loss(trainer, model, inputs, num_items_in_batch):
+    """Causal-LM loss that runs the output layer and the softmax only where a label is trained.
+
+    Same value as the model's own loss (sum over trained positions / num_items_in_batch); returns None when the
+    fast path does not apply, so the caller falls back to the stock path.
+    """
+    import torch.nn.functional as F
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    cfg = getattr(base, "config", None)
+    decoder = base.get_decoder() if hasattr(base, "get_decoder") else None
+    head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
+    if (decoder is None or head is None or "labels" not in inputs or trainer.args.world_size > 1
+            or trainer.label_smoother is not None or trainer.compute_loss_func is not None
+            or getattr(cfg, "final_logit_softcapping", None) or getattr(cfg, "logit_scale", None)
+            or getattr(cfg, "is_encoder_decoder", False)):
+        return None
+    inputs = dict(inputs)
+    labels = inputs.pop("labels")
+    hidden = decoder(**inputs, use_cache=False).last_hidden_state
+    target = labels[:, 1:]
+    keep = target.ne(-100)
+    logits = head(hidden[:, :-1][keep]).float()
+    loss = F.cross_entropy(logits, target[keep], reduction="sum")
+    return loss / (num_items_in_batch if num_items_in_batch is not None else keep.sum().clamp(min=1))
+
+
+def _patch_trained_logits():
+    from tuneforge.train.trainer import TuneforgeTrainer
+
+    stock = TuneforgeTrainer.compute_loss
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if not return_outputs and model.training:
+            loss = trained_positions_loss(self, model, inputs, num_items_in_batch)
+            if loss is not None:
+                return loss
+        return stock(self, model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+
+    TuneforgeTrainer.compute_loss = compute_loss
+
+
+PATCHES: dict = {"trained_logits": _patch_trained_logits}
 
 
 # ----------------------------------------------------------------------------------------- child: tuneforge
@@ -134,8 +199,13 @@ def run_tuneforge(spec: dict, chan: Channel, packing: bool, patches: list[str]) 
     stepper = Stepper(chan)
     fetched: list[int] = []  # dataset indices in the order the DataLoader fetched them
     batches: list[list[int]] = []  # one entry per collated batch
+    datasets: list = []
 
     class RecordingDataset(ListDataset):  # bookkeeping only: which samples each batch held
+        def __init__(self, items):
+            super().__init__(items)
+            datasets.append(self)
+
         def __getitem__(self, i):
             fetched.append(int(i))
             return super().__getitem__(i)
@@ -153,8 +223,10 @@ def run_tuneforge(spec: dict, chan: Channel, packing: bool, patches: list[str]) 
     lengths: dict[int, int] = {}
 
     class Lockstep(TrainerCallback):
-        def on_train_begin(self, args, state, control, **kw):
-            chan.send(kind="ready")
+        def on_train_begin(self, args, state, control, model=None, **kw):
+            t = time.perf_counter()
+            prewarm(model, datasets[-1].items)
+            chan.send(kind="ready", setup_s=time.perf_counter() - T_CHILD[0], prewarm_s=time.perf_counter() - t)
             if not stepper.wait():
                 control.should_training_stop = True
 
@@ -222,12 +294,16 @@ def run_hand(spec: dict, chan: Channel, random_order: bool) -> None:
     model = load_model(src, dtype="float32", device="cpu")
     set_seed(cfg.train.seed)
     model = apply_method(model, cfg.method)  # same LoRA init as the runner (same seed before apply)
+    model.config.use_cache = False  # as the Trainer does: no KV cache while training
     model.train()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=spec["lr"], weight_decay=0.0)
+    t = time.perf_counter()
+    prewarm(model, items)
+    prewarm_s = time.perf_counter() - t
     bs = spec["batch_size"]
     perm = torch.randperm(len(items), generator=torch.Generator().manual_seed(spec["seed"])).tolist()
     stepper = Stepper(chan)
-    chan.send(kind="ready")
+    chan.send(kind="ready", setup_s=time.perf_counter() - T_CHILD[0], prewarm_s=prewarm_s)
     step = 0
     while stepper.wait():
         step += 1
@@ -245,7 +321,11 @@ def run_hand(spec: dict, chan: Channel, random_order: bool) -> None:
     chan.send(kind="done", peak_rss_mb=peak_rss_mb(), n_items=len(items))
 
 
+T_CHILD = [0.0]
+
+
 def child_main(argv: list[str]) -> None:
+    T_CHILD[0] = time.perf_counter()
     role, rfd, wfd, spec_path = argv[0], int(argv[1]), int(argv[2]), argv[3]
     spec = json.loads(Path(spec_path).read_text())
     chan = Channel(rfd, wfd)
@@ -265,27 +345,98 @@ def child_main(argv: list[str]) -> None:
 
 # ----------------------------------------------------------------------------------------------- parent
 
+class ForkedProc:
+    """The few Popen methods the parent uses, for a child made with os.fork()."""
+
+    def __init__(self, pid: int):
+        self.pid, self.returncode = pid, None
+
+    def poll(self):
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout=None):
+        deadline = time.monotonic() + (timeout or 1e9)
+        while self.poll() is None:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"child {self.pid} did not exit")
+            time.sleep(0.05)
+        return self.returncode
+
+    def kill(self):
+        if self.poll() is None:
+            os.kill(self.pid, 9)
+            self.wait()
+
+
+CHILD_ENV = {"TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
+             "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def preload() -> None:
+    """Import what every contestant imports, once, before forking (no torch op runs in the parent)."""
+    os.environ.update(CHILD_ENV)
+    import peft  # noqa: F401
+    import torch  # noqa: F401
+    import transformers  # noqa: F401
+
+    import tuneforge.data.templates  # noqa: F401
+    import tuneforge.methods  # noqa: F401
+    import tuneforge.registry.api  # noqa: F401
+    import tuneforge.train.runner  # noqa: F401
+
+
 class Child:
-    def __init__(self, name: str, spec: dict, workdir: Path):
+    """One contestant in its own process: forked from the parent after `preload` (default), or a fresh
+    interpreter (--exec). Either way its peak RSS (VmHWM) is its own address space's."""
+
+    def __init__(self, name: str, spec: dict, workdir: Path, use_exec: bool = False):
         self.name = name
         self.log = workdir / f"{name}.log"
         p2c_r, p2c_w = os.pipe()
         c2p_r, c2p_w = os.pipe()
         spec_path = workdir / f"spec-{name}.json"
         spec_path.write_text(json.dumps({**spec, "name": name.replace("@", "_").replace("+", "_")}))
-        env = dict(os.environ, OMP_NUM_THREADS=str(spec["threads"]), MKL_NUM_THREADS=str(spec["threads"]),
-                   TOKENIZERS_PARALLELISM="false", TUNEFORGE_REGISTRY_URL=f"sqlite:///{workdir / 'registry.db'}",
-                   PYTHONUNBUFFERED="1")
-        env.setdefault("HF_HUB_OFFLINE", "1")
-        self.proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--child", name,
-                                      str(p2c_r), str(c2p_w), str(spec_path)],
-                                     pass_fds=(p2c_r, c2p_w), stdout=self.log.open("w"), stderr=subprocess.STDOUT,
-                                     env=env, cwd=str(ROOT))
+        env = {**CHILD_ENV, "OMP_NUM_THREADS": str(spec["threads"]), "MKL_NUM_THREADS": str(spec["threads"]),
+               "TUNEFORGE_REGISTRY_URL": f"sqlite:///{workdir / 'registry.db'}"}
+        argv = [name, str(p2c_r), str(c2p_w), str(spec_path)]
+        if use_exec:
+            self.proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--child", *argv],
+                                         pass_fds=(p2c_r, c2p_w), stdout=self.log.open("w"),
+                                         stderr=subprocess.STDOUT, env={**os.environ, **env}, cwd=str(ROOT))
+        else:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            pid = os.fork()
+            if pid == 0:  # child
+                code = 1
+                try:
+                    os.close(p2c_w)
+                    os.close(c2p_r)
+                    fd = os.open(self.log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+                    os.dup2(fd, 1)
+                    os.dup2(fd, 2)
+                    os.environ.update(env)
+                    child_main(argv)
+                    code = 0
+                except BaseException:  # noqa: BLE001 - reported through the log; the parent sees EOF
+                    import traceback
+
+                    traceback.print_exc()
+                finally:
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                    os._exit(code)
+            self.proc = ForkedProc(pid)
         os.close(p2c_r)
         os.close(c2p_w)
         self.chan = Channel(c2p_r, p2c_w)
         self.steps: list[dict] = []
         self.done: dict = {}
+        self.ready: dict = {}
 
     def recv(self, kind: str) -> dict:
         try:
@@ -329,7 +480,12 @@ def summarize(child: Child, warmup: int) -> dict:
         "padding_fraction_all_steps": 1 - all_real / all_padded if all_padded else float("nan"),
         "mean_step_s": wall / len(quiet) if quiet else float("nan"),
         "peak_rss_mb": child.done.get("peak_rss_mb"),
+        "setup_s": child.ready.get("setup_s"),
+        "prewarm_s": child.ready.get("prewarm_s"),
         "runner": child.done.get("runner"),
+        # tuneforge's own TokenCounter must agree with the benchmark's count of the same batches
+        "runner_real_tokens_match": (None if not child.done.get("runner")
+                                     else child.done["runner"].get("real_tokens") == all_real),
         "steps": child.steps,
     }
 
@@ -348,7 +504,6 @@ def aggregate_ratio(s_num: dict, s_den: dict) -> float:
 def resolve_data(paths: list[str] | None) -> list[str]:
     if paths:
         return [str(Path(p).resolve()) for p in paths]
-    sys.path.insert(0, str(ROOT / "src"))
     from tuneforge.utils.paths import shared_dir
 
     shared = shared_dir()
@@ -362,8 +517,15 @@ def parse_args(argv):
     p.add_argument("--model", default="smollm2-135m-instruct")
     p.add_argument("--template", default="auto", help="chat template (auto = the tokenizer's own)")
     p.add_argument("--data", nargs="+", help=f"dataset files (default: ../shared/data/{{{','.join(DEFAULT_DATA)}}})")
-    p.add_argument("--steps", type=int, default=None, help="steps per contestant (default 12; --quick 4)")
-    p.add_argument("--warmup", type=int, default=None, help="steps skipped in the statistics (default 2; --quick 1)")
+    p.add_argument("--steps", type=int, default=None, help="at most this many steps per contestant (default 8; "
+                                                           "--quick 3)")
+    p.add_argument("--warmup", type=int, default=None,
+                   help="timed steps left out of the statistics, after the untimed pre-warm pass (default 0; "
+                        "--quick 1)")
+    p.add_argument("--budget-s", type=float, default=None,
+                   help="start no new round once the run would exceed this many seconds, after at least "
+                        "warm-up + --min-quiet rounds (default 540; --quick 0 = no budget)")
+    p.add_argument("--min-quiet", type=int, default=2, help="quiet rounds always run, whatever the budget")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--cutoff", type=int, default=None, help="data.cutoff_len (default 512; --quick 128)")
     p.add_argument("--max-samples", type=int, default=None, help="data.max_samples (default all; --quick 256)")
@@ -374,13 +536,16 @@ def parse_args(argv):
                    help=f"comma list from {','.join(CONTESTANTS)}; 'tf_unpacked@PATCH' adds a patched variant "
                         f"(default: all four; --quick: without hand_random)")
     p.add_argument("--no-random", action="store_true", help="skip the hand_random contestant")
-    p.add_argument("--quick", action="store_true", help="smoke run: 4 steps, cutoff 128, 256 samples")
+    p.add_argument("--quick", action="store_true", help="smoke run: 3 steps, cutoff 128, 256 samples")
     p.add_argument("--out", default="bench/results.json")
+    p.add_argument("--exec", action="store_true",
+                   help="start each contestant as a fresh interpreter instead of forking after shared imports")
     p.add_argument("--keep", action="store_true", help="keep the work folder (child logs, run folders)")
     a = p.parse_args(argv)
     q = a.quick
-    a.steps = a.steps or (4 if q else 12)
-    a.warmup = a.warmup if a.warmup is not None else (1 if q else 2)
+    a.steps = a.steps or (3 if q else 8)
+    a.warmup = a.warmup if a.warmup is not None else (1 if q else 0)
+    a.budget_s = a.budget_s if a.budget_s is not None else (0 if q else 540)
     a.cutoff = a.cutoff or (128 if q else 512)
     a.max_samples = a.max_samples or (256 if q else None)
     if a.contestants:
@@ -411,12 +576,22 @@ def main(argv=None) -> dict:
           f"cutoff {a.cutoff}, {a.steps} steps ({a.warmup} warm-up), {a.threads} threads; "
           f"contestants {', '.join(order)}; work folder {workdir}", flush=True)
     t_start = time.perf_counter()
-    children = {name: Child(name, spec, workdir) for name in order}
+    if not a.exec:
+        preload()
+        print(f"[bench] shared imports {time.perf_counter() - t_start:.0f}s", flush=True)
+    children = {name: Child(name, spec, workdir, a.exec) for name in order}
     try:
         for c in children.values():
-            c.recv("ready")
+            c.ready = c.recv("ready")
         print(f"[bench] all contestants loaded in {time.perf_counter() - t_start:.0f}s; running rounds", flush=True)
+        t_rounds = time.perf_counter()
         for r in range(1, a.steps + 1):
+            elapsed = time.perf_counter() - t_start
+            per_round = (time.perf_counter() - t_rounds) / (r - 1) if r > 1 else 0.0
+            if r > a.warmup + a.min_quiet and a.budget_s and elapsed + per_round > a.budget_s:
+                print(f"[bench] stopping after {r - 1} rounds: the next would end past the {a.budget_s:.0f}s "
+                      f"budget (--budget-s)", flush=True)
+                break
             line, batch = [], None
             for name, c in children.items():
                 base = name.split("@")[0]
@@ -461,6 +636,7 @@ def main(argv=None) -> dict:
         "benchmark": "sft_throughput",
         "config": {k: v for k, v in spec.items() if k != "workdir"} | {"warmup": w, "method": "lora r=8 all-linear",
                                                                        "precision": "fp32"},
+        "rounds": min(len(c.steps) for c in children.values()),
         "contestants": summary,
         "ratios": ratios,
         "targets": {k: {"target": t, "met": ratios.get(k, {}).get("median_round_wall", 0) >= t}

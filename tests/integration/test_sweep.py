@@ -116,3 +116,15 @@ def test_bad_labels_and_missing_eval_fail_early(tmp_path, tiny_model_dir, sweep_
         run_sweep(cfg, "4", out=tmp_path / "b")
     with pytest.raises(ConfigError, match="not an integer"):
         run_sweep(cfg, "4,lots", out=tmp_path / "c", eval_file=str(dev))
+
+
+def test_training_time_adds_up_resumed_segments():
+    from tuneforge.sweep.runner import training_seconds
+
+    killed_then_resumed = [{"step": 1, "loss": 1.0, "elapsed_s": 100}, {"step": 2, "loss": 1.0, "elapsed_s": 200},
+                           {"step": 2, "loss": 0.9, "elapsed_s": 60}, {"step": 3, "loss": 0.8, "elapsed_s": 90},
+                           {"step": 3, "train_runtime": 95.0, "elapsed_s": 95}]
+    assert training_seconds(killed_then_resumed) == 295.0
+    interrupted_then_resumed = [{"step": 1, "loss": 1.0, "elapsed_s": 50}, {"step": 1, "train_runtime": 55.0},
+                                {"step": 2, "loss": 0.5, "elapsed_s": 30}, {"step": 2, "train_runtime": 31.0}]
+    assert training_seconds(interrupted_then_resumed) == 86.0

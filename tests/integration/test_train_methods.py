@@ -61,3 +61,21 @@ def test_lora_variants_train(tmp_path, tiny_model_dir, flag):
     cfg = json.loads((res.final_dir / "adapter_config.json").read_text())
     key = "use_dora" if "dora" in flag else "use_rslora"
     assert cfg[key] is True
+
+
+def test_packed_training_and_classification_metrics_each_epoch(tmp_path, tiny_model_dir):
+    rows = [{"instruction": "Is this review positive?", "input": text, "output": label}
+            for text, label in [("I loved it, great fun", "1"), ("awful and boring", "0"), ("a happy day", "1"),
+                                ("sad and bad", "0")] * 5]
+    data = tmp_path / "cls.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    cfg = tiny_config(tmp_path, tiny_model_dir, "data.packing=true", "data.cutoff_len=256", "data.val_size=4",
+                      "train.epochs=2",
+                      "eval.classification.labels=['0','1']", "eval.classification.mode=score", data=data)
+    res = train(cfg)
+    info = json.loads((res.output_dir / "run.json").read_text())
+    assert info["data"]["packed_sequences"] < info["data"]["train"]["kept"]  # several samples per sequence
+    rows = [json.loads(x) for x in (res.output_dir / "metrics.jsonl").read_text().splitlines()]
+    cls = [r for r in rows if "eval_cls/accuracy" in r]
+    assert len(cls) == 2 and all(0.0 <= r["eval_cls/accuracy"] <= 1.0 for r in cls)
+    assert info["metrics"]["padding_fraction"] < 0.5

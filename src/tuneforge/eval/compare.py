@@ -98,7 +98,7 @@ def compare_blocks(cmp: dict, out: Path) -> list:
         if c["worse"]:
             blocks.append(("h", 3, f"{t}: examples that got worse ({c['losses']})"))
             blocks.append(("table", ["input", "reference", "A", "B"],
-                           [[w["input"][:150], w["reference"][:80], w["a"][:120], w["b"][:120]]
+                           [[w["input"][-150:], w["reference"][:80], w["a"][:120], w["b"][:120]]
                             for w in c["worse"][:WORSE_SHOWN]]))
     if cmp["only_a"] or cmp["only_b"]:
         blocks.append(("p", f"not compared (only in one side): A {cmp['only_a']}, B {cmp['only_b']}"))

@@ -85,7 +85,7 @@ def _cls_blocks(name: str, r: dict, out: Path) -> list:
     wrong = [e for e in r["examples"] if not e.get("correct")][:5]
     if wrong:
         blocks.append(("table", ["wrong example", "reference", "prediction"],
-                       [[_short(e["prompt"], 120), e["reference"], _short(str(e["prediction"]), 80)] for e in wrong]))
+                       [[_tail(e["prompt"], 120), e["reference"], _short(str(e["prediction"]), 80)] for e in wrong]))
     return blocks
 
 
@@ -110,7 +110,7 @@ def _flag_blocks(name: str, flags: dict, out: Path) -> list:
         blocks.append(("img", png.name, f"{name} flags"))
     for flag, exs in flags.get("worst", {}).items():
         blocks.append(("table", [f"worst '{flag}'", "prediction", "reference", "severity"],
-                       [[_short(e.get("prompt", e.get("id", "")), 80), _short(str(e.get("prediction", "")), 160),
+                       [[_tail(e.get("prompt", e.get("id", "")), 80), _short(str(e.get("prediction", "")), 160),
                          _short(str(e.get("reference", "")), 80), _fmt(e["severity"])] for e in exs[:3]]))
     return blocks
 
@@ -141,6 +141,11 @@ def build_blocks(results: dict, out: Path) -> list:
 def _short(text: str, n: int) -> str:
     text = " ".join(str(text).split())
     return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _tail(text: str, n: int) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= n else "…" + text[-(n - 1):]
 
 
 def _slug(name: str) -> str:

@@ -55,15 +55,19 @@ class EvalPlan:
     dtype: str = "auto"
     device: str = "auto"
     progress: bool = True
+    seed: int = 0
 
     @property
     def needs_chat_template(self) -> bool:
         return self.chat or bool(self.datasets) or any(t.is_generative for t in self.benchmarks)
 
     def settings(self) -> dict:
-        return {"tasks": [t.name for t in self.benchmarks], "data": [d.path for d in self.datasets],
+        return {"tasks": [t.name for t in self.benchmarks], "styles": {t.name: t.style for t in self.benchmarks},
+                "data": [{"path": d.path, "labels": d.labels, "mode": d.mode if d.labels else "generation",
+                          "n": len(d.records)} for d in self.datasets],
                 "shots": self.shots, "chat": self.chat, "template": self.template, "batch_size": self.batch_size,
-                "max_new_tokens": self.max_new_tokens, "limits": {t.name: len(t.items) for t in self.benchmarks}}
+                "max_new_tokens": self.max_new_tokens, "seed": self.seed,
+                "limits": {t.name: len(t.items) for t in self.benchmarks}}
 
 
 def build_plan(tasks: list[str] | None = None, data: list[str] | None = None, *, labels: list[str] | None = None,
@@ -76,7 +80,7 @@ def build_plan(tasks: list[str] | None = None, data: list[str] | None = None, *,
     datasets = [load_task_data(d, labels, mode, limit, seed) for d in data or []]
     if not benchmarks and not datasets:
         raise DataError("nothing to evaluate", hint="pass --tasks (benchmarks) and/or --data (your task file)")
-    return EvalPlan(benchmarks, datasets, **settings)
+    return EvalPlan(benchmarks, datasets, seed=seed, **settings)
 
 
 def load_engine(spec: ModelSpec, plan: EvalPlan):
@@ -138,10 +142,11 @@ def default_output(spec: ModelSpec, what: str) -> Path:
     return tuneforge_home() / "eval" / f"{stamp}-{model_slug}-{slug}"
 
 
-def _record(spec: ModelSpec, plan: EvalPlan, results: dict, out: Path, paths: dict) -> str | None:
+def _start_recorder(spec: ModelSpec, plan: EvalPlan, out: Path):
+    """A registry RunRecorder (kind "eval"), or None when the registry is not installed."""
     try:
-        from tuneforge.registry.api import RunRecorder
         from tuneforge.models.source import resolve_model
+        from tuneforge.registry.api import RunRecorder
     except ImportError:
         return None
     try:
@@ -149,31 +154,34 @@ def _record(spec: ModelSpec, plan: EvalPlan, results: dict, out: Path, paths: di
     except Exception:  # noqa: BLE001 - identity is informative only
         identity = spec.model
     datasets = [(d.name, d.fingerprint, len(d.records)) for d in plan.datasets]
-    rec = RunRecorder.start(kind="eval", config={**plan.settings(), "adapter": spec.adapter},
-                            base_model=spec.model, base_model_identity=identity, datasets=datasets,
-                            output_dir=str(out), tags=["eval"])
-    for name, r in results["tasks"].items():
-        from tuneforge.eval.metrics import scalar_metrics
-
-        rec.add_eval(name, scalar_metrics(r["metrics"]))
-    rec.add_artifact("report", str(paths["markdown"]))
-    rec.finish("succeeded")
-    return rec.run_id
+    return RunRecorder.start(kind="eval", config={**plan.settings(), "adapter": spec.adapter}, base_model=spec.model,
+                             base_model_identity=identity, datasets=datasets, output_dir=str(out), tags=["eval"])
 
 
 def run(spec: ModelSpec, plan: EvalPlan, output: str | Path | None = None, *, engine=None) -> tuple[dict, dict]:
     """Evaluate `spec` on `plan`, write the report; returns (results, written paths)."""
+    from tuneforge.eval.metrics import scalar_metrics
+
+    names = [t.name for t in plan.benchmarks] + [d.name for d in plan.datasets]
+    out = Path(output) if output else default_output(spec, "+".join(names[:3]) or "eval")
+    recorder = _start_recorder(spec, plan, out)
     start = time.perf_counter()
-    engine = engine or load_engine(spec, plan)
-    tasks = evaluate(engine, plan)
-    results = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-               "model": {"name": spec.model, "adapter": spec.adapter, "label": spec.label},
-               "settings": plan.settings(), "seconds": round(time.perf_counter() - start, 2), "tasks": tasks}
-    what = "+".join(list(tasks)[:3]) or "eval"
-    out = Path(output) if output else default_output(spec, what)
-    paths = write_report(results, out)
-    run_id = _record(spec, plan, results, out, paths)
-    if run_id:
-        results["run_id"] = run_id
+    try:
+        engine = engine or load_engine(spec, plan)
+        tasks = evaluate(engine, plan)
+        results = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                   "model": {"name": spec.model, "adapter": spec.adapter, "label": spec.label},
+                   "settings": plan.settings(), "seconds": round(time.perf_counter() - start, 2), "tasks": tasks,
+                   "run_id": getattr(recorder, "run_id", None)}
+        paths = write_report(results, out)
+    except BaseException as err:
+        if recorder:
+            recorder.finish("interrupted" if isinstance(err, KeyboardInterrupt) else "failed", repr(err)[:500])
+        raise
+    if recorder:
+        for name, r in tasks.items():
+            recorder.add_eval(name, scalar_metrics(r["metrics"]))
+        recorder.add_artifact("report", str(paths["markdown"]))
+        recorder.finish("succeeded")
     console.print(f"report: [bold]{paths['markdown']}[/bold] (also {paths['html'].name}, {paths['json'].name})")
     return results, paths

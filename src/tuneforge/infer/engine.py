@@ -108,7 +108,8 @@ class Engine:
     def _generate_kwargs(self, stops: _Stops, max_new_tokens: int, temperature: float, top_p: float) -> dict:
         if max_new_tokens < 1:
             raise ConfigError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
-        kw = {"max_new_tokens": max_new_tokens, "pad_token_id": self.tokenizer.pad_token_id,
+        # use_cache explicitly: a model mid-training has config.use_cache=False (see train.runner).
+        kw = {"max_new_tokens": max_new_tokens, "pad_token_id": self.tokenizer.pad_token_id, "use_cache": True,
               "eos_token_id": list(stops.ids) or None, **_sampling_kwargs(temperature, top_p)}
         multi = [s for s in stops.texts if single_token_id(self.tokenizer, s) is None]
         if multi:

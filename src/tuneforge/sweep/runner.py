@@ -105,13 +105,31 @@ def _entry(state: dict, size: int) -> dict:
     return e
 
 
+def training_seconds(rows: list[dict]) -> float:
+    """Training time over every segment of a run that was interrupted and resumed (each process logs its own
+    clock): a segment's `train_runtime`, or its last `elapsed_s` when the process died before summing up."""
+    total, last_elapsed, last_step = 0.0, 0.0, -1
+    for r in rows:
+        if "train_runtime" in r:
+            total, last_elapsed = total + float(r["train_runtime"]), 0.0
+            continue
+        if "elapsed_s" not in r or "loss" not in r:
+            continue
+        if r["elapsed_s"] < last_elapsed or r.get("step", 0) <= last_step:  # a new process took over
+            total += last_elapsed
+        last_elapsed, last_step = float(r["elapsed_s"]), r.get("step", 0)
+    return round(total + last_elapsed, 2)
+
+
 def _train_stats(run_dir: Path, info: dict) -> dict:
     from tuneforge.train.plots import read_metrics
 
+    rows = read_metrics(run_dir / "metrics.jsonl")
+    step_loss = {r["step"]: r["loss"] for r in rows if "loss" in r and "step" in r}  # a redone step: last value
     m = info.get("metrics") or {}
-    steps = [r["step"] for r in read_metrics(run_dir / "metrics.jsonl") if "step" in r]
-    return {"train_seconds": m.get("train_runtime"), "train_loss": m.get("train_loss"), "epochs": m.get("epoch"),
-            "steps": max(steps) if steps else None, "final_dir": info.get("final_dir")}
+    return {"train_seconds": training_seconds(rows) or m.get("train_runtime"),
+            "train_loss": sum(step_loss.values()) / len(step_loss) if step_loss else m.get("train_loss"),
+            "epochs": m.get("epoch"), "steps": max(step_loss, default=None), "final_dir": info.get("final_dir")}
 
 
 def _lookup_run_id(group_id: str, run_dir: Path) -> str | None:

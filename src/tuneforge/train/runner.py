@@ -21,7 +21,7 @@ from tuneforge.stages import get_stage
 from tuneforge.train import distributed as dist
 from tuneforge.train.callbacks import MetricsCallback, ProgressCallback, StopCallback, TokenCounter
 from tuneforge.train.data_prep import PreparedData, prepare_data
-from tuneforge.train.output import choose_output_dir, write_run_file
+from tuneforge.train.output import choose_output_dir, read_run_file, write_run_file
 from tuneforge.train.plots import plot_loss
 from tuneforge.train.report import print_plan
 from tuneforge.train.trainer import ListDataset, TuneforgeTrainer, set_threads_for_cpu, training_arguments
@@ -74,8 +74,9 @@ def _save_final(trainer, tok, out: Path, method: str) -> Path:
     return final
 
 
-def _run_info(cfg, out, status, started, data, params, resolved, metrics, final=None, error=None) -> dict:
-    return {"status": status, "pid": os.getpid(), "started": started, "ended": time.time() if status != "running"
+def _run_info(cfg, out, status, started, data, params, resolved, metrics, final=None, error=None,
+              run_id=None) -> dict:
+    return {"status": status, "run_id": run_id, "pid": os.getpid(), "started": started, "ended": time.time() if status != "running"
             else None, "stage": cfg.stage, "method": cfg.method.type, "base_model": cfg.model.name,
             "data": data.stats, "datasets": data.datasets, "parameters": params, "auto": resolved.chosen,
             "metrics": metrics, "final_dir": str(final) if final else None, "error": error}
@@ -96,6 +97,7 @@ def train(cfg, config_path: str | None = None, extra_callbacks: list | None = No
 
         ensure_chat_template(tok, cfg.model.template)
     data = prepare_data(cfg, tok)
+    task_callbacks = _extra_callbacks(cfg, data, tok)  # validated now, before any weight loads
     device = dist.local_device(pick_device(cfg.model.device))
     import torch
 
@@ -127,20 +129,25 @@ def train(cfg, config_path: str | None = None, extra_callbacks: list | None = No
     params = count_parameters(model)
     if main:
         console.print(f"[bold]{cfg.method.type}[/bold]: {params}")
+    if resume_ckpt and parent_run_id is None:  # a resumed run continues the interrupted one: link them
+        parent_run_id = (read_run_file(out) or {}).get("run_id")
     recorder = _start_recorder(cfg, src, data, out, group_id, parent_run_id) if main else None
-    info = dict(cfg=cfg, out=out, started=started, data=data, params=params.__dict__, resolved=resolved)
+    info = dict(cfg=cfg, out=out, started=started, data=data, params=params.__dict__, resolved=resolved,
+                run_id=recorder.run_id if recorder else None)
     if main:
         write_run_file(out, _run_info(status="running", metrics={}, **info))
 
     counter = TokenCounter()
     args = training_arguments(filled, resolved, out, device, len(data.train))
     callbacks = [ProgressCallback(counter), MetricsCallback(out, counter, recorder, cfg.output.tensorboard)]
-    callbacks += _extra_callbacks(cfg, data, tok) + list(extra_callbacks or [])
+    callbacks += task_callbacks + list(extra_callbacks or [])
     stopper = StopCallback()
     callbacks.append(stopper)
     trainer = TuneforgeTrainer(model=model, args=args, train_dataset=ListDataset(data.train),
                                data_collator=PadCollator(tok.pad_token_id, packed=cfg.data.packing),
                                processing_class=tok, callbacks=callbacks, token_counter=counter)
+    for cb in task_callbacks:
+        cb.attach(trainer)  # logs through trainer.log → metrics.jsonl, TensorBoard and the registry
     stopper.install()
     try:
         result = trainer.train(resume_from_checkpoint=str(resume_ckpt) if resume_ckpt else None)
