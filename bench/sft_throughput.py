@@ -2,24 +2,26 @@
 """SFT throughput benchmark: tuneforge (unpacked, packed) against a minimal hand-written PyTorch loop.
 
 Every contestant trains the same model with the same LoRA setup (r=8, all-linear, fp32) on the same rendered
-samples, each in its own child process (so its peak RSS is its own). The children run in lockstep: the parent
-hands a "go" token to one child at a time, round after round (U H P R U H P R ...), so every contestant sees the
+samples, each in its own process (so its peak RSS is its own). The processes run in lockstep: the parent hands a
+"go" token to one of them at a time, round after round (U H P [R] U H P [R] ...), so every contestant sees the
 same background load and no two contestants ever compete for the CPU.
 
 Contestants
-  hand         minimal loop: AdamW, model(**batch).loss.backward(), optimizer step — on exactly the batches
-               `tf_unpacked` drew in the same round (same samples, same order, same padding).
-  tf_unpacked  `tuneforge.train.runner.train` as a user runs it (PadCollator, length grouping, progress bar,
-               metrics JSONL, TensorBoard, registry), data.packing=false.
-  tf_packed    the same with data.packing=true.
-  hand_random  the minimal loop on randomly ordered batches (no length grouping) — informative only.
+  tf_unpacked  `tuneforge.train.runner.train` as a user runs it (prepare_data, TuneforgeTrainer, PadCollator,
+               length grouping, progress bar, metrics JSONL, TensorBoard, registry), data.packing=false.
+  hand         minimal loop: AdamW, model(**batch).loss.backward(), optimizer step, its own padding — on exactly
+               the batches `tf_unpacked` drew in the same round (checked against tuneforge's token counter).
+  tf_packed    `runner.train` with data.packing=true.
+  hand_random  (--random) the minimal loop on randomly ordered batches (no length grouping).
+  NAME@PATCH   a tuneforge contestant with a benchmark-only monkeypatch modelling a proposed fix (see PATCHES).
 
-A step is timed from the moment its child gets the "go" token to the end of its optimizer step, so all per-step
-framework work (logging, callbacks, batch fetching, collation) is inside the measured time. Real tokens are the
-non-padding tokens of the batch. Warm-up steps are skipped; ratios are medians over rounds, which pairs steps
-taken seconds apart (for unpacked/hand: the identical batch).
+A step is timed from the moment its process gets the "go" token to the end of its optimizer step, so all per-step
+framework work (logging and callbacks of the previous step, batch fetching, collation) is inside the measured
+time. Real tokens are the non-padding tokens of the batch. Each process runs one untimed pre-warm
+forward/backward first; --warmup N also drops the first N timed rounds. Ratios are medians over rounds of
+per-round ratios (for unpacked/hand each round pairs the identical batch, run seconds apart).
 
-    python bench/sft_throughput.py                  # default (~10 min on 2 cores)
+    python bench/sft_throughput.py                  # default: ~10 min on a quiet 2-core machine (--budget-s)
     python bench/sft_throughput.py --quick          # smoke run (< 2 min)
 """
 
@@ -197,30 +199,31 @@ def run_tuneforge(spec: dict, chan: Channel, packing: bool, patches: list[str]) 
 
     apply_patches(patches)
     stepper = Stepper(chan)
-    fetched: list[int] = []  # dataset indices in the order the DataLoader fetched them
-    batches: list[list[int]] = []  # one entry per collated batch
+    batches: list[list[int]] = []  # dataset indices of each collated batch, in order
     datasets: list = []
+    counters: list = []
 
-    class RecordingDataset(ListDataset):  # bookkeeping only: which samples each batch held
+    # Bookkeeping only (no behaviour change): which samples each batch held, and tuneforge's own token counter.
+    class RecordingDataset(ListDataset):
         def __init__(self, items):
             super().__init__(items)
+            self.index_of = {id(it): i for i, it in enumerate(items)}
             datasets.append(self)
 
-        def __getitem__(self, i):
-            fetched.append(int(i))
-            return super().__getitem__(i)
-
-    base_collator = runner.PadCollator
-
-    class RecordingCollator(base_collator):
+    class RecordingCollator(runner.PadCollator):
         def __call__(self, items):
-            batches.append(fetched[: len(items)])
-            del fetched[: len(items)]
+            batches.append([datasets[-1].index_of[id(it)] for it in items])
             return super().__call__(items)
+
+    class RecordingCounter(runner.TokenCounter):
+        def __init__(self):
+            super().__init__()
+            counters.append(self)
 
     runner.ListDataset = RecordingDataset
     runner.PadCollator = RecordingCollator
-    lengths: dict[int, int] = {}
+    runner.TokenCounter = RecordingCounter
+    seen = {"real": 0, "padded": 0}
 
     class Lockstep(TrainerCallback):
         def on_train_begin(self, args, state, control, model=None, **kw):
@@ -232,21 +235,18 @@ def run_tuneforge(spec: dict, chan: Channel, packing: bool, patches: list[str]) 
 
         def on_step_end(self, args, state, control, **kw):
             idx = batches[state.global_step - 1]
-            lens = [lengths[i] for i in idx]
-            stepper.report(state.global_step, sum(lens), len(lens) * max(lens), batch=idx)
+            lens = [len(datasets[-1].items[i]["input_ids"]) for i in idx]
+            c = counters[-1]  # what TuneforgeTrainer counted for this step
+            real, padded = c.real_tokens - seen["real"], c.padded_tokens - seen["padded"]
+            seen.update(real=c.real_tokens, padded=c.padded_tokens)
+            if (real, padded) != (sum(lens), len(lens) * max(lens)):
+                raise RuntimeError(f"step {state.global_step}: recorded batch {idx} does not match tuneforge's "
+                                   f"token counter ({real}, {padded})")
+            stepper.report(state.global_step, real, padded, batch=idx)
             if not stepper.wait():
                 control.should_training_stop = True
             return control
 
-    # lengths of the items the trainer will see (same prepare_data the runner calls; cheap, no model)
-    orig_prepare = runner.prepare_data
-
-    def prepare_and_remember(cfg, tok):
-        data = orig_prepare(cfg, tok)
-        lengths.update({i: len(it["input_ids"]) for i, it in enumerate(data.train)})
-        return data
-
-    runner.prepare_data = prepare_and_remember
     out = Path(spec["workdir"]) / f"run-{spec['name']}"
     cfg = bench_config(spec, packing, str(out))
     result = runner.train(cfg, extra_callbacks=[Lockstep()])
@@ -254,7 +254,7 @@ def run_tuneforge(spec: dict, chan: Channel, packing: bool, patches: list[str]) 
     chan.send(kind="done", peak_rss_mb=peak_rss_mb(), status=result.status,
               runner={"real_tokens": m.get("real_tokens"), "padding_fraction": m.get("padding_fraction"),
                       "train_runtime": m.get("train_runtime"), "train_loss": m.get("train_loss")},
-              n_items=len(lengths))
+              n_items=len(datasets[-1].items))
 
 
 # ----------------------------------------------------------------------------------------- child: hand loop
@@ -534,8 +534,9 @@ def parse_args(argv):
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--contestants", default=None,
                    help=f"comma list from {','.join(CONTESTANTS)}; 'tf_unpacked@PATCH' adds a patched variant "
-                        f"(default: all four; --quick: without hand_random)")
-    p.add_argument("--no-random", action="store_true", help="skip the hand_random contestant")
+                        f"(default: tf_unpacked,hand,tf_packed; --random adds hand_random)")
+    p.add_argument("--random", action="store_true",
+                   help="add the hand_random contestant (costs about a third more time)")
     p.add_argument("--quick", action="store_true", help="smoke run: 3 steps, cutoff 128, 256 samples")
     p.add_argument("--out", default="bench/results.json")
     p.add_argument("--exec", action="store_true",
@@ -551,12 +552,45 @@ def parse_args(argv):
     if a.contestants:
         a.contestants = [c.strip() for c in a.contestants.split(",") if c.strip()]
     else:
-        a.contestants = [c for c in CONTESTANTS if not (c == "hand_random" and (q or a.no_random))]
+        a.contestants = [c for c in CONTESTANTS if c != "hand_random" or a.random]
     if "hand" in a.contestants and "tf_unpacked" not in a.contestants:
         raise SystemExit("'hand' replays the batches of 'tf_unpacked': include both")
     if a.warmup >= a.steps:
         raise SystemExit("--warmup must be smaller than --steps")
     return a
+
+
+def epoch_plan(spec: dict) -> dict:
+    """Padding of a whole epoch's batches (no model): tuneforge's length-grouped order, random order, packed.
+
+    The timed rounds see only the first batches of an epoch, and length grouping serves the longest batches
+    first, so their padding is not the epoch's; this is the epoch's, from the same rendering and samplers.
+    """
+    import torch
+    from transformers.trainer_pt_utils import get_length_grouped_indices
+
+    from tuneforge.data.templates import ensure_chat_template
+    from tuneforge.models.load import load_tokenizer
+    from tuneforge.train.data_prep import prepare_data
+
+    bs = spec["batch_size"]
+    cfg = bench_config(spec, False, str(Path(spec["workdir"]) / "plan"))
+    tok = load_tokenizer(cfg.model.name)
+    ensure_chat_template(tok, cfg.model.template)
+    lengths = [len(it["input_ids"]) for it in prepare_data(cfg, tok).train]
+    packed = [len(it["input_ids"]) for it in prepare_data(bench_config(spec, True, "plan"), tok).train]
+
+    def padding(lens, order):
+        batches = [[lens[i] for i in order[k:k + bs]] for k in range(0, len(order), bs)]
+        real, padded = sum(map(sum, batches)), sum(len(b) * max(b) for b in batches)
+        return {"padding_fraction": 1 - real / padded, "batches": len(batches), "real_tokens": real,
+                "mean_real_tokens_per_batch": real / len(batches)}
+
+    g = torch.Generator().manual_seed(spec["seed"])
+    return {"samples": len(lengths), "mean_len": sum(lengths) / len(lengths), "max_len": max(lengths),
+            "grouped": padding(lengths, get_length_grouped_indices(lengths, bs, generator=g)),
+            "random": padding(lengths, torch.randperm(len(lengths), generator=g).tolist()),
+            "packed": padding(packed, torch.randperm(len(packed), generator=g).tolist())}
 
 
 def fmt(x, spec=",.0f"):
@@ -632,11 +666,13 @@ def main(argv=None) -> dict:
             if base == "tf_unpacked":
                 add_ratio(f"{name}_vs_hand", name, "hand")
     targets = {"unpacked_vs_hand": 0.9, "packed_vs_unpacked": 1.5}
+    plan = epoch_plan(spec)
     result = {
         "benchmark": "sft_throughput",
         "config": {k: v for k, v in spec.items() if k != "workdir"} | {"warmup": w, "method": "lora r=8 all-linear",
                                                                        "precision": "fp32"},
         "rounds": min(len(c.steps) for c in children.values()),
+        "epoch_plan": plan,
         "contestants": summary,
         "ratios": ratios,
         "targets": {k: {"target": t, "met": ratios.get(k, {}).get("median_round_wall", 0) >= t}
@@ -667,11 +703,17 @@ def print_table(result: dict) -> None:
         print("  ".join(c.ljust(widths[0]) if j == 0 else c.rjust(widths[j]) for j, c in enumerate(r)))
         if i == 0:
             print("  ".join("-" * x for x in widths))
+    p = result.get("epoch_plan")
+    if p:
+        print(f"\nwhole-epoch padding ({p['samples']} samples, mean {p['mean_len']:.0f} tokens): length-grouped "
+              f"{p['grouped']['padding_fraction']:.1%}, random order {p['random']['padding_fraction']:.1%}, "
+              f"packed {p['packed']['padding_fraction']:.1%} (timed rounds cover only the first batches)")
     print()
+    width = max((len(k) for k in result["ratios"]), default=0) + 2
     for key, r in result["ratios"].items():
         t = result["targets"].get(key)
         goal = f"   target ≥ {t['target']}: {'met' if t['met'] else 'NOT met'}" if t else ""
-        print(f"{key:<34} median/round {r['median_round_wall']:.2f}  (CPU-time {r['median_round_cpu']:.2f}, "
+        print(f"{key:<{width}} median/round {r['median_round_wall']:.2f}  (CPU-time {r['median_round_cpu']:.2f}, "
               f"aggregate {r['aggregate_wall']:.2f}){goal}")
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,6 +90,8 @@ def train(cfg, config_path: str | None = None, extra_callbacks: list | None = No
     `group_id` groups runs in the registry (e.g. one data-size sweep); `parent_run_id` records lineage.
     """
     set_threads_for_cpu()
+    # transformers/peft call their own deprecated alias internally; users cannot act on this warning.
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     stage = get_stage(cfg.stage)
     src = resolve_model(cfg.model.name)
     tok = load_tokenizer(src, revision=cfg.model.revision)
