@@ -527,8 +527,8 @@ def parse_args(argv):
                         "warm-up + --min-quiet rounds (default 540; --quick 0 = no budget)")
     p.add_argument("--min-quiet", type=int, default=2, help="quiet rounds always run, whatever the budget")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--cutoff", type=int, default=None, help="data.cutoff_len (default 512; --quick 128)")
-    p.add_argument("--max-samples", type=int, default=None, help="data.max_samples (default all; --quick 256)")
+    p.add_argument("--cutoff", type=int, default=None, help="data.cutoff_len (default 512; --quick 64)")
+    p.add_argument("--max-samples", type=int, default=None, help="data.max_samples (default all; --quick 128)")
     p.add_argument("--lr", type=float, default=2e-4)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--threads", type=int, default=2)
@@ -537,7 +537,7 @@ def parse_args(argv):
                         f"(default: tf_unpacked,hand,tf_packed; --random adds hand_random)")
     p.add_argument("--random", action="store_true",
                    help="add the hand_random contestant (costs about a third more time)")
-    p.add_argument("--quick", action="store_true", help="smoke run: 3 steps, cutoff 128, 256 samples")
+    p.add_argument("--quick", action="store_true", help="smoke run: 3 steps (1 warm-up), cutoff 64, 128 samples")
     p.add_argument("--out", default="bench/results.json")
     p.add_argument("--exec", action="store_true",
                    help="start each contestant as a fresh interpreter instead of forking after shared imports")
@@ -547,8 +547,8 @@ def parse_args(argv):
     a.steps = a.steps or (3 if q else 8)
     a.warmup = a.warmup if a.warmup is not None else (1 if q else 0)
     a.budget_s = a.budget_s if a.budget_s is not None else (0 if q else 540)
-    a.cutoff = a.cutoff or (128 if q else 512)
-    a.max_samples = a.max_samples or (256 if q else None)
+    a.cutoff = a.cutoff or (64 if q else 512)
+    a.max_samples = a.max_samples or (128 if q else None)
     if a.contestants:
         a.contestants = [c.strip() for c in a.contestants.split(",") if c.strip()]
     else:

@@ -42,5 +42,6 @@ def test_bench_quick_writes_the_table_fields(tmp_path, tiny_model_dir, demo_data
         r = result["ratios"][key]
         assert {"median_round_wall", "median_round_cpu", "aggregate_wall"} <= set(r)
         assert key in result["targets"]
-    assert result["config"]["batch_size"] == 8 and result["config"]["cutoff"] == 128
+    assert result["config"]["batch_size"] == 8 and result["config"]["cutoff"] == 64  # --quick
+    assert result["epoch_plan"]["grouped"]["padding_fraction"] >= 0
     assert result["contestants"]["tf_unpacked"]["runner"]["real_tokens"] > 0
