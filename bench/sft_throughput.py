@@ -659,6 +659,7 @@ def main(argv=None) -> dict:
     add_ratio("packed_vs_unpacked", "tf_packed", "tf_unpacked")
     add_ratio("packed_vs_hand", "tf_packed", "hand")
     add_ratio("hand_grouped_vs_hand_random", "hand", "hand_random")
+    add_ratio("packed_vs_hand_random", "tf_packed", "hand_random")
     for name in children:
         if "@" in name:
             base = name.split("@")[0]
