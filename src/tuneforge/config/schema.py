@@ -56,6 +56,9 @@ class DataSection(Section):
                                  "all tokens including the prompt (= train on prompt)")
     packing: bool = False
     on_error: Literal["raise", "skip"] = "raise"
+    on_long_answer: Literal["cut", "drop"] = Field(
+        "cut", description="an answer longer than cutoff_len: cut its end (it then never learns to stop there) or "
+                           "drop the row; either way the count is reported as answer_cut")
 
     @field_validator("train", "eval", mode="before")
     @classmethod
