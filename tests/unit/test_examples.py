@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tuneforge.config.load import load_config
-from tuneforge.train.data_prep import load_train_records
+from tuneforge.data.run_records import load_train_records
 from tuneforge.utils.paths import shared_dir
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml"))

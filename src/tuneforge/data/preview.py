@@ -55,7 +55,7 @@ def preview(cfg, n: int = 3):
     from tuneforge.data.render import render_records
     from tuneforge.models.load import load_tokenizer
     from tuneforge.stages import get_stage
-    from tuneforge.train.data_prep import load_train_records
+    from tuneforge.data.run_records import load_train_records
 
     tok = load_tokenizer(cfg.model.name, revision=cfg.model.revision)
     if get_stage(cfg.stage).needs_chat_template:

@@ -55,7 +55,7 @@ class Pool:
 def load_pool(cfg) -> Pool:
     """Load the configured training data once and fix its order (seeded by `data.seed`)."""
     from tuneforge.data.catalog import fingerprint, load_datasets, split_train_val
-    from tuneforge.train.data_prep import dataset_specs
+    from tuneforge.data.run_records import dataset_specs
 
     d = cfg.data
     res = load_datasets(dataset_specs(d.train), dataset_info=d.dataset_info, on_error=d.on_error, mix=d.mix,
@@ -148,7 +148,7 @@ class EvalSet:
 
 def _default_eval_records(cfg, pool: Pool) -> tuple[list[Record], str] | None:
     from tuneforge.data.catalog import DatasetSpec, load_dataset, load_datasets
-    from tuneforge.train.data_prep import dataset_specs
+    from tuneforge.data.run_records import dataset_specs
 
     d = cfg.data
     if d.eval:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from tuneforge.data.packing import pack_examples
 from tuneforge.data.render import RenderStats, Rendered, render_records
-from tuneforge.utils.errors import DataError
+from tuneforge.data.run_records import dataset_specs, load_train_records  # noqa: F401  (re-exported)
 
 
 @dataclass
@@ -23,34 +23,6 @@ class PreparedData:
     datasets: list[tuple[str, str, int]] = field(default_factory=list)  # (name, fingerprint, n_records)
     val_records: list = field(default_factory=list)
     train_records: list = field(default_factory=list)
-
-
-def dataset_specs(entries):
-    from tuneforge.data.catalog import DatasetSpec
-
-    return [DatasetSpec(**e.model_dump()) for e in entries]
-
-
-def load_train_records(cfg):
-    """Load, mix and split the configured datasets → (train records, val records, dataset summaries, skipped)."""
-    from tuneforge.data.catalog import load_datasets, split_train_val
-
-    d = cfg.data
-    result = load_datasets(dataset_specs(d.train), dataset_info=d.dataset_info, on_error=d.on_error, mix=d.mix,
-                           seed=d.seed, max_samples=d.max_samples)
-    summaries = [(result.name, result.fingerprint, len(result.records))]
-    records = result.records
-    val = []
-    if d.eval:
-        ev = load_datasets(dataset_specs(d.eval), dataset_info=d.dataset_info, on_error=d.on_error, seed=d.seed)
-        val = ev.records
-        summaries.append((f"eval:{ev.name}", ev.fingerprint, len(val)))
-    elif d.val_size:
-        records, val = split_train_val(records, d.val_size, d.seed)
-    if not records:
-        raise DataError(f"no training rows left after holding out val_size={d.val_size}",
-                        hint="lower data.val_size or add data")
-    return records, val, summaries, result.skipped
 
 
 def _as_items(examples: list[Rendered], packed: bool, cutoff: int) -> tuple[list[dict], dict]:
