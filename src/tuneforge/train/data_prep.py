@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from tuneforge.data.packing import pack_examples
 from tuneforge.data.render import RenderStats, Rendered, render_records
+from tuneforge.utils.errors import DataError
 from tuneforge.data.run_records import dataset_specs, load_train_records  # noqa: F401  (re-exported)
 
 
