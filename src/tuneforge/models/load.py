@@ -112,9 +112,21 @@ def _tokenizer_from(src: ModelSource, revision: str | None):
     return AutoTokenizer.from_pretrained(str(Path(src.path).parent), gguf_file=Path(src.path).name)
 
 
-def load_tokenizer(name_or_src: str | ModelSource, *, revision: str | None = None):
-    """Tokenizer with a pad token set (eos, else unk) and right padding for training."""
-    from transformers import AutoTokenizer
+def tokenizer_source(model: str, adapter: str | None = None) -> str:
+    """Where the tokenizer of `model` (+ `adapter`) lives: the adapter folder when training saved one there (it
+    carries the chat template used in training), else the model itself."""
+    if adapter and (Path(adapter) / "tokenizer_config.json").is_file():
+        return adapter
+    return model
+
+
+def load_tokenizer(name_or_src: str | ModelSource, *, revision: str | None = None, template: str | None = None):
+    """Tokenizer with a pad token set (eos, else unk) and right padding for training.
+
+    `template`: None leaves the chat template as loaded; "auto" requires the tokenizer's own (a clear error when it has
+    none); any other name or .jinja path installs that template (see `tuneforge.data.templates`). This is the one
+    place that loads a tokenizer together with its chat template.
+    """
 
     if isinstance(name_or_src, str) and (Path(name_or_src) / "tokenizer_config.json").is_file():
         src = ModelSource("dir", name_or_src, name_or_src)  # a bare tokenizer folder (e.g. saved beside an adapter)
@@ -129,6 +141,10 @@ def load_tokenizer(name_or_src: str | ModelSource, *, revision: str | None = Non
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token if tok.eos_token is not None else tok.unk_token
     tok.padding_side = "right"
+    if template is not None:
+        from tuneforge.data.templates import ensure_chat_template
+
+        ensure_chat_template(tok, template)
     return tok
 
 
@@ -163,8 +179,7 @@ def load_for_inference(model: str, adapter: str | None = None, *, dtype: str = "
     When the adapter folder carries its own tokenizer/chat template (tuneforge saves one), that one is used so
     inference renders prompts exactly as training did.
     """
-    tok_source = adapter if adapter and (Path(adapter) / "tokenizer_config.json").is_file() else None
-    tok = load_tokenizer(tok_source) if tok_source else load_tokenizer(model)
+    tok = load_tokenizer(tokenizer_source(model, adapter))
     m = load_model(model, dtype=dtype, device=device)
     if adapter:
         if not (Path(adapter) / "adapter_config.json").is_file():
