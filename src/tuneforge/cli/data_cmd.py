@@ -48,8 +48,9 @@ def check_cmd(
     characters, script mix, and train/test leakage with --against. Writes report.md, report.html, summary.json and
     charts; --fix writes a cleaned copy and never touches the input.
     """
-    from tuneforge.data.inspect import CheckOptions, check_dataset
-    from tuneforge.data.inspect_report import write_report
+    from tuneforge.data.doctor.check import check_dataset
+    from tuneforge.data.doctor.report import write_report
+    from tuneforge.data.doctor.result import CheckOptions
 
     opts = CheckOptions(against=against, model=model, template=template, cutoff=cutoff,
                         near_threshold=near_threshold, dataset_info=dataset_info, format=fmt)
@@ -59,7 +60,7 @@ def check_cmd(
     paths = write_report(res, folder)
     fixed = None
     if fix is not None:
-        from tuneforge.data.inspect_fix import write_fixed
+        from tuneforge.data.doctor.fix import write_fixed
 
         fixed = write_fixed(res, fix, near=fix_near, leaked=fix_leaked)
     if as_json:
@@ -113,14 +114,15 @@ def preview_cmd(
     cfg = load_config(config, list(overrides or []))
     samples, stats, tok = preview(cfg, n)
     if as_json:
-        print(json.dumps({"samples": [{"source": r.source, "marked": marked_text(r, tok)} for r in samples],
+        print(json.dumps({"samples": [{"source": r.source, "marked": marked_text(r, tok),
+                                       "answer_cut": r.answer_cut} for r in samples],
                           "stats": stats}, ensure_ascii=False, indent=2))
         return
     for r in samples:
         text = Text()
         for seg in segments(r, tok):
             text.append(seg.text, style="bold green" if seg.trained else "dim")
-        out.rule(f"{r.source}  ({len(r.input_ids)} tokens{', truncated' if r.truncated else ''})")
+        out.rule(f"{r.source}  ({len(r.input_ids)} tokens{_sample_notes(r)})")
         out.print(text)
     out.rule("token lengths")
     table = Table("", "n", "min", "mean", "p50", "p90", "p99", "max", f">= cutoff {cfg.data.cutoff_len}")
@@ -129,7 +131,19 @@ def preview_cmd(
         table.add_row(name, *[str(s.get(k, "")) for k in ("n", "min", "mean", "p50", "p90", "p99", "max")],
                       str(s.get("at_cutoff", "")) if name == "tokens" else "")
     out.print(table)
-    rs = stats["render"]
-    out.print(f"rows {rs['rows']}, kept {rs['kept']}, truncated {rs['truncated']}, dropped (no answer left) "
-              f"{rs['dropped_no_target']}, skipped bad rows {stats['skipped_rows']}  "
-              f"[green]green = trained tokens[/green]")
+    out.print(_render_counts(stats["render"], stats["skipped_rows"]) + "  [green]green = trained tokens[/green]")
+
+
+def _sample_notes(r) -> str:
+    notes = ["truncated"] * r.truncated + ["answer cut"] * r.answer_cut
+    return "".join(f", {note}" for note in notes)
+
+
+def _render_counts(rs: dict, skipped_rows: int) -> str:
+    """One line of `RenderStats.as_dict()` counts (rows dropped for a too-long answer only when there are some)."""
+    parts = [f"rows {rs['rows']}", f"kept {rs['kept']}", f"truncated {rs['truncated']}",
+             f"answer cut (answer alone over the cutoff) {rs['answer_cut']}"]
+    if rs["dropped_long_answer"]:
+        parts.append(f"dropped (answer too long) {rs['dropped_long_answer']}")
+    parts += [f"dropped (no answer left) {rs['dropped_no_target']}", f"skipped bad rows {skipped_rows}"]
+    return ", ".join(parts)

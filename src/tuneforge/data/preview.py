@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tuneforge.data.render import IGNORE, Rendered
+from tuneforge.utils.stats import length_summary
 
 
 @dataclass
@@ -39,33 +40,31 @@ def marked_text(r: Rendered, tok) -> str:
 
 
 def length_stats(lengths: list[int], cutoff: int) -> dict:
+    """`tuneforge.utils.stats.length_summary` (the doctor's numbers too) plus how many rows reach `cutoff`."""
     if not lengths:
         return {}
-    xs = sorted(lengths)
+    return length_summary(lengths) | {"at_cutoff": sum(1 for x in lengths if x >= cutoff)}
 
-    def pct(q):
-        return xs[min(len(xs) - 1, int(q * (len(xs) - 1) + 0.5))]
 
-    return {"n": len(xs), "min": xs[0], "mean": round(sum(xs) / len(xs), 1), "p50": pct(0.5), "p90": pct(0.9),
-            "p99": pct(0.99), "max": xs[-1], "at_cutoff": sum(1 for x in xs if x >= cutoff)}
+def renders_chat(stage: str) -> bool:
+    """Whether a stage renders conversations through the chat template (every stage but plain-text `pt`)."""
+    return stage != "pt"
 
 
 def preview(cfg, n: int = 3):
     """Render the configured training data → (first n rendered samples, stats dict, tokenizer)."""
     from tuneforge.data.render import render_records
-    from tuneforge.models.load import load_tokenizer
-    from tuneforge.stages import get_stage
     from tuneforge.data.run_records import load_train_records
+    from tuneforge.models.load import load_tokenizer
 
-    tok = load_tokenizer(cfg.model.name, revision=cfg.model.revision)
-    if get_stage(cfg.stage).needs_chat_template:
-        from tuneforge.data.templates import ensure_chat_template
-
-        ensure_chat_template(tok, cfg.model.template)
+    template = cfg.model.template if renders_chat(cfg.stage) else None
+    tok = load_tokenizer(cfg.model.name, revision=cfg.model.revision, template=template)
     records, _, summaries, skipped = load_train_records(cfg)
-    rendered, rstats = render_records(records, tok, stage=cfg.stage, mask=cfg.data.mask, cutoff=cfg.data.cutoff_len)
+    d = cfg.data
+    rendered, rstats = render_records(records, tok, stage=cfg.stage, mask=d.mask, cutoff=d.cutoff_len,
+                                      on_long_answer=d.on_long_answer)
     lengths = [len(r.input_ids) for r in rendered]
     trained = [sum(1 for lab in r.labels if lab != IGNORE) for r in rendered]
     stats = {"datasets": summaries, "skipped_rows": len(skipped), "render": rstats.as_dict(),
-             "tokens": length_stats(lengths, cfg.data.cutoff_len), "trained_tokens": length_stats(trained, 10**9)}
+             "tokens": length_stats(lengths, d.cutoff_len), "trained_tokens": length_stats(trained, 10**9)}
     return rendered[:n], stats, tok

@@ -1,5 +1,8 @@
 """Text helpers for the dataset doctor: what a record's prompt and answer are, scripts, suspicious characters,
-diversity measures. Pure functions over strings and Records; no I/O."""
+diversity measures. Pure functions over strings and Records; no I/O.
+
+CJK characters and word tokens come from `tuneforge.utils.text`, the one definition shared with the text metrics.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +12,10 @@ import unicodedata
 from collections import Counter
 
 from tuneforge.data.records import Record
+from tuneforge.utils.text import CJK_RE, is_cjk, word_tokens
 
-# Han, kana, hangul: each character is one token for diversity and one symbol for shingles.
-_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
-_CJK_RE = re.compile(f"[{_CJK}]")
-_TOKEN_RE = re.compile(f"[{_CJK}]|[^\\W\\d_]+|\\d+")
 _SCRIPTS = (
-    ("cjk", re.compile(f"[{_CJK}]")),
+    ("cjk", CJK_RE),
     ("latin", re.compile("[A-Za-z\u00c0-\u024f]")),
     ("cyrillic", re.compile("[\u0400-\u04ff]")),
     ("arabic", re.compile("[\u0600-\u06ff]")),
@@ -100,11 +100,6 @@ def content_key(r: Record) -> str:
     return json.dumps(norm(r.normalized()), sort_keys=True, ensure_ascii=False)
 
 
-def cjk_share(text: str) -> float:
-    letters = sum(1 for c in text if c.isalpha())
-    return len(_CJK_RE.findall(text)) / letters if letters else 0.0
-
-
 def script_of(text: str) -> str:
     """Dominant writing system: cjk, latin, cyrillic, arabic, other, mixed (none ≥ 70% of letters) or none.
 
@@ -122,7 +117,7 @@ def script_of(text: str) -> str:
 
 def tokens(text: str) -> list[str]:
     """Words for space-separated scripts, single characters for CJK; lower-cased; punctuation dropped."""
-    return _TOKEN_RE.findall(text.lower())
+    return word_tokens(text, punctuation=False, lower=True)
 
 
 def distinct_n(texts: list[str], n: int) -> float | None:
@@ -150,7 +145,7 @@ def leading(texts: list[str], n_tokens: int, top: int = 15) -> list[tuple[str, i
 def _join(toks: list[str]) -> str:
     out = ""
     for tok in toks:
-        sep = "" if not out or (_CJK_RE.match(tok) and _CJK_RE.match(out[-1])) else " "
+        sep = "" if not out or (is_cjk(tok[0]) and is_cjk(out[-1])) else " "
         out += sep + tok
     return out
 

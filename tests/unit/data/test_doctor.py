@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import struct
 
 import pytest
 from typer.testing import CliRunner
 
 from tuneforge.cli.data_cmd import app
-from tuneforge.data.inspect import CheckOptions, check_dataset
-from tuneforge.data.inspect_dups import MinHasher, cross_pairs, near_pairs, shingles
-from tuneforge.data.inspect_fix import write_fixed
-from tuneforge.data.inspect_report import write_report
-from tuneforge.data.inspect_text import script_of
+from tuneforge.data.doctor.check import check_dataset
+from tuneforge.data.doctor.fix import write_fixed
+from tuneforge.data.doctor.minhash import MinHasher, cross_pairs, near_pairs, shingles
+from tuneforge.data.doctor.report import write_report
+from tuneforge.data.doctor.result import CheckOptions
+from tuneforge.data.doctor.text import script_of
 from tuneforge.utils.errors import DataError
 
 INSTR = "Classify the sentiment of this review."
@@ -98,7 +100,8 @@ def test_empty_fields(result):
 
 def test_exact_duplicates_and_conflicting_answers(result):
     f = _finding(result, "exact_duplicates")
-    assert f.severity == "error" and f.count == 1 and _lines([{"source": s} for s in f.examples[0]["sources"]]) == [1, 9]
+    assert f.severity == "error" and f.count == 1
+    assert _lines([{"source": s} for s in f.examples[0]["sources"]]) == [1, 9]
     c = _finding(result, "conflicting_answers")  # same prompt, different answer
     assert [_lines([{"source": s} for s in ex["sources"]]) for ex in c.examples] == [[16, 21]]
 
@@ -183,6 +186,9 @@ def test_report_files(result, tmp_path):
     assert "schema_errors" in paths["markdown"].read_text() and "<table>" in paths["html"].read_text()
     for chart in ("lengths", "scatter", "labels"):
         assert paths[chart].read_bytes()[:4] == b"\x89PNG"
+    width, height = struct.unpack(">II", paths["lengths"].read_bytes()[16:24])  # PNG IHDR
+    assert (width, height) == (11 * 110, round(3.6 * 110))  # drawn by tuneforge.utils.plots.figure (house dpi 110)
+    assert not [p.name for p in paths["json"].parent.iterdir() if p.name.startswith(".")]  # no temp files left
 
 
 def test_fix_writes_clean_copy_and_never_touches_input(planted, result, tmp_path):

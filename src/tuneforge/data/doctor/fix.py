@@ -8,12 +8,14 @@ from every string, and the copy is written without a leading BOM. OUT must not e
 from __future__ import annotations
 
 import csv
+import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tuneforge.data.inspect import CheckResult
+from tuneforge.data.doctor.result import CheckResult
 from tuneforge.utils.errors import DataError
+from tuneforge.utils.io import atomic_write_text
 
 SUFFIXES = (".jsonl", ".json", ".csv")
 
@@ -63,22 +65,19 @@ def _drop_reasons(res: CheckResult, near: bool, leaked: bool) -> dict[str, tuple
     return reasons
 
 
-def _write(out: Path, rows: list[dict]) -> None:
-    suffix = out.suffix.lower()
-    with open(out, "x", encoding="utf-8", newline="") as fh:
-        if suffix == ".jsonl":
-            for r in rows:
-                fh.write(json.dumps(r, ensure_ascii=False) + "\n")
-        elif suffix == ".json":
-            json.dump(rows, fh, ensure_ascii=False, indent=2)
-            fh.write("\n")
-        else:
-            cols = list(dict.fromkeys(k for r in rows for k in r))
-            w = csv.DictWriter(fh, fieldnames=cols)
-            w.writeheader()
-            for r in rows:
-                w.writerow({k: v if isinstance(v, str) or v is None else json.dumps(v, ensure_ascii=False)
-                            for k, v in r.items()})
+def _rows_text(suffix: str, rows: list[dict]) -> str:
+    """The cleaned rows as the text of a .jsonl, .json or .csv file."""
+    if suffix == ".jsonl":
+        return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    if suffix == ".json":
+        return json.dumps(rows, ensure_ascii=False, indent=2) + "\n"
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: v if isinstance(v, str) or v is None else json.dumps(v, ensure_ascii=False)
+                    for k, v in r.items()})
+    return buf.getvalue()
 
 
 def write_fixed(res: CheckResult, out: str | Path, *, near: bool = False, leaked: bool = False) -> FixSummary:
@@ -105,10 +104,7 @@ def write_fixed(res: CheckResult, out: str | Path, *, near: bool = False, leaked
         if edits:
             summary.edited_rows += 1
             changes.append({"source": row.source, "action": "edited", "reason": "removed U+FEFF", "fields": edits})
-    out.parent.mkdir(parents=True, exist_ok=True)
-    _write(out, kept)
-    with open(log_path, "x", encoding="utf-8") as fh:
-        for c in changes:
-            fh.write(json.dumps(c, ensure_ascii=False) + "\n")
+    atomic_write_text(out, _rows_text(out.suffix.lower(), kept))
+    atomic_write_text(log_path, "".join(json.dumps(c, ensure_ascii=False) + "\n" for c in changes))
     summary.kept = len(kept)
     return summary

@@ -1,4 +1,4 @@
-"""Duplicates for the dataset doctor: exact (normalized text) and near (MinHash + LSH over character n-grams).
+"""Duplicate finding for the dataset doctor: exact (normalized text) and near (MinHash + LSH over character n-grams).
 
 Why our own MinHash instead of `datasketch`: it is ~60 lines of numpy, deterministic across processes (crc32 shingle
 hashes, fixed seed), and avoids a dependency for one feature. Character n-grams (3 for CJK-heavy text, 5 otherwise)
@@ -13,7 +13,8 @@ from collections import defaultdict
 
 import numpy as np
 
-from tuneforge.data.inspect_text import cjk_share, normalize
+from tuneforge.data.doctor.text import normalize
+from tuneforge.utils.text import cjk_share
 
 _PRIME = np.uint64(4294967291)  # largest prime below 2**32: (a*x + b) stays below 2**64 for 32-bit a, b, x
 NUM_PERM, BANDS = 120, 20  # 20 bands x 6 rows: pairs at Jaccard 0.8 are proposed with probability > 0.99

@@ -6,21 +6,18 @@ import html
 import json
 from pathlib import Path
 
-from tuneforge.data.inspect import CheckResult
+from tuneforge.data.doctor.result import CheckResult
+from tuneforge.utils.io import atomic_write_json, atomic_write_text
+from tuneforge.utils.plots import figure
 
 _ICON = {"error": "✖", "warning": "⚠", "info": "ℹ"}
 
 
-def _charts(res: CheckResult, out: Path) -> dict[str, str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    charts: dict[str, str] = {}
+def _length_charts(res: CheckResult, out: Path) -> dict[str, str]:
     unit, p, a = res.lengths.get("unit", ""), res.lengths.get("prompt", []), res.lengths.get("answer", [])
-    if p:
-        fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    if not p:
+        return {}
+    with figure(out / "lengths.png", figsize=(11, 3.6), ncols=2) as (_fig, axes):
         for ax, vals, title in ((axes[0], p, "prompt"), (axes[1], a, "answer")):
             ax.hist(vals, bins=50, color="#4472c4")
             ax.set_title(f"{title} length")
@@ -30,30 +27,27 @@ def _charts(res: CheckResult, out: Path) -> dict[str, str]:
         if cut:
             axes[0].axvline(cut, color="red", linestyle="--", label=f"cutoff {cut}")
             axes[0].legend()
-        fig.tight_layout()
-        fig.savefig(out / "lengths.png", dpi=100)
-        plt.close(fig)
-        charts["lengths"] = "lengths.png"
-        fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    with figure(out / "scatter.png", figsize=(5.5, 4.5)) as (_fig, ax):
         ax.scatter(p, a, s=6, alpha=0.4, color="#c55a11")
         ax.set_xlabel(f"prompt length ({unit})")
         ax.set_ylabel(f"answer length ({unit})")
         ax.set_title("answer vs. prompt length")
-        fig.tight_layout()
-        fig.savefig(out / "scatter.png", dpi=100)
-        plt.close(fig)
-        charts["scatter"] = "scatter.png"
+    return {"lengths": "lengths.png", "scatter": "scatter.png"}
+
+
+def _label_chart(res: CheckResult, out: Path) -> dict[str, str]:
     answers = res.stats.get("labels", {}).get("answers")
-    if answers:
-        fig, ax = plt.subplots(figsize=(max(4, 0.6 * len(answers) + 2), 3.5))
+    if not answers:
+        return {}
+    with figure(out / "labels.png", figsize=(max(4, 0.6 * len(answers) + 2), 3.5)) as (_fig, ax):
         ax.bar([str(k)[:20] or "(empty)" for k in answers], list(answers.values()), color="#70ad47")
         ax.set_title("answer (label) balance")
         ax.set_ylabel("rows")
-        fig.tight_layout()
-        fig.savefig(out / "labels.png", dpi=100)
-        plt.close(fig)
-        charts["labels"] = "labels.png"
-    return charts
+    return {"labels": "labels.png"}
+
+
+def _charts(res: CheckResult, out: Path) -> dict[str, str]:
+    return _length_charts(res, out) | _label_chart(res, out)
 
 
 def _example_lines(ex: dict) -> str:
@@ -112,7 +106,7 @@ def write_report(res: CheckResult, out_dir: str | Path) -> dict[str, Path]:
     charts = _charts(res, out)
     summary = res.summary() | {"charts": charts}
     paths = {"json": out / "summary.json", "markdown": out / "report.md", "html": out / "report.html"}
-    paths["json"].write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    paths["markdown"].write_text(_markdown(res, charts), encoding="utf-8")
-    paths["html"].write_text(_html(res, charts), encoding="utf-8")
+    atomic_write_json(paths["json"], summary)
+    atomic_write_text(paths["markdown"], _markdown(res, charts))
+    atomic_write_text(paths["html"], _html(res, charts))
     return paths | {name: out / p for name, p in charts.items()}
