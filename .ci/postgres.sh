@@ -45,6 +45,12 @@ if as_owner "$BIN/pg_ctl" -D "$PGDIR" status >/dev/null 2>&1; then
   log "server already running in $PGDIR"
 else
   log "starting server on 127.0.0.1:$PORT"
+  # The server outlives this script: it must not inherit the caller's open files (a `flock` lock on fd 3 would be
+  # held for as long as the server runs).
+  for fd in /proc/$$/fd/*; do
+    fd="${fd##*/}"
+    if [[ "$fd" -gt 2 && "$fd" -ne 255 ]]; then eval "exec $fd>&-" 2>/dev/null || true; fi  # 255: bash's script
+  done
   as_owner "$BIN/pg_ctl" -D "$PGDIR" -l "$PGDIR/server.log" -w -t 60 start \
     -o "-c listen_addresses=127.0.0.1 -p $PORT -k $PGDIR -c fsync=off -c synchronous_commit=off -c full_page_writes=off" >&2 \
     || { tail -n 20 "$PGDIR/server.log" >&2; exit 1; }

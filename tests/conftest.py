@@ -1,4 +1,13 @@
-"""Shared test fixtures. Every test runs offline; tests needing ../shared skip with a reason when it is absent."""
+"""Shared test fixtures and the CI guards.
+
+Every test runs offline. Tests needing ../shared skip with a reason when it is absent — except in CI, where
+`.ci/run` sets the guards below so that nothing can pass by skipping:
+  TUNEFORGE_REQUIRE_SHARED=1  the `shared` fixture fails instead of skipping;
+  TUNEFORGE_REQUIRE_PG=1      tests marked `postgres` fail when TUNEFORGE_TEST_PG_URL is not set;
+  TUNEFORGE_FAIL_ON_SKIP=1    any other skip is reported as a failure (tests marked `gpu` may still skip).
+Every test under tests/integration/ and every test using the SmolLM2 GGUF is marked `slow` here, so
+`pytest -m "not slow"` is the fast local loop.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +21,47 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from tuneforge.utils.paths import shared_dir  # noqa: E402
+from tuneforge.utils import paths  # noqa: E402
+
+pytest_plugins = ("pytester",)  # tests/unit/test_ci_guards.py runs these hooks in a throwaway session
+
+INTEGRATION_DIR = Path(__file__).resolve().parent / "integration"
+SLOW_FIXTURES = {"smollm2_gguf"}  # a test that loads SmolLM2 spends tens of seconds on it
+
+
+def _guard_on(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark slow, as data: everything under tests/integration/ and every test that loads SmolLM2."""
+    for item in items:
+        in_integration = INTEGRATION_DIR in Path(str(item.path)).resolve().parents
+        if in_integration or SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
+def pytest_runtest_setup(item):
+    if item.get_closest_marker("postgres") and _guard_on("TUNEFORGE_REQUIRE_PG"):
+        from tuneforge.registry.testing import PG_ENV, pg_url
+
+        if not pg_url():
+            pytest.fail(f"TUNEFORGE_REQUIRE_PG=1 but {PG_ENV} is not set: the PostgreSQL registry tests would skip. "
+                        "Run `eval \"$(bash .ci/postgres.sh)\"` first (CI: .ci/run does).", pytrace=False)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """With TUNEFORGE_FAIL_ON_SKIP=1 a skip (not an xfail, not a `gpu` test) is reported as a failure."""
+    report = yield
+    if report.skipped and not hasattr(report, "wasxfail") and _guard_on("TUNEFORGE_FAIL_ON_SKIP") \
+            and not item.get_closest_marker("gpu"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        reason = reason.removeprefix("Skipped: ")
+        report.outcome = "failed"
+        report.longrepr = (f"skipped, and TUNEFORGE_FAIL_ON_SKIP=1 forbids skips ({reason}). "
+                           "CI must run every test: provide what the test needs.")
+    return report
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -25,9 +74,12 @@ def _tuneforge_home(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def shared() -> Path:
-    d = shared_dir()
+    d = paths.shared_dir()
     if d is None:
-        pytest.skip("../shared (real demo models and data) is absent; set TUNEFORGE_SHARED to run this test")
+        msg = "../shared (real demo models and data) is absent; set TUNEFORGE_SHARED to the folder"
+        if _guard_on("TUNEFORGE_REQUIRE_SHARED"):
+            pytest.fail(f"TUNEFORGE_REQUIRE_SHARED=1 but {msg} (CI must not skip these tests)", pytrace=False)
+        pytest.skip(f"{msg} to run this test")
     return d
 
 
@@ -45,3 +97,24 @@ def smollm2_gguf(shared) -> Path:
 @pytest.fixture(scope="session")
 def demo_data(shared) -> Path:
     return shared / "data"
+
+
+# --- shared fixtures of the inference / export tests (engine, chat/generate/export CLI, doctor) ---------------------
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """A 656K model runs fastest on one thread; on a shared CPU more threads only wait for each other.
+    Use it per module: `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_model_dir) -> str:
+    """The 656K TinyStories model as the string a user passes to --model / Engine.load."""
+    return str(tiny_model_dir)

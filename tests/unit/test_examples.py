@@ -1,32 +1,76 @@
-"""Every example config validates, and (with the shared demo data) its datasets load."""
+"""Every example runs on a fresh install: no TUNEFORGE_SHARED, no ../shared folder — only the repo and the embedded
+model. Each one validates, names its model, loads its data, and says what it shows and how to run it."""
 
 from __future__ import annotations
 
+import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from tuneforge.config.load import load_config
+from tuneforge.data.catalog import DatasetSpec, load_dataset
 from tuneforge.data.run_records import load_train_records
-from tuneforge.utils.paths import shared_dir
+from tuneforge.utils import paths
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml"))
 
 
-def test_there_are_examples_for_each_stage_and_method():
+@pytest.fixture
+def fresh_install(monkeypatch):
+    """Hide the shared demo folder: TUNEFORGE_SHARED unset and shared_dir() → None wherever it was imported."""
+    monkeypatch.delenv("TUNEFORGE_SHARED", raising=False)
+    original = paths.shared_dir
+    for module in list(sys.modules.values()):
+        if module is not None and module.__name__.startswith("tuneforge") \
+                and getattr(module, "shared_dir", None) is original:
+            monkeypatch.setattr(module, "shared_dir", lambda: None)
+    assert paths.shared_dir() is None
+
+
+def test_there_are_examples_for_each_stage_and_method(fresh_install):
     cfgs = [load_config(p) for p in EXAMPLES]
     assert {c.stage for c in cfgs} == {"pt", "sft"}
     assert {c.method.type for c in cfgs} == {"full", "freeze", "lora"}
+    assert {p.stem for p in EXAMPLES} >= {"hello", "quickstart", "sft_lora", "sft_full", "sft_dora", "sft_freeze",
+                                          "pt_lora"}
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
-def test_example_loads_its_data(path, monkeypatch):
-    shared = shared_dir()
-    if shared is None:
-        pytest.skip("../shared is absent; set TUNEFORGE_SHARED to check the examples' data")
-    monkeypatch.setenv("TUNEFORGE_SHARED", str(shared))
+def test_example_says_what_it_shows_and_how_to_run_it(path):
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert lines[0].startswith("# ") and len(lines[0]) > 30, f"{path.name}: first line must say what it shows"
+    header = [line for line in lines if line.startswith("#")]
+    assert any(f"tuneforge train examples/{path.name}" in line for line in header), path.name
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
+def test_example_works_on_a_fresh_install(path, fresh_install):
+    from tuneforge.models.source import resolve_model
+
     cfg = load_config(path)
+    assert "${" not in str(cfg.model_dump())
+    assert resolve_model(cfg.model.name).kind != "hub", f"{path.name}: {cfg.model.name} is not installed locally"
     train, val, summaries, skipped = load_train_records(cfg)
-    assert train and not skipped
+    assert len(train) >= 8 and not skipped
     assert all(fp for _, fp, _ in summaries)
-    assert "${" not in str(cfg.data.train[0].path or "")
+    for entry in cfg.data.train:
+        assert Path(entry.path).is_relative_to(path.parent / "data"), "example data ships in examples/data/"
+    if cfg.data.val_size:
+        assert val
+
+
+def test_the_classification_example_has_balanced_labelled_data(fresh_install):
+    from tuneforge.eval.taskdata import check_labels
+
+    cfg = load_config(next(p for p in EXAMPLES if p.name == "sft_freeze.yaml"))
+    cls = cfg.eval.classification
+    dev = load_dataset(DatasetSpec(path=cls.data)).records
+    train, _, _, _ = load_train_records(cfg)
+    for records in (train, dev):
+        check_labels(records, cls.labels)
+        answers = Counter(r.messages[-1]["content"] for r in records)
+        assert set(answers) == set(cls.labels) and max(answers.values()) - min(answers.values()) <= 2, answers
+    assert len(dev) >= 40 and len(train) >= 100
+    assert not {r.messages[-2]["content"] for r in train} & {r.messages[-2]["content"] for r in dev}  # no leakage

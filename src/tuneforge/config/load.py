@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 
 from tuneforge.config.schema import RunConfig
 from tuneforge.utils.errors import ConfigError
+from tuneforge.utils.paths import DATA_FILE_SUFFIXES
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
@@ -94,60 +96,114 @@ def validate(data: dict, source: str = "config") -> RunConfig:
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
-    """Load YAML (or start from defaults when path is None), apply overrides, validate."""
+    """Load YAML (or start from defaults when path is None), apply overrides, expand paths, validate.
+
+    Path-valued keys (see `_path_settings`) expand `${VAR}`/`$VAR` and a leading `~` once. Relative paths written in
+    the YAML resolve against the YAML file's folder; relative paths given as overrides stay relative to the working
+    directory, and so do output.dir and train.resume (runs are written where the command runs).
+    """
     data: dict = {}
     source = "command line"
+    overrides = list(overrides or [])
     if path is not None:
         p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file {p} does not exist")
-        try:
-            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f"{p}:{mark.line + 1}" if mark else str(p)
-            raise ConfigError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{p}: the top level must be a mapping of sections (model:, data:, ...)")
+        data = _read_yaml(p)
         source = str(p)
-        _resolve_relative_paths(data, p.parent)
-    data = apply_overrides(data, overrides or [])
+        resolve_paths(data, p.parent, source)
+    data = apply_overrides(data, overrides)
+    resolve_paths(data, None, "command line", only=[parse_override(o)[0] for o in overrides])
     return validate(data, source if not overrides else f"{source} (+ overrides)")
 
 
-def _resolve_relative_paths(data: dict, base: Path) -> None:
-    """Dataset paths and dataset_info written relative to the YAML file are resolved against its folder."""
-    model = data.get("model")
-    if isinstance(model, dict) and isinstance(model.get("name"), str):
-        model["name"] = os.path.expandvars(model["name"])
-        if model["name"].startswith(".") and (base / model["name"]).exists():
-            model["name"] = str((base / model["name"]).resolve())
-    section = data.get("data")
-    if not isinstance(section, dict):
-        return
-    for key in ("train", "eval"):  # ${VAR} in paths, e.g. ${TUNEFORGE_SHARED}/data/...
-        items = section.get(key)
-        if isinstance(items, str):
-            section[key] = os.path.expandvars(items)
-        elif isinstance(items, list):
-            section[key] = [os.path.expandvars(i) if isinstance(i, str) else
-                            {**i, "path": os.path.expandvars(i["path"])} if isinstance(i, dict) and
-                            isinstance(i.get("path"), str) else i for i in items]
-    info = section.get("dataset_info")
-    if isinstance(info, str) and not Path(info).is_absolute() and (base / info).exists():
-        section["dataset_info"] = str((base / info).resolve())
-    for key in ("train", "eval"):
-        items = section.get(key)
-        items = items if isinstance(items, list) else [items] if items else []
-        fixed = []
-        for item in items:
-            if isinstance(item, str) and (base / item).exists():
-                item = str((base / item).resolve())
-            elif isinstance(item, dict) and isinstance(item.get("path"), str) and (base / item["path"]).exists():
-                item = {**item, "path": str((base / item["path"]).resolve())}
-            fixed.append(item)
-        if items:
-            section[key] = fixed
+def _read_yaml(p: Path) -> dict:
+    if not p.is_file():
+        raise ConfigError(f"config file {p} does not exist")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{p}:{mark.line + 1}" if mark else str(p)
+        raise ConfigError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: the top level must be a mapping of sections (model:, data:, ...)")
+    return data
+
+
+_VAR = re.compile(r"\$(?:\{([^}]*)\}|([A-Za-z_]\w*))")
+_VAR_NAME = re.compile(r"[A-Za-z_]\w*")
+
+
+def expand_path(value: str, key: str, source: str) -> str:
+    """`${VAR}` / `$VAR` from the environment, then a leading `~`. An unset or empty variable is an error."""
+    def substitute(m: re.Match) -> str:
+        name = m.group(1) if m.group(1) is not None else m.group(2)
+        if not _VAR_NAME.fullmatch(name):
+            raise ConfigError(f"{source}: {key}: '${{{name}}}' in {value!r} is not an environment variable name")
+        if not os.environ.get(name):
+            raise ConfigError(f"{source}: {key}: environment variable {name} is not set (used in {value!r})",
+                              hint=f"export {name}=... before running, or write the path out in full")
+        return os.environ[name]
+
+    return os.path.expanduser(_VAR.sub(substitute, value))
+
+
+# How a relative path is resolved: "data" (a file/folder, or left alone when it looks like a hub id), "model" (an
+# existing folder, ./x, ../x or a .gguf; else an alias or hub id), "jinja" (a .jinja file; else a template name),
+# "file" (always a path), "cwd" (expanded only: relative to the working directory).
+_SUFFIXES = {"data": DATA_FILE_SUFFIXES, "model": (".gguf",), "file": (), "jinja": ()}
+
+
+def _resolve_one(value: str, base: Path | None, rule: str) -> str:
+    p = Path(value)
+    if base is None or rule == "cwd" or p.is_absolute() or (rule == "jinja" and p.suffix != ".jinja"):
+        return value
+    if rule in ("file", "jinja") or value.startswith(("./", "../")) or p.suffix.lower() in _SUFFIXES[rule] \
+            or (base / p).exists():
+        return str((base / p).resolve())
+    return value
+
+
+def _path_settings(data: dict):
+    """Every path-valued setting present: (key parts, shown key, container, index or field, rule)."""
+    model, section = _sub(data, "model"), _sub(data, "data")
+    yield ("model", "name"), "model.name", model, "name", "model"
+    yield ("model", "template"), "model.template", model, "template", "jinja"
+    for part in ("train", "eval"):
+        items = section.get(part)
+        if not isinstance(items, list):
+            holder, field = (items, "path") if isinstance(items, dict) else (section, part)
+            yield ("data", part), f"data.{part}" + (".path" if field == "path" else ""), holder, field, "data"
+            continue
+        for i, item in enumerate(items):
+            if isinstance(item, dict):
+                yield ("data", part), f"data.{part}[{i}].path", item, "path", "data"
+            else:
+                yield ("data", part), f"data.{part}[{i}]", items, i, "data"
+    yield ("data", "dataset_info"), "data.dataset_info", section, "dataset_info", "file"
+    classification = _sub(_sub(data, "eval"), "classification")
+    yield ("eval", "classification", "data"), "eval.classification.data", classification, "data", "data"
+    yield ("output", "dir"), "output.dir", _sub(data, "output"), "dir", "cwd"
+    train = _sub(data, "train")
+    if train.get("resume") not in ("auto", "never", "force"):  # keywords, not paths
+        yield ("train", "resume"), "train.resume", train, "resume", "cwd"
+
+
+def _sub(data: dict, key: str) -> dict:
+    value = data.get(key) if isinstance(data, dict) else None
+    return value if isinstance(value, dict) else {}
+
+
+def resolve_paths(data: dict, base: Path | None, source: str, only: list[list[str]] | None = None) -> None:
+    """Expand every path-valued setting in place and resolve relative ones against `base` (None: leave them
+    relative). With `only`, just the settings under those keys."""
+    for parts, key, holder, field, rule in list(_path_settings(data)):
+        if only is not None and not any(tuple(o[:len(parts)]) == parts[:len(o)] for o in only):
+            continue
+        if isinstance(holder, dict) and field not in holder:
+            continue
+        value = holder[field]
+        if isinstance(value, str):
+            holder[field] = _resolve_one(expand_path(value, key, source), base, rule)
 
 
 def save_config(cfg: RunConfig, path: str | Path) -> None:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+# Local dataset files tuneforge reads; a relative config path with one of these suffixes is a file, not a hub id.
+DATA_FILE_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet", ".txt")
+
 
 def tuneforge_home() -> Path:
     """Cache and registry root: $TUNEFORGE_HOME, else ~/.cache/tuneforge."""

@@ -1,0 +1,65 @@
+"""Every example really trains, through `tuneforge train`, on a fresh install (no shared demo folder): one optimizer
+step with short sequences, output in a temporary folder. The README quickstart runs in full in test_quickstart.py.
+
+All examples run in one process, so the embedded model is dequantized once (cached under TUNEFORGE_HOME).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from tuneforge.utils import paths
+
+EXAMPLES = sorted(p for p in (Path(__file__).resolve().parents[2] / "examples").glob("*.yaml")
+                  if p.name != "quickstart.yaml")
+ONE_STEP = ["train.max_steps=1", "train.batch_size=2", "data.cutoff_len=64", "eval.preview_prompts=[]"]
+
+
+@pytest.fixture
+def fresh_install(monkeypatch):
+    """Hide the shared demo folder: TUNEFORGE_SHARED unset and shared_dir() → None wherever it was imported."""
+    import tuneforge.cli  # noqa: F401  (imports every module that binds shared_dir, so all of them get patched)
+
+    monkeypatch.delenv("TUNEFORGE_SHARED", raising=False)
+    original = paths.shared_dir
+    for module in list(sys.modules.values()):
+        if module is not None and module.__name__.startswith("tuneforge") \
+                and getattr(module, "shared_dir", None) is original:
+            monkeypatch.setattr(module, "shared_dir", lambda: None)
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_example_trains_one_step(example, tmp_path, fresh_install):
+    from tuneforge.cli import app
+
+    out = tmp_path / example.stem
+    extra = ["eval.classification.max_samples=4"] if "classification:" in example.read_text() else []
+    res = CliRunner().invoke(app, ["train", str(example), *ONE_STEP, *extra, f"output.dir={out}"])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+
+    run = json.loads((out / "run.json").read_text())
+    assert run["status"] == "succeeded", run
+    final = out / ("adapter" if "type: lora" in example.read_text() else "model")
+    assert any(final.glob("*.safetensors")), sorted(p.name for p in out.rglob("*"))
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in rows if "loss" in r]
+    assert losses and all(math.isfinite(v) for v in losses), rows
+    if extra:  # the classification example measured its dev set
+        assert any(k.startswith("eval_cls/") for r in rows for k in r), rows
+
+
+def test_hello_changes_the_answer_to_its_preview_prompt(tmp_path, fresh_install):
+    """The README's one-minute tour: after 12 LoRA steps the base model greets like a pirate."""
+    from tuneforge.cli import app
+
+    example = EXAMPLES[0].parent / "hello.yaml"
+    res = CliRunner().invoke(app, ["train", str(example), f"output.dir={tmp_path / 'hello'}"])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    (row,) = json.loads((tmp_path / "hello" / "preview.json").read_text())
+    assert "Ahoy" not in row["before"] and "Ahoy, matey!" in row["after"], row
