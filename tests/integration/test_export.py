@@ -15,12 +15,7 @@ from tuneforge.models.load import load_model, load_tokenizer
 from tuneforge.utils.errors import ModelError
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -138,3 +133,26 @@ def test_full_model_export_is_identical(tiny_model_dir, adapter_dir, tmp_path):
     assert json.loads((tmp_path / "full" / "tuneforge_export.json").read_text())["kind"] == "full"
     with pytest.raises(ModelError, match="is a LoRA adapter folder"):
         merge_adapter(str(adapter_dir), None, str(tmp_path / "x"))
+
+
+def test_export_of_a_run_is_recorded_as_its_child(tiny_model_dir, adapter_dir, tmp_path, monkeypatch):
+    import shutil
+
+    from tuneforge.registry.api import RunRecorder
+    from tuneforge.registry.lineage import lineage
+    from tuneforge.registry.store import open_store
+    from tuneforge.registry.testing import temp_registry_url
+
+    run = tmp_path / "run"
+    shutil.copytree(adapter_dir, run / "adapter")
+    with temp_registry_url("sqlite", tmp_path) as url:
+        monkeypatch.setenv("TUNEFORGE_REGISTRY_URL", url)
+        train = RunRecorder.start(kind="train", base_model=str(tiny_model_dir), output_dir=str(run))
+        train.finish("succeeded")
+        (run / "run.json").write_text(json.dumps({"status": "succeeded", "run_id": train.run_id}))
+        report = merge_adapter(str(tiny_model_dir), str(run / "adapter"), str(tmp_path / "merged"), device="cpu")
+        tree = lineage(open_store(url), train.run_id)["tree"]
+    assert tree["id"] == train.run_id and [c["id"] for c in tree["children"]] == [report.run_id]
+    child = tree["children"][0]
+    assert child["kind"] == "export" and child["status"] == "succeeded"
+    assert [(a["kind"], a["path"]) for a in child["artifacts"]] == [("merged", str(tmp_path / "merged"))]

@@ -13,17 +13,7 @@ from tuneforge.infer.engine import Engine
 from tuneforge.utils.errors import ConfigError, DataError, ModelError
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def model(tiny_model_dir) -> str:
-    return str(tiny_model_dir)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -31,12 +21,12 @@ def runner() -> CliRunner:
     return CliRunner()
 
 
-def test_chat_reads_stdin_one_message_per_line(runner, model):
-    result = runner.invoke(app, ["chat", "--model", model, "--template", "chatml", "--max-new-tokens", "8",
+def test_chat_reads_stdin_one_message_per_line(runner, tiny_model):
+    result = runner.invoke(app, ["chat", "--model", tiny_model, "--template", "chatml", "--max-new-tokens", "8",
                                  "--system", "Tell stories."],
                            input="Once upon a time\n/reset\n\nTom had a ball\n/exit\nnever read\n")
     assert result.exit_code == 0, result.output
-    engine = Engine.load(model, template="chatml", device="cpu")
+    engine = Engine.load(tiny_model, template="chatml", device="cpu")
     first = engine.generate([[{"role": "system", "content": "Tell stories."},
                               {"role": "user", "content": "Once upon a time"}]], max_new_tokens=8)[0].text
     after_reset = engine.generate([[{"role": "system", "content": "Tell stories."},
@@ -44,20 +34,20 @@ def test_chat_reads_stdin_one_message_per_line(runner, model):
     assert result.stdout == f"{first}\n{after_reset}\n"
 
 
-def test_chat_without_template_says_which_to_pick(runner, model):
-    result = runner.invoke(app, ["chat", "--model", model], input="Hi\n")
+def test_chat_without_template_says_which_to_pick(runner, tiny_model):
+    result = runner.invoke(app, ["chat", "--model", tiny_model], input="Hi\n")
     assert result.exit_code != 0
     assert isinstance(result.exception, ConfigError) and "--template" in str(result.exception)
 
 
-def test_generate_writes_jsonl_in_order_and_refuses_overwrite(runner, model, tmp_path):
+def test_generate_writes_jsonl_in_order_and_refuses_overwrite(runner, tiny_model, tmp_path):
     data = tmp_path / "eval.jsonl"
     rows = [{"instruction": "Tell a story about a cat", "input": "", "output": "A cat sat."},
             {"instruction": "Once upon a time", "output": "there was a dog."},
             {"instruction": "Say hi", "system": "Be kind.", "output": "Hi!"}]
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "pred.jsonl"
-    args = ["generate", "--model", model, "--template", "alpaca", "--data", str(data), "--out", str(out),
+    args = ["generate", "--model", tiny_model, "--template", "alpaca", "--data", str(data), "--out", str(out),
             "--max-new-tokens", "6", "--batch-size", "2"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
@@ -76,12 +66,12 @@ def test_generate_writes_jsonl_in_order_and_refuses_overwrite(runner, model, tmp
     assert limited.exit_code == 0 and len(out.read_text().splitlines()) == 1
 
 
-def test_generate_accepts_prompts_and_messages_without_answers(runner, model, tmp_path):
+def test_generate_accepts_prompts_and_messages_without_answers(runner, tiny_model, tmp_path):
     data = tmp_path / "prompts.jsonl"
     data.write_text(json.dumps({"prompt": "The sun"}) + "\n"
                     + json.dumps({"messages": [{"role": "user", "content": "Hi"}]}) + "\n")
     out = tmp_path / "pred.jsonl"
-    result = runner.invoke(app, ["generate", "-m", model, "-t", "chatml", "-d", str(data), "-o", str(out),
+    result = runner.invoke(app, ["generate", "-m", tiny_model, "-t", "chatml", "-d", str(data), "-o", str(out),
                                  "--max-new-tokens", "4"])
     assert result.exit_code == 0, result.output
     got = [json.loads(line) for line in out.read_text().splitlines()]
@@ -89,19 +79,31 @@ def test_generate_accepts_prompts_and_messages_without_answers(runner, model, tm
     assert all(g["reference"] is None for g in got)
 
 
-def test_export_merges_and_refuses_non_empty_out(runner, model, tmp_path):
+@pytest.fixture(scope="module")
+def run_dir(tiny_model, tmp_path_factory):
+    """A run folder as training leaves it: run.json recording the base as an alias, adapter/ with its tokenizer."""
     from peft import LoraConfig, get_peft_model
 
-    from tuneforge.models.load import load_model
+    from tuneforge.data.templates import ensure_chat_template
+    from tuneforge.models.load import load_model, load_tokenizer
 
     torch.manual_seed(0)
-    peft_model = get_peft_model(load_model(model, device="cpu"), LoraConfig(r=4, target_modules=["q_proj"]))
+    peft_model = get_peft_model(load_model(tiny_model, device="cpu"), LoraConfig(r=4, target_modules=["q_proj"]))
     for name, p in peft_model.named_parameters():
         if "lora_B" in name:
             torch.nn.init.normal_(p, std=0.1)
-    peft_model.save_pretrained(tmp_path / "run" / "adapter")
+    run = tmp_path_factory.mktemp("runs") / "story"
+    peft_model.save_pretrained(run / "adapter")
+    tok = load_tokenizer(tiny_model)
+    ensure_chat_template(tok, "chatml")
+    tok.save_pretrained(run / "adapter")
+    (run / "run.json").write_text(json.dumps({"status": "succeeded", "run_id": None, "base_model": "tinystories-656k"}))
+    return run
+
+
+def test_export_merges_and_refuses_non_empty_out(runner, tiny_model, run_dir, tmp_path):
     out = tmp_path / "merged"
-    args = ["export", "--model", model, "--adapter", str(tmp_path / "run"), "--out", str(out), "-t", "chatml"]
+    args = ["export", "--model", tiny_model, "--adapter", str(run_dir), "--out", str(out), "-t", "chatml"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() == str(out) and "max |Δlogit|" in result.stderr
@@ -111,10 +113,63 @@ def test_export_merges_and_refuses_non_empty_out(runner, model, tmp_path):
     assert "refusing to overwrite" in str(refused.exception)
 
 
+def test_the_base_model_is_read_from_the_run(runner, tiny_model, run_dir, tmp_path):
+    chat = ["chat", "--adapter", str(run_dir), "--max-new-tokens", "6"]
+    without = runner.invoke(app, chat, input="Once upon a time\n")
+    assert without.exit_code == 0, without.output
+    assert "base model tinystories-656k (from" in without.stderr and "run.json" in without.stderr
+    with_model = runner.invoke(app, [*chat, "--model", tiny_model], input="Once upon a time\n")
+    assert without.stdout == with_model.stdout and without.stdout.strip()
+
+    data = tmp_path / "p.jsonl"
+    data.write_text(json.dumps({"prompt": "The sun"}) + "\n")
+    gen = runner.invoke(app, ["generate", "-a", str(run_dir / "adapter"), "-d", str(data),
+                              "-o", str(tmp_path / "o.jsonl"), "--max-new-tokens", "3"])
+    assert gen.exit_code == 0, gen.output
+    exported = runner.invoke(app, ["export", "-a", str(run_dir), "-o", str(tmp_path / "merged")])
+    assert exported.exit_code == 0, exported.output
+    assert json.loads((tmp_path / "merged" / "tuneforge_export.json").read_text())["base"] == "tinystories-656k"
+
+
+def test_unknown_base_model_is_a_clear_error(runner, run_dir, tmp_path):
+    import shutil
+
+    adapter = tmp_path / "adapter"
+    shutil.copytree(run_dir / "adapter", adapter)  # no run.json beside it
+    cfg = json.loads((adapter / "adapter_config.json").read_text())
+    (adapter / "adapter_config.json").write_text(json.dumps({**cfg, "base_model_name_or_path": "/gone/model"}))
+    result = runner.invoke(app, ["chat", "--adapter", str(adapter)], input="Hi\n")
+    assert isinstance(result.exception, ModelError), result.output
+    assert "/gone/model" in str(result.exception) and "--model" in result.exception.hint
+    bare = runner.invoke(app, ["chat"], input="Hi\n")
+    assert isinstance(bare.exception, ModelError) and "--model" in str(bare.exception)
+
+
+def test_generate_sampling_options_are_seeded(runner, tiny_model, tmp_path):
+    data = tmp_path / "p.jsonl"
+    data.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in ("The sun", "Tom had", "Lily saw a")))
+
+    def run(*extra):
+        out = tmp_path / "o.jsonl"
+        result = runner.invoke(app, ["generate", "-m", tiny_model, "-t", "chatml", "-d", str(data), "-o", str(out),
+                                     "--overwrite", "--max-new-tokens", "8", *extra])
+        assert result.exit_code == 0, result.output
+        return [json.loads(line)["prediction"] for line in out.read_text().splitlines()]
+
+    sampled = ["--temperature", "1.0", "--top-p", "0.95", "--repetition-penalty", "1.1"]
+    assert run(*sampled, "--seed", "1") == run(*sampled, "--seed", "1")
+    assert run(*sampled, "--seed", "1") != run(*sampled, "--seed", "2")
+    assert run("--repetition-penalty", "3") != run()
+    bad = runner.invoke(app, ["generate", "-m", tiny_model, "-d", str(data), "-o", str(tmp_path / "x.jsonl"),
+                              "--top-p", "0"])
+    assert isinstance(bad.exception, ConfigError) and "top_p" in str(bad.exception)
+
+
 def test_help_texts_name_formats_and_defaults(runner):
-    for cmd, words in {"chat": ["/reset", "/exit", "stdin"], "generate": ["alpaca", "messages", "prompt",
-                                                                          "--overwrite"],
-                       "export": ["1e-3", "--overwrite", "generation_config"]}.items():
+    sampling = ["--top-p", "--seed", "--repetition-penalty", "recorded base"]
+    for cmd, words in {"chat": ["/reset", "/exit", "stdin", *sampling],
+                       "generate": ["alpaca", "messages", "prompt", "--overwrite", *sampling],
+                       "export": ["1e-3", "--overwrite", "generation_config", "recorded base"]}.items():
         result = runner.invoke(app, [cmd, "--help"], env={"COLUMNS": "200"})
         assert result.exit_code == 0
         assert all(w in result.stdout for w in words), (cmd, result.stdout)

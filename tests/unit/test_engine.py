@@ -1,6 +1,9 @@
-"""Inference engine on the 656K TinyStories model: batching, stopping, streaming, raw completion."""
+"""Inference engine on the 656K TinyStories model: batching, stopping, streaming, sampling, raw completion."""
 
 from __future__ import annotations
+
+import threading
+import time
 
 import pytest
 import torch
@@ -15,20 +18,12 @@ CONVS = [
     [{"role": "user", "content": "Lily went to the park with her mom. She saw a dog"}],
 ]
 N = 12
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """A 656K model runs fastest on one thread; on a shared CPU more threads only wait for each other."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def engine(tiny_model_dir):
-    return Engine.load(str(tiny_model_dir), template="chatml", device="cpu")
+def engine(tiny_model):
+    return Engine.load(tiny_model, template="chatml", device="cpu")
 
 
 @pytest.fixture()
@@ -84,11 +79,60 @@ def test_stream_concatenation_equals_generate(engine):
         assert "".join(pieces) == engine.generate([conv], max_new_tokens=N)[0].text
 
 
-def test_stream_can_be_closed_early(engine):
-    it = engine.stream(CONVS[0], max_new_tokens=200)
-    first = next(it)
-    it.close()  # stops the generation thread instead of running 200 tokens in the background
-    assert first
+@pytest.fixture()
+def forward_calls(engine):
+    """A counter of model forward passes (one per generated token)."""
+    calls = []
+    handle = engine.model.register_forward_hook(lambda *args: calls.append(1))
+    yield calls
+    handle.remove()
+
+
+def test_closing_a_stream_stops_the_generation_thread(engine, forward_calls, monkeypatch):
+    monkeypatch.setattr(engine, "_chat_stops", lambda: _Stops((), ()))  # nothing stops it before 300 tokens
+    before = set(threading.enumerate())
+    it = engine.stream(CONVS[0], max_new_tokens=300)
+    assert next(it)
+    it.close()
+    left = [t for t in threading.enumerate() if t not in before]
+    for t in left:
+        t.join(timeout=2)
+    assert not [t for t in left if t.is_alive()], "the generation thread outlived the closed stream"
+    at_close = len(forward_calls)
+    time.sleep(0.3)
+    assert len(forward_calls) == at_close < 300  # no token generated after close
+
+
+def test_temperature_zero_is_greedy_and_seed_does_not_matter(engine):
+    greedy = engine.generate(CONVS, max_new_tokens=N)
+    assert engine.generate(CONVS, max_new_tokens=N, temperature=0, seed=1, top_p=0.5) == greedy
+
+
+def test_sampling_is_seeded_and_uses_the_temperature(engine):
+    greedy = engine.generate(CONVS, max_new_tokens=N)
+    rng_before = torch.get_rng_state()
+    a = engine.generate(CONVS, max_new_tokens=N, temperature=1.0, seed=1)
+    assert torch.equal(torch.get_rng_state(), rng_before)  # the caller's random state is left alone
+    assert engine.generate(CONVS, max_new_tokens=N, temperature=1.0, seed=1) == a
+    b = engine.generate(CONVS, max_new_tokens=N, temperature=1.0, seed=2)
+    assert [g.text for g in a] != [g.text for g in b] and a != greedy
+    cold = [engine.generate(CONVS, max_new_tokens=N, temperature=1e-4, seed=s) for s in (1, 2)]
+    assert cold == [greedy, greedy]  # a near-zero temperature samples the argmax: temperature is applied
+
+
+def test_top_p_and_repetition_penalty_change_the_output(engine):
+    greedy = engine.generate(CONVS, max_new_tokens=N)
+    for seed in (1, 2):  # top_p tiny keeps only the most likely token, whatever the seed and temperature
+        assert engine.generate(CONVS, max_new_tokens=N, temperature=1.5, top_p=1e-6, seed=seed) == greedy
+    penalized = engine.generate(CONVS, max_new_tokens=N, repetition_penalty=3.0)
+    assert [g.text for g in penalized] != [g.text for g in greedy]
+    with pytest.raises(ConfigError, match="repetition_penalty"):
+        engine.generate(CONVS[:1], repetition_penalty=0)
+
+
+def test_seeded_stream_equals_seeded_generate(engine):
+    kw = {"max_new_tokens": N, "temperature": 1.0, "seed": 7, "top_p": 0.9, "repetition_penalty": 1.2}
+    assert "".join(engine.stream(CONVS[1], **kw)) == engine.generate([CONVS[1]], **kw)[0].text
 
 
 def test_hold_back_stops_never_leaks_a_partial_marker():
@@ -105,8 +149,8 @@ def test_complete_raw_text_and_sampling(engine):
         engine.generate(CONVS[:1], temperature=-1)
 
 
-def test_chat_without_template_errors_but_complete_works(tiny_model_dir):
-    plain = Engine.load(str(tiny_model_dir), device="cpu")
+def test_chat_without_template_errors_but_complete_works(tiny_model):
+    plain = Engine.load(tiny_model, device="cpu")
     with pytest.raises(ConfigError, match="no chat template"):
         plain.generate(CONVS[:1], max_new_tokens=2)
     assert plain.complete(["Once"], max_new_tokens=2)[0].completion_tokens == 2

@@ -30,6 +30,8 @@ _GROUPS = [
     ("tuneforge.cli.eval_cmd", "app", "eval"),
     ("tuneforge.cli.runs_cmd", "app", "runs"),
     ("tuneforge.cli.sweep_cmd", "register", None),
+    ("tuneforge.cli.config_cmd", "app", "config"),
+    ("tuneforge.cli.doctor_cmd", "register", None),
 ]
 
 

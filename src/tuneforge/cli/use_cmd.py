@@ -14,8 +14,12 @@ import typer
 from tuneforge.utils.console import console
 from tuneforge.utils.errors import DataError, ModelError
 
-MODEL_HELP = "base model: alias (smollm2-135m-instruct), HF folder, .gguf file or hub id"
+MODEL_HELP = ("base model: alias (smollm2-135m-instruct), HF folder, .gguf file or hub id; optional with an "
+              "--adapter whose run recorded its base (run.json, config.yaml or adapter_config.json)")
 ADAPTER_HELP = "LoRA adapter folder of a run (OUTPUT_DIR/adapter, or OUTPUT_DIR itself)"
+TOP_P_HELP = "nucleus sampling with temperature > 0: sample only from the most likely tokens covering this mass"
+SEED_HELP = "random seed for sampling (temperature > 0): the same seed gives the same answers"
+REPETITION_HELP = "> 1 discourages repeating tokens already in the prompt or answer (1.2 is mild); 1 = off"
 TEMPLATE_HELP = ("chat template: auto = the one saved with the adapter, else the model's own; or alpaca (= default), "
                  "chatml, qwen, llama3, llama2, mistral, gemma, phi, or a .jinja file")
 
@@ -25,7 +29,9 @@ CHAT_HELP = """Chat with a model in the terminal, streaming the answer, with the
 Type a message and press Enter. Commands: /reset (forget the conversation, keep --system), /exit (or Ctrl-D).
 With stdin not a terminal, each input line is one user message and only the answers go to stdout, one per message:
   printf 'Hi\\nWhat can you do?\\n' | tuneforge chat --model smollm2-135m-instruct
-Decoding is greedy by default (--temperature 0); try --temperature 0.7 for more varied answers.
+Decoding is greedy by default (--temperature 0); try --temperature 0.7 (with --top-p 0.9) for more varied
+answers, --seed N to make them reproducible, --repetition-penalty 1.2 against loops.
+--model may be left out when --adapter is a tuneforge run: its recorded base model is used.
 """
 
 GENERATE_HELP = """Generate answers for every row of a dataset, in batches, into a JSONL file.
@@ -39,7 +45,9 @@ Input (--data): .jsonl / .json / .csv / .parquet file or folder, rows in any for
   text     {"text": "..."}   (raw continuation, no chat template: for base models)
 Output (--out): one JSON object per row, in input order: index, source (file:line), messages or text, prompt (the
 exact rendered prompt), reference (when the row has one), prediction, finish_reason (stop|length), prompt_tokens,
-completion_tokens. An existing --out is refused unless --overwrite. Greedy unless --temperature > 0.
+completion_tokens. An existing --out is refused unless --overwrite. Greedy unless --temperature > 0 (then
+--top-p, --seed); --repetition-penalty applies to both. --model may be left out when --adapter is a tuneforge
+run (its recorded base is used).
 """
 
 EXPORT_HELP = """Merge a LoRA adapter into its base model and save one standalone Hugging Face folder, then verify it.
@@ -50,7 +58,8 @@ whose eos ids include the template's end-of-turn token, README.md and tuneforge_
 full fine-tuned model folder is re-saved the same way. The export is reloaded and its logits compared with
 base + adapter on sample conversations: max |Δlogit| must stay within 1e-3 for float32 (bf16/fp16: the merge is
 checked in float32 and the reload against the cast model). On failure nothing is written to --out and the command
-exits non-zero. A non-empty --out is refused unless --overwrite.
+exits non-zero. A non-empty --out is refused unless --overwrite. --model may be left out when --adapter is a
+tuneforge run (its recorded base is used); the export is recorded in `tuneforge runs` as a child of that run.
 """
 
 
@@ -60,6 +69,56 @@ def _adapter_dir(adapter: Optional[str]) -> Optional[str]:
             and (Path(adapter) / "adapter" / "adapter_config.json").is_file():
         return str(Path(adapter) / "adapter")
     return adapter
+
+
+def _recorded_bases(adapter: str) -> list[tuple[str, str]]:
+    """(base model, where it was read) recorded by the run or adapter at `adapter`, most specific first."""
+    import yaml
+
+    from tuneforge.export.merge import run_of
+
+    found = []
+    run = run_of(adapter)
+    if run:
+        folder, info = run
+        if isinstance(info.get("base_model"), str):
+            found.append((info["base_model"], str(folder / "run.json")))
+        try:
+            cfg = yaml.safe_load((folder / "config.yaml").read_text(encoding="utf-8"))
+            found.append((cfg["model"]["name"], str(folder / "config.yaml")))
+        except (OSError, yaml.YAMLError, KeyError, TypeError):
+            pass
+    try:
+        peft_cfg = json.loads((Path(_adapter_dir(adapter)) / "adapter_config.json").read_text())
+        found.append((peft_cfg["base_model_name_or_path"], str(Path(_adapter_dir(adapter)) / "adapter_config.json")))
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return [(name, where) for name, where in found if isinstance(name, str) and name]
+
+
+def _base_model(model: Optional[str], adapter: Optional[str]) -> str:
+    """--model as given, else the base recorded with --adapter (the first one that resolves to a local model)."""
+    from tuneforge.models.source import resolve_model
+
+    if model:
+        return model
+    if not adapter:
+        raise ModelError("--model is missing", hint="pass --model NAME (alias, folder, .gguf or hub id), or "
+                                                    "--adapter RUN_FOLDER of a run that records its base model")
+    recorded = _recorded_bases(adapter)
+    resolvable = []
+    for name, where in recorded:
+        try:
+            resolvable.append((resolve_model(name).kind != "hub", name, where))
+        except ModelError:
+            continue
+    if not resolvable:
+        seen = "; ".join(f"{name} ({where})" for name, where in recorded) or "nothing"
+        raise ModelError(f"--model is missing and the base model of --adapter {adapter} is unknown: recorded "
+                         f"{seen}", hint="pass --model with the model the adapter was trained on")
+    _, name, where = max(resolvable, key=lambda r: r[0])  # a local model before a hub id; else file order
+    console.print(f"[dim]base model {name} (from {where})[/dim]")
+    return name
 
 
 def _input_lines():
@@ -75,7 +134,7 @@ def _input_lines():
             yield line.rstrip("\n")
 
 
-def _chat_loop(engine, system: Optional[str], max_new_tokens: int, temperature: float) -> None:
+def _chat_loop(engine, system: Optional[str], **decoding) -> None:
     start = [{"role": "system", "content": system}] if system else []
     history = list(start)
     interactive = sys.stdin.isatty()
@@ -96,7 +155,7 @@ def _chat_loop(engine, system: Optional[str], max_new_tokens: int, temperature: 
         if interactive:
             console.print("[bold cyan]assistant>[/bold cyan] ", end="")
         pieces = []
-        for piece in engine.stream(history, max_new_tokens=max_new_tokens, temperature=temperature):
+        for piece in engine.stream(history, **decoding):
             sys.stdout.write(piece)
             sys.stdout.flush()
             pieces.append(piece)
@@ -199,29 +258,34 @@ def _write_jsonl(rows: list[dict], out: Path) -> None:
     tmp.replace(out)
 
 
-
 def chat_cmd(
-    model: str = typer.Option(..., "--model", "-m", help=MODEL_HELP),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help=MODEL_HELP),
     adapter: Optional[str] = typer.Option(None, "--adapter", "-a", help=ADAPTER_HELP),
     template: str = typer.Option("auto", "--template", "-t", help=TEMPLATE_HELP),
     system: Optional[str] = typer.Option(None, "--system", "-s", help="system prompt kept across /reset"),
     max_new_tokens: int = typer.Option(512, "--max-new-tokens", help="longest answer, in tokens"),
     temperature: float = typer.Option(0.0, "--temperature", help="0 = greedy (default); 0.7 = varied"),
+    top_p: float = typer.Option(1.0, "--top-p", help=TOP_P_HELP),
+    seed: Optional[int] = typer.Option(None, "--seed", help=SEED_HELP),
+    repetition_penalty: float = typer.Option(1.0, "--repetition-penalty", help=REPETITION_HELP),
     device: str = typer.Option("auto", "--device", help="auto (cuda > mps > cpu), cpu, cuda, cuda:1, …"),
 ) -> None:
     from tuneforge.data.templates import ensure_chat_template, template_name
-    from tuneforge.infer.engine import Engine
+    from tuneforge.infer.engine import Engine, Sampling
 
+    Sampling(temperature, top_p, repetition_penalty, seed)  # bad values fail before the model loads
+    model = _base_model(model, adapter)
     engine = Engine.load(model, _adapter_dir(adapter), template=template, device=device)
     ensure_chat_template(engine.tokenizer, "auto")  # a model without a template fails here, with the fix
     console.print(f"[dim]{model}{' + ' + adapter if adapter else ''} · template "
                   f"{template_name(engine.tokenizer) or 'model own'} · {engine.device} · "
                   "/reset clears, /exit quits[/dim]")
-    _chat_loop(engine, system, max_new_tokens, temperature)
+    _chat_loop(engine, system, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
+               repetition_penalty=repetition_penalty)
 
 
 def generate_cmd(
-    model: str = typer.Option(..., "--model", "-m", help=MODEL_HELP),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help=MODEL_HELP),
     data: str = typer.Option(..., "--data", "-d", help="input file or folder (formats above)"),
     out: Path = typer.Option(..., "--out", "-o", help="output .jsonl file"),
     adapter: Optional[str] = typer.Option(None, "--adapter", "-a", help=ADAPTER_HELP),
@@ -229,20 +293,25 @@ def generate_cmd(
     batch_size: int = typer.Option(8, "--batch-size", help="prompts per forward pass (lower it on OOM)"),
     max_new_tokens: int = typer.Option(256, "--max-new-tokens", help="longest answer, in tokens"),
     temperature: float = typer.Option(0.0, "--temperature", help="0 = greedy (default)"),
+    top_p: float = typer.Option(1.0, "--top-p", help=TOP_P_HELP),
+    seed: Optional[int] = typer.Option(None, "--seed", help=SEED_HELP),
+    repetition_penalty: float = typer.Option(1.0, "--repetition-penalty", help=REPETITION_HELP),
     limit: Optional[int] = typer.Option(None, "--limit", help="only the first N rows"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing --out file"),
     device: str = typer.Option("auto", "--device", help="auto (cuda > mps > cpu), cpu, cuda, …"),
 ) -> None:
-    from tuneforge.infer.engine import Engine
+    from tuneforge.infer.engine import Engine, Sampling
 
     if out.exists() and not overwrite:
         raise DataError(f"{out} already exists; refusing to overwrite it", hint="pass --overwrite or another --out")
     if limit is not None and limit < 1:
         raise DataError(f"--limit must be at least 1, got {limit}")
+    Sampling(temperature, top_p, repetition_penalty, seed)  # bad values fail before the model loads
     items = _read_items(data, limit)
+    model = _base_model(model, adapter)
     engine = Engine.load(model, _adapter_dir(adapter), template=template, device=device)
-    rows = _run_generation(engine, items, max_new_tokens=max_new_tokens, temperature=temperature,
-                           batch_size=batch_size, progress=True)
+    rows = _run_generation(engine, items, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                           seed=seed, repetition_penalty=repetition_penalty, batch_size=batch_size, progress=True)
     _write_jsonl(rows, out)
     stopped = sum(r["finish_reason"] == "stop" for r in rows)
     console.print(f"wrote {len(rows)} generations to {out} ({stopped} stopped, {len(rows) - stopped} hit "
@@ -250,7 +319,8 @@ def generate_cmd(
 
 
 def export_cmd(
-    model: str = typer.Option(..., "--model", "-m", help=MODEL_HELP + "; or a full fine-tuned model folder"),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help=MODEL_HELP + "; or a full fine-tuned model "
+                                                                                "folder"),
     out: str = typer.Option(..., "--out", "-o", help="destination folder (created; must be new or empty)"),
     adapter: Optional[str] = typer.Option(None, "--adapter", "-a", help=ADAPTER_HELP),
     dtype: str = typer.Option("auto", "--dtype", help="auto (the base model's stored dtype), float32, "
@@ -264,13 +334,15 @@ def export_cmd(
 
     if adapter and not Path(_adapter_dir(adapter)).is_dir():
         raise ModelError(f"adapter folder {adapter} does not exist")
+    model = _base_model(model, adapter)
     r = merge_adapter(model, _adapter_dir(adapter), out, dtype=dtype, overwrite=overwrite,
                       check_samples=check_samples, template=template, device=device)
     p = r.parity
     console.print(f"[green]exported[/green] {r.out} ({r.dtype})\n"
                   f"parity on {p.samples} samples / {p.tokens} tokens: max |Δlogit| vs base + adapter "
                   f"{p.max_abs_diff:.2e}; merge {p.merge_diff:.2e} (≤ 1e-3), reload {p.export_diff:.2e} "
-                  f"(≤ {p.tolerance:g}) — passed")
+                  f"(≤ {p.tolerance:g}) — passed"
+                  + (f"\nrecorded as run {r.run_id[:8]} (`tuneforge runs lineage {r.run_id[:8]}`)" if r.run_id else ""))
     typer.echo(r.out)
 
 

@@ -32,6 +32,7 @@ from tuneforge.utils.console import console
 from tuneforge.utils.errors import ModelError
 
 EXPORT_META = "tuneforge_export.json"
+RUN_FILE = "run.json"  # written by the training runner into its output folder
 _DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
 
 
@@ -44,6 +45,7 @@ class ExportReport:
     adapter: str | None
     dtype: str
     parity: ParityReport
+    run_id: str | None = None  # the export's run in the registry (None when recording is off)
 
     @property
     def max_abs_diff(self) -> float:
@@ -80,6 +82,21 @@ def _resolve_dtype(dtype: str, model: str) -> torch.dtype:
     if isinstance(stored, str):
         stored = getattr(torch, stored, None)
     return stored if stored in _DTYPE_NAMES else torch.float32
+
+
+def run_of(path: str | None) -> tuple[Path, dict] | None:
+    """The training run that produced `path` (an adapter / model folder or the run folder itself): its folder and
+    its run.json, or None when `path` is not inside a tuneforge run."""
+    if not path:
+        return None
+    for folder in (Path(path), Path(path).parent):
+        try:
+            info = json.loads((folder / RUN_FILE).read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if isinstance(info, dict):
+            return folder, info
+    return None
 
 
 def _merge(model, adapter: str | None):
@@ -187,11 +204,40 @@ def merge_adapter(model: str, adapter: str | None, out: str, *, dtype: str = "au
     checked on `check_samples` chat-template-rendered conversations; on failure ParityError (a ModelError) is raised,
     `out` is left untouched and the staged files stay in a hidden sibling folder named in the message.
     template: as in `ensure_chat_template`; `auto` keeps the adapter's (saved by training) or the model's own.
+    The export is recorded in the run registry as a run of kind "export" whose parent is the training run that
+    produced the adapter / model folder (its run.json), so `tuneforge runs lineage` shows train → export.
     """
     dest = Path(out).expanduser().resolve()
     _refuse_adapter_as_model(model, adapter)
     _check_destination(dest, overwrite, [model, adapter])
     target = _resolve_dtype(dtype, model)
+    with _export_recorder(model, adapter, dest, target) as recorder:
+        parity = _export(model, adapter, dest, target, template=template, check_samples=check_samples,
+                         device=device)
+        recorder.add_artifact("merged", dest)
+    return ExportReport(str(dest), model, adapter, _DTYPE_NAMES[target], parity, recorder.run_id)
+
+
+def _export_recorder(model: str, adapter: str | None, dest: Path, dtype: torch.dtype):
+    """A registry run (kind "export") for this export, child of the training run the adapter or model came from."""
+    from tuneforge.models.source import resolve_model
+    from tuneforge.registry.api import RunRecorder
+
+    run = run_of(adapter) or run_of(model)
+    try:
+        identity = resolve_model(model).identity
+    except ModelError:  # identity is informative only; loading reports the real error
+        identity = model
+    config = {"base": model, "adapter": str(Path(adapter).resolve()) if adapter else None,
+              "dtype": _DTYPE_NAMES[dtype], "out": str(dest)}
+    return RunRecorder.start(kind="export", config=config, base_model=model, base_model_identity=identity,
+                             method="lora-merged" if adapter else "full", output_dir=str(dest),
+                             parent_run_id=run[1].get("run_id") if run else None, tags=["export"])
+
+
+def _export(model: str, adapter: str | None, dest: Path, target: torch.dtype, *, template: str, check_samples: int,
+            device: str) -> ParityReport:
+    """Merge, stage, reload and check; move the staged folder to `dest` only when the check passes."""
     t0 = time.time()
     m = _merged_in_memory(model, adapter, template=template, check_samples=check_samples, device=device,
                           dtype=target)
@@ -217,7 +263,7 @@ def merge_adapter(model: str, adapter: str | None, out: str, *, dtype: str = "au
         console.print(f"[dim]replacing {dest}[/dim]")
         shutil.rmtree(dest)
     staging.rename(dest)
-    return ExportReport(str(dest), model, adapter, _DTYPE_NAMES[target], report)
+    return report
 
 
 def verify_export(out: str, model: str, adapter: str | None = None, *, check_samples: int = 4,

@@ -7,7 +7,9 @@ and generation stops at that template's end-of-turn marker or eos. `complete` is
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -19,8 +21,8 @@ from tuneforge.data.templates import (
     template_stop_strings,
     template_stop_token_ids,
 )
-from tuneforge.utils.console import console
 from tuneforge.utils.errors import ConfigError
+from tuneforge.utils.progress import progress_bar
 
 
 @dataclass
@@ -54,13 +56,39 @@ def _cut_at_stop(text: str, stops: tuple[str, ...]) -> tuple[str, bool]:
     return (text[: min(hits)], True) if hits else (text, False)
 
 
-def _sampling_kwargs(temperature: float, top_p: float) -> dict:
-    if temperature < 0 or not 0 < top_p <= 1:
-        raise ConfigError(f"temperature must be >= 0 and top_p in (0, 1]; got temperature={temperature}, "
-                          f"top_p={top_p}", hint="temperature 0 means greedy decoding")
-    if temperature == 0:  # greedy; values equal to the library defaults so no 'unused flag' warnings
-        return {"do_sample": False, "temperature": 1.0, "top_p": 1.0, "top_k": 50}
-    return {"do_sample": True, "temperature": float(temperature), "top_p": float(top_p), "top_k": 0}
+@dataclass(frozen=True)
+class Sampling:
+    """Decoding settings. temperature 0 = greedy (top_p and seed unused); repetition_penalty > 1 discourages tokens
+    already in the prompt or answer, in greedy and sampled decoding alike; seed makes sampling reproducible."""
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    repetition_penalty: float = 1.0
+    seed: int | None = None
+
+    def __post_init__(self):
+        if self.temperature < 0 or not 0 < self.top_p <= 1 or self.repetition_penalty <= 0:
+            raise ConfigError(f"temperature must be >= 0, top_p in (0, 1] and repetition_penalty > 0; got "
+                              f"temperature={self.temperature}, top_p={self.top_p}, "
+                              f"repetition_penalty={self.repetition_penalty}",
+                              hint="temperature 0 means greedy decoding; repetition_penalty 1 means none")
+
+    def generate_kwargs(self) -> dict:
+        kw = {"repetition_penalty": float(self.repetition_penalty)}
+        if self.temperature == 0:  # greedy; values equal to the library defaults so no 'unused flag' warnings
+            return {**kw, "do_sample": False, "temperature": 1.0, "top_p": 1.0, "top_k": 50}
+        return {**kw, "do_sample": True, "temperature": float(self.temperature), "top_p": float(self.top_p),
+                "top_k": 0}
+
+    @contextmanager
+    def rng(self):
+        """Seed torch's generators for one generation, restoring the caller's random state afterwards."""
+        if self.seed is None or self.temperature == 0:
+            yield
+            return
+        with torch.random.fork_rng():
+            torch.manual_seed(self.seed)
+            yield
 
 
 class Engine:
@@ -105,46 +133,54 @@ class Engine:
         eos = self.tokenizer.eos_token_id
         return _Stops((eos,) if eos is not None else (), ())
 
-    def _generate_kwargs(self, stops: _Stops, max_new_tokens: int, temperature: float, top_p: float) -> dict:
+    def _generate_kwargs(self, stops: _Stops, max_new_tokens: int, sampling: Sampling) -> dict:
         if max_new_tokens < 1:
             raise ConfigError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
         # use_cache explicitly: a model mid-training has config.use_cache=False (see train.runner).
         kw = {"max_new_tokens": max_new_tokens, "pad_token_id": self.tokenizer.pad_token_id, "use_cache": True,
-              "eos_token_id": list(stops.ids) or None, **_sampling_kwargs(temperature, top_p)}
+              "eos_token_id": list(stops.ids) or None, **sampling.generate_kwargs()}
         multi = [s for s in stops.texts if single_token_id(self.tokenizer, s) is None]
         if multi:
             kw.update(stop_strings=multi, tokenizer=self.tokenizer)
         return kw
 
     def generate(self, conversations: list[list[dict]], *, max_new_tokens: int = 256, temperature: float = 0.0,
-                 top_p: float = 1.0, batch_size: int = 8, progress: bool = False) -> list[Generation]:
+                 top_p: float = 1.0, repetition_penalty: float = 1.0, seed: int | None = None, batch_size: int = 8,
+                 progress: bool = False) -> list[Generation]:
         """Answer each conversation (a list of {"role", "content"} ending with a user turn); results in input order.
 
         Greedy when temperature is 0. Prompts are sorted by length and left-padded into batches of `batch_size`, so
-        results equal one-by-one generation (up to float ties). `progress` shows a bar with ETA on stderr.
+        greedy results equal one-by-one generation (up to float ties). With temperature > 0, `seed` makes the
+        sampled answers reproducible (the same seed and batch_size give the same answers). `progress` shows a bar
+        with ETA and tokens/s on stderr.
         """
         prompts = [encode_prompt(self.tokenizer, c) for c in conversations]
-        return self._run(prompts, self._chat_stops(), max_new_tokens, temperature, top_p, batch_size, progress)
+        sampling = Sampling(temperature, top_p, repetition_penalty, seed)
+        return self._run(prompts, self._chat_stops(), max_new_tokens, sampling, batch_size, progress)
 
     def complete(self, prompts: list[str], *, max_new_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0,
-                 batch_size: int = 8, progress: bool = False) -> list[Generation]:
+                 repetition_penalty: float = 1.0, seed: int | None = None, batch_size: int = 8,
+                 progress: bool = False) -> list[Generation]:
         """Continue raw text (no chat template, tokenizer's usual bos): for base models. Stops at eos only."""
         ids = [list(self.tokenizer(p, add_special_tokens=True)["input_ids"]) for p in prompts]
-        return self._run(ids, self._eos_stops(), max_new_tokens, temperature, top_p, batch_size, progress)
+        sampling = Sampling(temperature, top_p, repetition_penalty, seed)
+        return self._run(ids, self._eos_stops(), max_new_tokens, sampling, batch_size, progress)
 
-    def _run(self, prompts: list[list[int]], stops: _Stops, max_new_tokens: int, temperature: float, top_p: float,
+    def _run(self, prompts: list[list[int]], stops: _Stops, max_new_tokens: int, sampling: Sampling,
              batch_size: int, progress: bool) -> list[Generation]:
         if batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
-        kw = self._generate_kwargs(stops, max_new_tokens, temperature, top_p)
+        kw = self._generate_kwargs(stops, max_new_tokens, sampling)
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]), reverse=True)  # longest first: OOM early
         results: list[Generation | None] = [None] * len(prompts)
-        with _ProgressBar(progress, len(prompts)) as advance:
+        t0, tokens = time.monotonic(), 0
+        with sampling.rng(), progress_bar(len(prompts), "generating", progress, fields={"tps": ""}) as advance:
             for start in range(0, len(order), batch_size):
                 idx = order[start: start + batch_size]
                 for i, gen in zip(idx, self._generate_batch([prompts[i] for i in idx], stops, kw)):
                     results[i] = gen
-                advance(len(idx), sum(g.completion_tokens for g in results if g is not None))
+                    tokens += gen.completion_tokens
+                advance(len(idx), tps=f"{tokens / max(time.monotonic() - t0, 1e-9):.1f} tok/s")
         return results  # type: ignore[return-value]
 
     def _generate_batch(self, batch: list[list[int]], stops: _Stops, kw: dict) -> list[Generation]:
@@ -172,23 +208,23 @@ class Engine:
         return Generation(text, "stop" if stopped else "length", len(prompt), n_tokens)
 
     def stream(self, messages: list[dict], *, max_new_tokens: int = 256, temperature: float = 0.0,
-               top_p: float = 1.0) -> Iterator[str]:
+               top_p: float = 1.0, repetition_penalty: float = 1.0, seed: int | None = None) -> Iterator[str]:
         """Yield the answer to one conversation piece by piece as it is generated.
 
         The pieces joined equal `generate([messages])[0].text` for the same settings. Closing the iterator early
-        stops the generation thread at its next token.
+        stops the generation thread at its next token and waits for it to end.
         """
         from transformers import TextIteratorStreamer
 
-        stops = self._chat_stops()
-        kw = self._generate_kwargs(stops, max_new_tokens, temperature, top_p)
+        stops, sampling = self._chat_stops(), Sampling(temperature, top_p, repetition_penalty, seed)
+        kw = self._generate_kwargs(stops, max_new_tokens, sampling)
         ids = torch.tensor([encode_prompt(self.tokenizer, messages)], device=self.device)
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         cancel, failure = _Cancel(), []
 
         def work():
             try:
-                with torch.inference_mode():
+                with torch.inference_mode(), sampling.rng():
                     self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), streamer=streamer,
                                         stopping_criteria=[cancel], **kw)
             except BaseException as err:  # noqa: BLE001 - handed to the reading thread
@@ -222,33 +258,3 @@ def _hold_back_stops(pieces: Iterator[str], stops: tuple[str, ...]) -> Iterator[
             buf = buf[len(buf) - keep:]
     if buf:
         yield buf
-
-
-class _ProgressBar:
-    """Context manager yielding advance(rows, tokens); a rich bar with ETA when enabled, else a no-op."""
-
-    def __init__(self, enabled: bool, total: int):
-        self.enabled, self.total, self.bar = enabled, total, None
-
-    def __enter__(self):
-        if not self.enabled:
-            return lambda rows, tokens: None
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                                   TimeRemainingColumn)
-
-        self.bar = Progress(TextColumn("generating"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[tps]}"),
-                            TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console)
-        self.bar.start()
-        task = self.bar.add_task("generate", total=self.total, tps="")
-
-        def advance(rows: int, tokens: int) -> None:
-            elapsed = self.bar.tasks[0].elapsed or 0.0
-            tps = f"{tokens / elapsed:.1f} tok/s" if elapsed > 0 else ""
-            self.bar.update(task, advance=rows, tps=tps)
-
-        return advance
-
-    def __exit__(self, *exc):
-        if self.bar is not None:
-            self.bar.stop()
-        return False
