@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, TrainerCallback
 
 from train_helpers import losses, tiny_config
 from tuneforge.train.runner import train
@@ -55,15 +55,46 @@ def test_full_trains_everything(tmp_path, tiny_model_dir):
     assert ls[-1] < ls[0]
 
 
-@pytest.mark.parametrize("flag", ["method.lora.use_dora=true", "method.lora.use_rslora=true"])
-def test_lora_variants_train(tmp_path, tiny_model_dir, flag):
-    res = train(tiny_config(tmp_path, tiny_model_dir, flag, "train.max_steps=3"))
-    cfg = json.loads((res.final_dir / "adapter_config.json").read_text())
-    key = "use_dora" if "dora" in flag else "use_rslora"
-    assert cfg[key] is True
+class CaptureModel(TrainerCallback):
+    """Keeps the live (PEFT-wrapped) model the Trainer trains."""
+
+    model = None
+
+    def on_train_begin(self, args, state, control, model=None, **kw):
+        self.model = model
+
+
+@pytest.mark.parametrize("use_rslora, scaling", [(True, 8 / 2), (False, 8 / 4)])  # alpha 8 (2r) / sqrt(r) vs / r
+def test_rslora_scales_live_modules_by_alpha_over_sqrt_r(tmp_path, tiny_model_dir, use_rslora, scaling):
+    from peft.tuners.lora import LoraLayer
+
+    capture = CaptureModel()
+    res = train(tiny_config(tmp_path, tiny_model_dir, f"method.lora.use_rslora={str(use_rslora).lower()}",
+                            "method.lora.alpha=8", "train.max_steps=1"), extra_callbacks=[capture])
+    assert res.status == "succeeded"
+    layers = [m for m in capture.model.modules() if isinstance(m, LoraLayer)]
+    assert layers and all(m.scaling["default"] == pytest.approx(scaling) for m in layers)
+
+
+def test_dora_trains_a_magnitude_vector_per_module(tmp_path, tiny_model_dir):
+    res = train(tiny_config(tmp_path, tiny_model_dir, "method.lora.use_dora=true", "train.max_steps=3"))
+    adapter = load_file(str(res.final_dir / "adapter_model.safetensors"))
+    magnitudes = {k: v for k, v in adapter.items() if "lora_magnitude_vector" in k}
+    lora_a = [k for k in adapter if "lora_A" in k]
+    assert lora_a and len(magnitudes) == len(lora_a), sorted(adapter)  # one magnitude per adapted module
+    base = _base_state(tiny_model_dir)
+    moved = 0.0
+    for k, m in magnitudes.items():
+        weight = base[k.replace("base_model.model.", "").split(".lora_magnitude_vector")[0] + ".weight"]
+        initial = torch.linalg.norm(weight, dim=1)  # DoRA starts at the column norms of W (B = 0)
+        assert m.shape == initial.shape, k
+        moved = max(moved, (m.float() - initial).abs().max().item())
+    assert moved > 1e-4, "the DoRA magnitudes did not train"
 
 
 def test_packed_training_and_classification_metrics_each_epoch(tmp_path, tiny_model_dir):
+    from tuneforge.eval.callback import classification_callbacks
+
     rows = [{"instruction": "Is this review positive?", "input": text, "output": label}
             for text, label in [("I loved it, great fun", "1"), ("awful and boring", "0"), ("a happy day", "1"),
                                 ("sad and bad", "0")] * 5]
@@ -72,10 +103,12 @@ def test_packed_training_and_classification_metrics_each_epoch(tmp_path, tiny_mo
     cfg = tiny_config(tmp_path, tiny_model_dir, "data.packing=true", "data.cutoff_len=256", "data.val_size=4",
                       "train.epochs=2",
                       "eval.classification.labels=['0','1']", "eval.classification.mode=score", data=data)
-    res = train(cfg)
+    res = train(cfg, eval_callbacks=classification_callbacks)
     info = json.loads((res.output_dir / "run.json").read_text())
     assert info["data"]["packed_sequences"] < info["data"]["train"]["kept"]  # several samples per sequence
     rows = [json.loads(x) for x in (res.output_dir / "metrics.jsonl").read_text().splitlines()]
     cls = [r for r in rows if "eval_cls/accuracy" in r]
-    assert len(cls) == 2 and all(0.0 <= r["eval_cls/accuracy"] <= 1.0 for r in cls)
+    assert [r["epoch"] for r in cls] == [1.0, 2.0]  # measured at the end of each epoch
+    assert all(r["eval_cls/n"] == 4 and r["eval_cls/n_unparseable"] == 0 for r in cls)  # every validation row scored
+    assert all(r["eval_cls/accuracy"] * 4 == round(r["eval_cls/accuracy"] * 4) for r in cls)  # a share of 4 rows
     assert info["metrics"]["padding_fraction"] < 0.5

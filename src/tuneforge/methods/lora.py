@@ -22,11 +22,24 @@ def lora_config(params):
 
 
 def apply_lora(model, params):
+    """Wrap `model` with LoRA adapters. The base may be in half precision (see models.load.resolve_load_dtype); every
+    trainable weight (adapters, DoRA magnitudes, modules_to_save copies) is kept in float32, which mixed-precision
+    training needs (fp16 gradient scaling refuses half-precision parameters)."""
     from peft import get_peft_model
 
     try:
-        return get_peft_model(model, lora_config(params))
+        peft_model = get_peft_model(model, lora_config(params))
     except ValueError as err:
         names = sorted({n.rsplit(".", 1)[-1] for n, _ in model.named_modules() if n})
         raise ConfigError(f"method.lora.target_modules={params.target_modules!r}: {err}",
                           hint=f"use 'all-linear' or some of: {', '.join(names[:20])}") from err
+    _trainable_in_float32(peft_model)
+    return peft_model
+
+
+def _trainable_in_float32(model) -> None:
+    import torch
+
+    for p in model.parameters():
+        if p.requires_grad and p.is_floating_point() and p.dtype != torch.float32:
+            p.data = p.data.float()

@@ -42,6 +42,35 @@ def pick_dtype(dtype: str = "auto", device: str = "cpu") -> torch.dtype:
     return torch.float32
 
 
+# Methods whose base weights stay frozen: with mixed precision on a GPU they can be stored in half precision (the
+# trainable LoRA weights are kept in float32 by methods.lora). `full` and `freeze` update base weights themselves, and
+# mixed-precision training needs float32 master copies of whatever the optimizer updates, so they load in float32
+# (freeze could keep its frozen layers in half precision, but one dtype per model keeps AMP and saving simple).
+_FROZEN_BASE_METHODS = {"lora"}
+_HALF_BY_PRECISION = {"bf16": "bfloat16", "fp16": "float16"}
+
+
+def resolve_load_dtype(model_dtype: str, method: str, device: str, bf16_ok: bool, *, precision: str = "auto") -> str:
+    """The dtype the base weights load in for training (a name accepted by `pick_dtype`).
+
+    - an explicit `model.dtype` wins;
+    - `auto` on CPU and MPS: float32;
+    - `auto` on CUDA: half precision for LoRA, whose base is frozen (bfloat16 when the GPU supports it, else
+      float16; `precision`, the resolved train.precision, picks it when given, and fp32 keeps float32), float32 for
+      full and freeze fine-tuning.
+    """
+    if model_dtype != "auto":
+        if model_dtype not in _DTYPES:
+            raise ModelError(f"model.dtype={model_dtype!r} is not a dtype",
+                             hint=f"set model.dtype to auto or one of {', '.join(sorted(_DTYPES))}")
+        return model_dtype
+    if not device.startswith("cuda") or method not in _FROZEN_BASE_METHODS or precision == "fp32":
+        return "float32"
+    if precision in _HALF_BY_PRECISION:
+        return _HALF_BY_PRECISION[precision]
+    return "bfloat16" if bf16_ok else "float16"
+
+
 def _hub_error(src: ModelSource, err: Exception) -> ModelError:
     return ModelError(f"could not load '{src.path}' from the Hugging Face hub: {type(err).__name__}: {err}",
                       hint="check the id and your network (HF_HUB_OFFLINE=1 forbids downloads), or pass a local "
