@@ -6,24 +6,14 @@ import multiprocessing as mp
 import os
 import signal
 
-import pytest
-
 from tuneforge.registry import queries
 from tuneforge.registry.api import RunRecorder
 from tuneforge.registry.liveness import current_owner, owner_state
 from tuneforge.registry.store import open_store
-from tuneforge.registry.testing import PG_SKIP_REASON, pg_url, temp_registry_url
+from tuneforge.registry.testing import registry_url_fixture
 
 STEPS, KEYS = 150, ("loss", "learning_rate", "grad_norm")
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def registry_url(request, tmp_path, monkeypatch):
-    if request.param == "postgres" and not pg_url():
-        pytest.skip(PG_SKIP_REASON)
-    with temp_registry_url(request.param, tmp_path) as url:
-        monkeypatch.setenv("TUNEFORGE_REGISTRY_URL", url)
-        yield url
+registry_url = registry_url_fixture()
 
 
 def _writer(url: str, name: str, go, both_started, results) -> None:

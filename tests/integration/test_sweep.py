@@ -54,7 +54,9 @@ def test_sweep_two_sizes_one_group_nested_chart_and_resume(tmp_path, tiny_model_
     state = json.loads((out / "sweep.json").read_text())
     assert [r["size"] for r in state["runs"]] == [4, 8]
     assert all(r["status"] == "succeeded" for r in state["runs"])
-    assert all(0 <= r["metrics"]["accuracy"] <= 1 and r["metrics"]["eval_loss"] > 0 for r in state["runs"])
+    for r in state["runs"]:
+        _check_size_metrics(out, r, dev, tiny_model_dir)
+    assert state["runs"][0]["metrics"]["eval_loss"] != state["runs"][1]["metrics"]["eval_loss"]  # two models
     assert (out / "sweep.png").stat().st_size > 1000
 
     # one registry group with two train runs, tagged with their size, each carrying its sweep eval
@@ -64,6 +66,8 @@ def test_sweep_two_sizes_one_group_nested_chart_and_resume(tmp_path, tiny_model_
     assert {r.id for r in runs} == {r["run_id"] for r in state["runs"]}
     assert sorted(t for r in runs for t in r.tags if t.startswith("data_size=")) == ["data_size=4", "data_size=8"]
     assert all(evals(store, r.id)[0]["metrics"]["n_unparseable"] == 0 for r in runs)
+    by_id = {r["run_id"]: r["metrics"] for r in state["runs"]}
+    assert all(evals(store, r.id)[0]["metrics"] == by_id[r.id] for r in runs)
 
     # nested subsets: the small one is the first rows of the big one; both read back as the pool's first rows
     small = subset_path(out, 4).read_text().splitlines()
@@ -96,6 +100,26 @@ def test_sweep_two_sizes_one_group_nested_chart_and_resume(tmp_path, tiny_model_
     other = load_config(None, _overrides(tiny_model_dir, train) + ["train.learning_rate=1e-3"])
     with pytest.raises(ConfigError, match="different config"):
         run_sweep(other, "4,8", out=out, eval_file=str(dev), labels=["0", "1"])
+
+
+def _check_size_metrics(out: Path, entry: dict, dev: Path, model_dir: Path) -> None:
+    """A size's accuracy is what `tuneforge eval task` measures on its adapter, example by example, and its eval
+    loss is the one its training run measured on the same dev rows."""
+    from tuneforge.eval.runner import build_plan, parse_model_spec, run
+
+    m, run_dir = entry["metrics"], out / f"n{entry['size']}"
+    assert m["eval_rows"] == 4
+    swept = json.loads((run_dir / "sweep_eval.json").read_text())["classification"]["examples"]
+    plan = build_plan([], [str(dev)], labels=["0", "1"], template="chatml", progress=False)
+    results = run(parse_model_spec(f"{model_dir}::{run_dir / 'adapter'}"), plan, run_dir / "direct")[0]
+    (direct,) = results["tasks"].values()
+    assert [(e["id"], e["prediction"]) for e in swept] == [(e["id"], e["prediction"]) for e in direct["examples"]]
+    for mine, theirs in zip(swept, direct["examples"]):  # same model: same label probabilities (merged vs. not)
+        assert mine["probs"] == pytest.approx(theirs["probs"], abs=2e-3)
+    assert m["accuracy"] == direct["metrics"]["accuracy"]
+    trained = json.loads((run_dir / "run.json").read_text())
+    assert trained["data"]["val"]["rows"] == 4
+    assert m["eval_loss"] == trained["metrics"]["eval_loss"] > 0
 
 
 def test_size_larger_than_data_fails_before_training(tmp_path, tiny_model_dir, sweep_data, monkeypatch):

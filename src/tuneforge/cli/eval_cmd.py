@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 
@@ -11,6 +11,21 @@ app = typer.Typer(help="Evaluate models: `bench` (MMLU, ARC, ...), `task` (your 
                   no_args_is_help=True)
 
 _MODEL_HELP = "Model: alias, folder, .gguf or hub id; `MODEL::ADAPTER` evaluates a LoRA adapter on top."
+
+# Options shared by the commands below (one definition each).
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help=_MODEL_HELP)]
+AdapterOpt = Annotated[Optional[str], typer.Option(help="PEFT adapter folder (e.g. runs/NAME/adapter).")]
+LimitOpt = Annotated[Optional[int], typer.Option(help="Evaluate a fixed random sample of N items per task "
+                                                      "(the same sample for every model with the same seed).")]
+TemplateOpt = Annotated[str, typer.Option(help="Chat template: auto (the model's own) or a named one.")]
+BatchSizeOpt = Annotated[int, typer.Option(help="Items per forward pass.")]
+MaxNewTokensOpt = Annotated[int, typer.Option(help="Generation length for generated answers (gsm8k, generation "
+                                                   "tasks; classification uses at most 32).")]
+DtypeOpt = Annotated[str, typer.Option(help="auto (fp32 on CPU, bf16/fp16 on GPU), float32, bfloat16, float16.")]
+DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")]
+SeedOpt = Annotated[int, typer.Option(help="Seed of the --limit sample (keep it equal across compared models).")]
+OutputOpt = Annotated[Optional[str], typer.Option("--output", "-o", help="Report folder (default: next to the run).")]
+ProgressOpt = Annotated[bool, typer.Option(help="Show a progress bar with ETA.")]
 
 
 def _split(text: Optional[str]) -> list[str]:
@@ -29,23 +44,23 @@ def _group() -> None:
 
 @app.command("bench")
 def bench_cmd(
-    model: str = typer.Option(..., "--model", "-m", help=_MODEL_HELP),
-    adapter: Optional[str] = typer.Option(None, help="PEFT adapter folder (e.g. runs/NAME/adapter)."),
+    model: ModelOpt,
+    adapter: AdapterOpt = None,
     tasks: str = typer.Option("arc_easy", help="Comma list: mmlu,cmmlu,ceval,arc_easy,arc_challenge,hellaswag,"
                                                "truthfulqa_mc1,gsm8k or paths to benchmark files."),
     shots: int = typer.Option(0, help="Few-shot examples from the dev split (0 or 5 are usual)."),
-    limit: Optional[int] = typer.Option(None, help="Evaluate a fixed random sample of N items per task."),
+    limit: LimitOpt = None,
     chat: bool = typer.Option(False, help="Score multiple choice through the chat template (default: plain text)."),
-    template: str = typer.Option("auto", help="Chat template: auto (the model's own) or a named one."),
+    template: TemplateOpt = "auto",
     source: str = typer.Option("normalized", help="Read built-in benchmarks from 'normalized' jsonl or 'original'."),
     style: Optional[str] = typer.Option(None, help="Override the prompt style: letters, cloze, continuation."),
-    batch_size: int = typer.Option(8, help="Items per forward pass."),
-    max_new_tokens: int = typer.Option(256, help="Generation length for generative tasks (gsm8k)."),
-    dtype: str = typer.Option("auto"),
-    device: str = typer.Option("auto"),
-    seed: int = typer.Option(0, help="Seed of the --limit sample (keep it equal across compared models)."),
-    output: Optional[str] = typer.Option(None, "--output", "-o", help="Report folder (default: next to the run)."),
-    progress: bool = typer.Option(True, help="Show a progress bar with ETA."),
+    batch_size: BatchSizeOpt = 8,
+    max_new_tokens: MaxNewTokensOpt = 256,
+    dtype: DtypeOpt = "auto",
+    device: DeviceOpt = "auto",
+    seed: SeedOpt = 0,
+    output: OutputOpt = None,
+    progress: ProgressOpt = True,
 ) -> None:
     """Benchmarks: multiple choice by log-likelihood (acc, acc_norm, per subject/category), GSM8K by generation."""
     from tuneforge.eval.runner import build_plan, parse_model_spec, run
@@ -57,21 +72,21 @@ def bench_cmd(
 
 @app.command("task")
 def task_cmd(
-    model: str = typer.Option(..., "--model", "-m", help=_MODEL_HELP),
+    model: ModelOpt,
     data: str = typer.Option(..., help="Your evaluation file (alpaca / sharegpt / openai rows with answers)."),
-    adapter: Optional[str] = typer.Option(None, help="PEFT adapter folder (e.g. runs/NAME/adapter)."),
+    adapter: AdapterOpt = None,
     labels: Optional[str] = typer.Option(None, help="Comma list of labels (e.g. 0,1): classification. Without it: "
                                                     "generation metrics (BLEU, ROUGE, exact match)."),
     mode: str = typer.Option("score", help="Classification: 'score' (constrained to the labels) or 'generate'."),
-    limit: Optional[int] = typer.Option(None, help="Evaluate a fixed random sample of N rows."),
-    template: str = typer.Option("auto", help="Chat template: auto (the model's own) or a named one."),
-    batch_size: int = typer.Option(8),
-    max_new_tokens: int = typer.Option(256, help="Generation length (classification uses at most 32)."),
-    dtype: str = typer.Option("auto"),
-    device: str = typer.Option("auto"),
-    seed: int = typer.Option(0, help="Seed of the --limit sample."),
-    output: Optional[str] = typer.Option(None, "--output", "-o", help="Report folder (default: next to the run)."),
-    progress: bool = typer.Option(True, help="Show a progress bar with ETA."),
+    limit: LimitOpt = None,
+    template: TemplateOpt = "auto",
+    batch_size: BatchSizeOpt = 8,
+    max_new_tokens: MaxNewTokensOpt = 256,
+    dtype: DtypeOpt = "auto",
+    device: DeviceOpt = "auto",
+    seed: SeedOpt = 0,
+    output: OutputOpt = None,
+    progress: ProgressOpt = True,
 ) -> None:
     """Task metrics on your data: accuracy / macro P-R-F1 / confusion matrix, or BLEU / ROUGE; error flags."""
     from tuneforge.eval.runner import build_plan, parse_model_spec, run
@@ -90,16 +105,16 @@ def compare_cmd(
     labels: Optional[str] = typer.Option(None, help="Labels for --data (classification)."),
     mode: str = typer.Option("score", help="Classification mode for --data: score or generate."),
     shots: int = typer.Option(0),
-    limit: Optional[int] = typer.Option(None, help="Fixed random sample of N items per task (same for A and B)."),
+    limit: LimitOpt = None,
     chat: bool = typer.Option(False, help="Score benchmarks through the chat template."),
-    template: str = typer.Option("auto"),
-    batch_size: int = typer.Option(8),
-    max_new_tokens: int = typer.Option(256),
-    dtype: str = typer.Option("auto"),
-    device: str = typer.Option("auto"),
+    template: TemplateOpt = "auto",
+    batch_size: BatchSizeOpt = 8,
+    max_new_tokens: MaxNewTokensOpt = 256,
+    dtype: DtypeOpt = "auto",
+    device: DeviceOpt = "auto",
     output: Optional[str] = typer.Option(None, "--output", "-o", help="Folder for compare.md/html/json."),
     as_json: bool = typer.Option(False, "--json", help="Print the comparison JSON to stdout."),
-    progress: bool = typer.Option(True),
+    progress: ProgressOpt = True,
 ) -> None:
     """Side-by-side metrics, per-example wins/losses/ties (sign test) and the examples that got worse."""
     from pathlib import Path

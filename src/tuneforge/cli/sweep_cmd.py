@@ -41,7 +41,8 @@ def register(app: typer.Typer) -> None:
         out: Optional[str] = typer.Option(None, "--out", "-o", help="Sweep folder (default runs/sweep-<config>)."),
         batch_size: int = typer.Option(8, "--eval-batch-size", help="Rows per forward pass when evaluating."),
         eval_loss: bool = typer.Option(True, "--eval-loss/--no-eval-loss",
-                                       help="Also compute eval loss when --labels is given (one more forward pass)."),
+                                       help="Also measure the eval loss when --labels is given (each run evaluates "
+                                            "the rows while training)."),
         as_json: bool = typer.Option(False, "--json", help="Print sweep.json to stdout as well."),
     ) -> None:
         from pathlib import Path

@@ -15,7 +15,7 @@ from tuneforge.eval.analysis import flag_answer, summarize_flags
 from tuneforge.eval.loglik import LoglikScorer
 from tuneforge.eval.metrics import binom_stderr
 from tuneforge.eval.parsing import extract_number, numbers_equal
-from tuneforge.eval.progress import progress_bar
+from tuneforge.utils.progress import progress_bar
 from tuneforge.eval.prompts import gen_messages, mc_request
 from tuneforge.eval.tasks import Task, fewshot_examples
 

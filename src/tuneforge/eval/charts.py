@@ -1,32 +1,28 @@
 """PNG charts for eval reports (matplotlib, headless): per-subject accuracy, confusion matrix, error-flag counts.
 
-Each function returns the written path, or None when there is nothing to draw or matplotlib is unavailable.
+Each function returns the written path, or None when there is nothing to draw. Figures come from
+`tuneforge.utils.plots.figure` (headless, saved atomically, always closed).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-
-def _plt():
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    return plt
+from tuneforge.utils.plots import figure
 
 
 def subject_bars(per_subject: dict[str, dict], path: Path, title: str, chance: float | None = None) -> Path | None:
     """Horizontal bars of accuracy per subject (sorted), with the chance level as a dashed line."""
-    plt = _plt()
-    if plt is None or len(per_subject) < 2:
+    if len(per_subject) < 2:
         return None
     key = "acc_norm" if all("acc_norm" in r for r in per_subject.values()) else "acc"
     rows = sorted(per_subject.items(), key=lambda kv: kv[1].get(key, 0.0))
-    fig, ax = plt.subplots(figsize=(7, max(2.5, 0.22 * len(rows) + 1)))
+    with figure(path, figsize=(7, max(2.5, 0.22 * len(rows) + 1)), grid=False) as (_fig, ax):
+        _subject_axes(ax, rows, key, title, chance)
+    return path
+
+
+def _subject_axes(ax, rows: list, key: str, title: str, chance: float | None) -> None:
     ax.barh([k for k, _ in rows], [r.get(key, 0.0) for _, r in rows], color="#4c72b0")
     if chance:
         ax.axvline(chance, color="#c44e52", linestyle="--", linewidth=1, label=f"chance {chance:.2f}")
@@ -35,20 +31,20 @@ def subject_bars(per_subject: dict[str, dict], path: Path, title: str, chance: f
     ax.set_xlabel(key)
     ax.set_title(title, fontsize=10)
     ax.tick_params(axis="y", labelsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
 
 
 def confusion_matrix(confusion: dict, path: Path, title: str) -> Path | None:
     """Heatmap of gold (rows) x predicted (columns) counts, numbers written in each cell."""
-    plt = _plt()
     matrix = confusion.get("matrix") or []
-    if plt is None or not matrix:
+    if not matrix:
         return None
     rows, cols = confusion["rows"], confusion["cols"]
-    fig, ax = plt.subplots(figsize=(1.2 * len(cols) + 2, 1.0 * len(rows) + 1.6))
+    with figure(path, figsize=(1.2 * len(cols) + 2, 1.0 * len(rows) + 1.6), grid=False) as (_fig, ax):
+        _confusion_axes(ax, matrix, rows, cols, title)
+    return path
+
+
+def _confusion_axes(ax, matrix: list, rows: list, cols: list, title: str) -> None:
     ax.imshow(matrix, cmap="Blues")
     top = max(max(r) for r in matrix) or 1
     for i, r in enumerate(matrix):
@@ -59,43 +55,31 @@ def confusion_matrix(confusion: dict, path: Path, title: str) -> Path | None:
     ax.set_xlabel("predicted")
     ax.set_ylabel("gold")
     ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
 
 
 def flag_bars(counts: dict[str, int], n: int, path: Path, title: str) -> Path | None:
     """Bars of how many answers raised each error flag."""
-    plt = _plt()
-    if plt is None or not counts:
+    if not counts:
         return None
     names = list(counts)
-    fig, ax = plt.subplots(figsize=(7, 3))
-    ax.bar(names, [counts[k] for k in names], color="#dd8452")
-    ax.set_ylabel(f"answers (of {n})")
-    ax.set_title(title, fontsize=10)
-    ax.tick_params(axis="x", labelsize=8, rotation=20)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    with figure(path, figsize=(7, 3), grid=False) as (_fig, ax):
+        ax.bar(names, [counts[k] for k in names], color="#dd8452")
+        ax.set_ylabel(f"answers (of {n})")
+        ax.set_title(title, fontsize=10)
+        ax.tick_params(axis="x", labelsize=8, rotation=20)
     return path
 
 
 def compare_bars(names: list[str], a: list[float], b: list[float], labels: tuple[str, str], path: Path,
                  title: str) -> Path | None:
     """Grouped bars of one headline metric per task for two evaluated models."""
-    plt = _plt()
-    if plt is None or not names:
+    if not names:
         return None
-    fig, ax = plt.subplots(figsize=(max(4, 1.4 * len(names) + 2), 3.2))
-    xs = range(len(names))
-    ax.bar([x - 0.2 for x in xs], a, width=0.4, label=labels[0], color="#8c8c8c")
-    ax.bar([x + 0.2 for x in xs], b, width=0.4, label=labels[1], color="#4c72b0")
-    ax.set_xticks(list(xs), names, fontsize=8)
-    ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    with figure(path, figsize=(max(4, 1.4 * len(names) + 2), 3.2), grid=False) as (_fig, ax):
+        xs = range(len(names))
+        ax.bar([x - 0.2 for x in xs], a, width=0.4, label=labels[0], color="#8c8c8c")
+        ax.bar([x + 0.2 for x in xs], b, width=0.4, label=labels[1], color="#4c72b0")
+        ax.set_xticks(list(xs), names, fontsize=8)
+        ax.set_title(title, fontsize=10)
+        ax.legend(fontsize=8)
     return path

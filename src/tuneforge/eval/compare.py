@@ -13,6 +13,7 @@ from pathlib import Path
 from tuneforge.eval import charts
 from tuneforge.eval.metrics import sign_test_p
 from tuneforge.eval.report import RESULTS_FILE, headline, load_results, write_blocks
+from tuneforge.utils.io import atomic_write_json
 
 WORSE_SHOWN = 10
 LOWER_IS_BETTER = {"n_unparseable"}
@@ -106,11 +107,8 @@ def compare_blocks(cmp: dict, out: Path) -> list:
 
 
 def write_compare(cmp: dict, out: Path) -> dict[str, Path]:
-    import json
-
     out.mkdir(parents=True, exist_ok=True)
-    js = out / "compare.json"
-    js.write_text(json.dumps(cmp, indent=1, ensure_ascii=False), encoding="utf-8")
+    js = atomic_write_json(out / "compare.json", cmp, indent=1)
     md, page = write_blocks(compare_blocks(cmp, out), out, "compare", "tuneforge eval compare")
     return {"json": js, "markdown": md, "html": page}
 

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from tuneforge.eval import charts
+from tuneforge.utils.io import atomic_write_json, atomic_write_text
 
 RESULTS_FILE = "results.json"
 FORMAT_VERSION = 1
@@ -196,8 +197,8 @@ def to_html(blocks: list, title: str) -> str:
 
 def write_blocks(blocks: list, out: Path, stem: str, title: str) -> tuple[Path, Path]:
     md, page = out / f"{stem}.md", out / f"{stem}.html"
-    md.write_text(to_markdown(blocks), encoding="utf-8")
-    page.write_text(to_html(blocks, title), encoding="utf-8")
+    atomic_write_text(md, to_markdown(blocks))
+    atomic_write_text(page, to_html(blocks, title))
     return md, page
 
 
@@ -206,7 +207,7 @@ def write_report(results: dict, out: Path) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     results = {"tuneforge_eval": FORMAT_VERSION, **results}
     js = out / RESULTS_FILE
-    js.write_text(json.dumps(results, indent=1, ensure_ascii=False, default=str), encoding="utf-8")
+    atomic_write_json(js, results, indent=1)
     md, page = write_blocks(build_blocks(results, out), out, "report", f"tuneforge eval — {results['model']['label']}")
     return {"json": js, "markdown": md, "html": page}
 

@@ -142,8 +142,21 @@ def default_output(spec: ModelSpec, what: str) -> Path:
     return tuneforge_home() / "eval" / f"{stamp}-{model_slug}-{slug}"
 
 
+def _parent_run(spec: ModelSpec) -> str | None:
+    """The registered training run that produced the adapter (or the model folder), for lineage."""
+    try:
+        from tuneforge.registry.lineage import producing_run
+        from tuneforge.registry.store import open_store
+
+        store = open_store()
+        return producing_run(store, spec.adapter) or producing_run(store, spec.model)
+    except Exception:  # noqa: BLE001 - lineage is informative; the recorder reports a broken registry itself
+        return None
+
+
 def _start_recorder(spec: ModelSpec, plan: EvalPlan, out: Path):
-    """A registry RunRecorder (kind "eval"), or None when the registry is not installed."""
+    """A registry RunRecorder (kind "eval", child of the run that trained the model/adapter), or None when the
+    registry is not installed."""
     try:
         from tuneforge.models.source import resolve_model
         from tuneforge.registry.api import RunRecorder
@@ -153,9 +166,11 @@ def _start_recorder(spec: ModelSpec, plan: EvalPlan, out: Path):
         identity = resolve_model(spec.model).identity
     except Exception:  # noqa: BLE001 - identity is informative only
         identity = spec.model
-    datasets = [(d.name, d.fingerprint, len(d.records)) for d in plan.datasets]
+    datasets = [(d.name, d.fingerprint, len(d.records), "eval") for d in plan.datasets]
+    parent = None if RunRecorder.disabled() else _parent_run(spec)
     return RunRecorder.start(kind="eval", config={**plan.settings(), "adapter": spec.adapter}, base_model=spec.model,
-                             base_model_identity=identity, datasets=datasets, output_dir=str(out), tags=["eval"])
+                             base_model_identity=identity, datasets=datasets, output_dir=str(out), tags=["eval"],
+                             parent_run_id=parent)
 
 
 def run(spec: ModelSpec, plan: EvalPlan, output: str | Path | None = None, *, engine=None) -> tuple[dict, dict]:

@@ -20,7 +20,7 @@ from tuneforge.eval.analysis import Vocabulary, flag_answer, summarize_flags
 from tuneforge.eval.loglik import LoglikScorer
 from tuneforge.eval.metrics import classification_metrics
 from tuneforge.eval.parsing import parse_label
-from tuneforge.eval.progress import progress_bar
+from tuneforge.utils.progress import progress_bar
 from tuneforge.eval.prompts import chat_request
 from tuneforge.eval.textmetrics import generation_metrics
 from tuneforge.eval.taskdata import check_labels, split_record, tail

@@ -22,6 +22,7 @@ from tuneforge.eval.formats import read_items
 from tuneforge.eval.items import Item
 from tuneforge.utils.errors import DataError
 from tuneforge.utils.paths import shared_dir
+from tuneforge.utils.text import CJK_RE
 
 
 @dataclass(frozen=True)
@@ -126,8 +127,7 @@ def _load_builtin(name: str, info: TaskInfo, *, source: str) -> Task:
 
 def _guess_lang(items: list[Item]) -> str:
     sample = "".join(it.question for it in items[:20])
-    han = sum(1 for ch in sample if "\u4e00" <= ch <= "\u9fff")
-    return "zh" if han > 0.2 * max(len(sample), 1) else "en"
+    return "zh" if len(CJK_RE.findall(sample)) > 0.2 * max(len(sample), 1) else "en"
 
 
 def _load_path(spec: str) -> Task:

@@ -1,16 +1,14 @@
-"""Reference-based text metrics: BLEU, ROUGE-1/2/L and exact match, implemented here (no extra dependency).
+"""Reference-based text metrics: BLEU (through sacrebleu), ROUGE-1/2/L and exact match.
 
-Tokenization (`metric_tokens`): Chinese/Japanese characters (Han, kana) are one token each; any other run of letters
-and digits is a word; every other non-space character (punctuation) is its own token. So English is scored by
-words and Chinese by characters, which is the usual convention for Chinese BLEU/ROUGE (sacrebleu's `zh` tokenizer,
-CLUE). Whitespace-splitting tools (e.g. the `rouge_score` package) score Chinese as 0 or as whole sentences; this
-does not.
-
-* BLEU (Papineni et al. 2002): corpus-level, up to 4-grams, clipped counts, brevity penalty, case-sensitive,
-  punctuation included; no smoothing at corpus level (a corpus with no matching 4-gram scores 0). The per-example
-  sentence BLEU used for comparisons adds 1 to numerator and denominator of n > 1 precisions (Lin & Och 2004).
-* ROUGE-N / ROUGE-L: F1 per example (ROUGE-L from the longest common subsequence), averaged over examples;
-  case-folded and punctuation tokens dropped.
+* BLEU is sacrebleu's: corpus BLEU with its default exponential smoothing, case-sensitive, up to 4-grams, one
+  reference per example; the per-example sentence BLEU used for comparisons adds 1 to the counts of n > 1
+  precisions (sacrebleu `add-k`, k = 1). Tokenizer (`bleu_tokenizer`): sacrebleu's `zh` when the references contain
+  CJK characters (each Chinese character is a token, the rest is tokenized like `13a`), else the standard `13a`.
+* ROUGE-N / ROUGE-L are computed here so that Chinese is scored by character: `metric_tokens` gives one token per
+  CJK character (`tuneforge.utils.text`), a word for any other run of letters and digits, and one token per
+  punctuation mark. ROUGE is the F1 per example (ROUGE-L from the longest common subsequence), averaged over
+  examples; case-folded, punctuation dropped, no stemming. On English text this equals the `rouge-score` package
+  without stemming (a test checks it); that package drops Chinese characters altogether.
 * Exact match: after Unicode NFKC, case folding, whitespace collapsing and stripping surrounding punctuation/quotes.
 
 All scores are reported on a 0-100 scale.
@@ -18,19 +16,18 @@ All scores are reported on a 0-100 scale.
 
 from __future__ import annotations
 
-import math
-import re
 import unicodedata
 from collections import Counter
+from functools import lru_cache
 
-_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
-_TOKEN_RE = re.compile(rf"[{_CJK}]|(?:(?![{_CJK}])[^\W_])+|[^\w\s]|_")
+from tuneforge.utils.text import CJK_RE, word_tokens
+
 _PUNCT_EDGES = " \t\r\n\"'`“”‘’「」『』《》()[]{}<>.,;:!?。，；：！？、*#-_~"
 
 
 def metric_tokens(text: str) -> list[str]:
     """Words, single CJK characters and single punctuation marks, in order."""
-    return _TOKEN_RE.findall(unicodedata.normalize("NFKC", text))
+    return word_tokens(unicodedata.normalize("NFKC", text))
 
 
 def content_tokens(text: str) -> list[str]:
@@ -53,51 +50,34 @@ def ngrams(tokens: list[str], n: int) -> Counter:
     return Counter(tuple(tokens[i: i + n]) for i in range(len(tokens) - n + 1))
 
 
-def _bleu_stats(hyp: list[str], ref: list[str], max_n: int) -> tuple[list[int], list[int]]:
-    matches, totals = [], []
-    for n in range(1, max_n + 1):
-        h, r = ngrams(hyp, n), ngrams(ref, n)
-        matches.append(sum(min(c, r[g]) for g, c in h.items()))
-        totals.append(max(len(hyp) - n + 1, 0))
-    return matches, totals
+def bleu_tokenizer(references: list[str]) -> str:
+    """sacrebleu tokenizer for these references: `zh` when any contains a CJK character, else `13a`."""
+    return "zh" if any(CJK_RE.search(r) for r in references) else "13a"
 
 
-def _brevity_penalty(hyp_len: int, ref_len: int) -> float:
-    if hyp_len == 0:
-        return 0.0
-    return 1.0 if hyp_len > ref_len else math.exp(1 - ref_len / hyp_len)
+@lru_cache(maxsize=8)
+def _bleu(tokenize: str, *, sentence: bool = False, max_n: int = 4):
+    from sacrebleu.metrics import BLEU
+
+    if sentence:
+        return BLEU(tokenize=tokenize, max_ngram_order=max_n, smooth_method="add-k", smooth_value=1,
+                    effective_order=True)
+    return BLEU(tokenize=tokenize, max_ngram_order=max_n)
 
 
 def corpus_bleu(hyps: list[str], refs: list[str], max_n: int = 4) -> dict:
-    """Corpus BLEU of predictions against one reference each. Returns bleu, precisions, bp, hyp_len, ref_len."""
-    matches, totals = [0] * max_n, [0] * max_n
-    hyp_len = ref_len = 0
-    for h, r in zip(hyps, refs):
-        ht, rt = metric_tokens(h), metric_tokens(r)
-        hyp_len, ref_len = hyp_len + len(ht), ref_len + len(rt)
-        m, t = _bleu_stats(ht, rt, max_n)
-        matches = [a + b for a, b in zip(matches, m)]
-        totals = [a + b for a, b in zip(totals, t)]
-    precisions = [m / t if t else 0.0 for m, t in zip(matches, totals)]
-    bp = _brevity_penalty(hyp_len, ref_len)
-    bleu = 0.0 if min(precisions) == 0 else bp * math.exp(sum(math.log(p) for p in precisions) / max_n)
-    return {"bleu": 100 * bleu, "precisions": [100 * p for p in precisions], "bp": bp,
-            "hyp_len": hyp_len, "ref_len": ref_len}
+    """Corpus BLEU of predictions against one reference each: bleu, precisions, bp, hyp_len, ref_len, tokenizer."""
+    tokenize = bleu_tokenizer(refs)
+    res = _bleu(tokenize, max_n=max_n).corpus_score(list(hyps), [list(refs)])
+    return {"bleu": res.score, "precisions": list(res.precisions), "bp": res.bp, "hyp_len": res.sys_len,
+            "ref_len": res.ref_len, "tokenizer": tokenize}
 
 
-def sentence_bleu(hyp: str, ref: str, max_n: int = 4) -> float:
-    """Smoothed sentence BLEU (add-one for n > 1), 0-100."""
-    ht, rt = metric_tokens(hyp), metric_tokens(ref)
-    if not ht or not rt:
+def sentence_bleu(hyp: str, ref: str, max_n: int = 4, tokenize: str | None = None) -> float:
+    """Smoothed sentence BLEU (add-one for n > 1), 0-100; 0 when either side is empty."""
+    if not hyp.strip() or not ref.strip():
         return 0.0
-    m, t = _bleu_stats(ht, rt, max_n)
-    logs = []
-    for n in range(max_n):
-        num, den = (m[n], t[n]) if n == 0 else (m[n] + 1, t[n] + 1)
-        if num == 0 or den == 0:
-            return 0.0
-        logs.append(math.log(num / den))
-    return 100 * _brevity_penalty(len(ht), len(rt)) * math.exp(sum(logs) / max_n)
+    return _bleu(tokenize or bleu_tokenizer([ref]), sentence=True, max_n=max_n).sentence_score(hyp, [ref]).score
 
 
 def _f1(overlap: int, n_hyp: int, n_ref: int) -> float:
@@ -137,10 +117,10 @@ def rouge_scores(hyp: str, ref: str, max_tokens: int = 2000) -> dict[str, float]
 
 def generation_metrics(preds: list[str], refs: list[str]) -> tuple[dict, list[dict]]:
     """Corpus metrics and per-example scores (sentence BLEU, ROUGE-1/2/L, exact match) for paired texts."""
-    per_example = []
+    per_example, tokenize = [], bleu_tokenizer(refs)
     for p, r in zip(preds, refs):
         s = rouge_scores(p, r)
-        s["bleu"] = sentence_bleu(p, r)
+        s["bleu"] = sentence_bleu(p, r, tokenize=tokenize)
         s["exact_match"] = 100.0 if exact_match(p, r) else 0.0
         per_example.append(s)
     n = max(len(per_example), 1)

@@ -8,6 +8,7 @@ from typing import Any
 from tuneforge.registry import queries
 from tuneforge.registry.queries import RunView
 from tuneforge.registry.store import Store
+from tuneforge.utils.plots import figure
 
 ABSENT = "<absent>"
 
@@ -66,24 +67,18 @@ def plot_curves(store: Store, runs: list[RunView], keys: list[str], out: Path) -
     keys = [k for k in keys if any(k in s for s in series.values())]
     if not keys:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(keys), figsize=(6 * len(keys), 4), squeeze=False)
-    for ax, key in zip(axes[0], keys):
-        for r in runs:
-            pts = [(step, v) for step, _ep, v, _t in series[r.id].get(key, []) if v is not None]
-            if pts:
-                label = f"{r.id[:8]} {r.stage or r.kind}/{r.method or '-'}"
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], label=label, linewidth=1.4)
-        ax.set_title(key)
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    with figure(out, figsize=(6 * len(keys), 4), ncols=len(keys), squeeze=False) as (_fig, axes):
+        for ax, key in zip(axes[0], keys):
+            _plot_key(ax, key, runs, series)
     return out
+
+
+def _plot_key(ax, key: str, runs: list[RunView], series: dict) -> None:
+    for r in runs:
+        pts = [(step, v) for step, _ep, v, _t in series[r.id].get(key, []) if v is not None]
+        if pts:
+            label = f"{r.id[:8]} {r.stage or r.kind}/{r.method or '-'}"
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], label=label, linewidth=1.4)
+    ax.set_title(key)
+    ax.set_xlabel("step")
+    ax.legend(fontsize=8)

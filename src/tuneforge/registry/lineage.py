@@ -1,12 +1,20 @@
 """Lineage of a run: from the datasets it was trained on, through parent/child runs (SFT → DPO → export), to the
-models and other artifacts they produced. Links are `parent_run_id` and each run's artifacts."""
+models and other artifacts they produced. Links are `parent_run_id` and each run's artifacts.
+
+`producing_run(store, path)` finds the training run a model / adapter folder came from, so an eval or export of
+that folder can name it as its parent."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 from tuneforge.registry import queries
+from tuneforge.registry.records import Run
 from tuneforge.registry.store import Store
+
+RUN_FILE = "run.json"  # written by the training runner into its output folder, with the registry's run_id
 
 _MAX_DEPTH = 50
 
@@ -44,3 +52,20 @@ def lineage(store: Store, id_or_prefix: str) -> dict[str, Any]:
     root = _root_of(store, focus)
     tree = _node(store, root, focus, 0, set())
     return {"focus": focus, "root": root, "datasets": tree["datasets"], "tree": tree}
+
+
+def producing_run(store: Store, path: str | Path | None) -> str | None:
+    """The registry id of the run whose output folder is `path` or holds it (`runs/X` or `runs/X/adapter`): read
+    from that folder's run.json; None when there is none, it has no run_id, or the registry does not know it."""
+    if not path:
+        return None
+    for folder in (Path(path).expanduser(), Path(path).expanduser().parent):
+        try:
+            run_id = json.loads((folder / RUN_FILE).read_text(encoding="utf-8")).get("run_id")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if not run_id:
+            continue
+        with store.session() as s:
+            return str(run_id) if s.get(Run, str(run_id)) is not None else None
+    return None

@@ -6,6 +6,7 @@ the training and eval runners; these functions raise, the facade does not.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
 import os
@@ -114,15 +115,22 @@ def _as_float(v: Any) -> float | None | bool:
     return None if math.isnan(f) else f
 
 
-def log_metrics(store: Store, run_id: str, step: int, metrics: dict, epoch: float | None = None) -> int:
-    """Record scalars for one step (non-numeric values are skipped); refreshes the run's heartbeat."""
-    now = utcnow()
+def metric_rows(run_id: str, step: int, metrics: dict, epoch: float | None = None,
+                logged_at: dt.datetime | None = None) -> list[dict]:
+    """The rows `log_metrics` inserts for one step (non-numeric values are skipped, NaN becomes NULL)."""
+    now = logged_at or utcnow()
     rows = []
     for key, v in metrics.items():
         f = _as_float(v)
         if f is not False:
             rows.append({"run_id": run_id, "step": int(step), "epoch": None if epoch is None else float(epoch),
                          "key": str(key), "value": f, "logged_at": now})
+    return rows
+
+
+def insert_metric_rows(store: Store, run_id: str, rows: list[dict]) -> int:
+    """Insert rows built by `metric_rows` (any number of steps) in one transaction; refreshes the heartbeat."""
+    now = utcnow()
 
     def _do(s: Session) -> int:
         if rows:
@@ -131,6 +139,11 @@ def log_metrics(store: Store, run_id: str, step: int, metrics: dict, epoch: floa
         return len(rows)
 
     return store.write(_do)
+
+
+def log_metrics(store: Store, run_id: str, step: int, metrics: dict, epoch: float | None = None) -> int:
+    """Record scalars for one step (non-numeric values are skipped); refreshes the run's heartbeat."""
+    return insert_metric_rows(store, run_id, metric_rows(run_id, step, metrics, epoch))
 
 
 def _size(path: Path) -> int | None:

@@ -43,6 +43,19 @@ class Base(DeclarativeBase):
     pass
 
 
+def _run_ref(**kw):
+    """A `run_id` column: the owning run, deleted with it."""
+    return mapped_column(String(32), ForeignKey("runs.id", ondelete="CASCADE"), **kw)
+
+
+def _serial_id():
+    return mapped_column(Integer, primary_key=True, autoincrement=True)
+
+
+def _utc_time():
+    return mapped_column(UTCDateTime())
+
+
 class Run(Base):
     """One train / eval / export / serve / job execution."""
 
@@ -50,10 +63,10 @@ class Run(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     kind: Mapped[str] = mapped_column(String(32), index=True)
     status: Mapped[str] = mapped_column(String(16), index=True)
-    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
-    started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
-    ended_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
-    heartbeat_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[dt.datetime] = _utc_time()
+    started_at: Mapped[dt.datetime | None] = _utc_time()
+    ended_at: Mapped[dt.datetime | None] = _utc_time()
+    heartbeat_at: Mapped[dt.datetime | None] = _utc_time()
     pid: Mapped[int | None] = mapped_column(Integer)
     proc_start: Mapped[int | None] = mapped_column(BigInteger)  # owner's start time (ms), guards against pid reuse
     hostname: Mapped[str | None] = mapped_column(String(255))
@@ -74,7 +87,7 @@ class Run(Base):
 
 class RunTag(Base):
     __tablename__ = "run_tags"
-    run_id: Mapped[str] = mapped_column(String(32), ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    run_id: Mapped[str] = _run_ref(primary_key=True)
     tag: Mapped[str] = mapped_column(String(128), primary_key=True, index=True)
 
 
@@ -85,14 +98,14 @@ class Dataset(Base):
     fingerprint: Mapped[str] = mapped_column(String(128), primary_key=True)
     name: Mapped[str | None] = mapped_column(String(512))
     n_records: Mapped[int | None] = mapped_column(Integer)
-    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    created_at: Mapped[dt.datetime] = _utc_time()
 
 
 class RunDataset(Base):
     """Which datasets a run used, under which name and for what (train / eval / ...)."""
 
     __tablename__ = "run_datasets"
-    run_id: Mapped[str] = mapped_column(String(32), ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    run_id: Mapped[str] = _run_ref(primary_key=True)
     fingerprint: Mapped[str] = mapped_column(String(128), ForeignKey("datasets.fingerprint"), primary_key=True,
                                              index=True)
     role: Mapped[str] = mapped_column(String(32), primary_key=True)
@@ -105,31 +118,31 @@ class Metric(Base):
 
     __tablename__ = "metrics"
     __table_args__ = (Index("ix_metrics_run_key_step", "run_id", "key", "step"),)
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    run_id: Mapped[str] = mapped_column(String(32), ForeignKey("runs.id", ondelete="CASCADE"))
+    id: Mapped[int] = _serial_id()
+    run_id: Mapped[str] = _run_ref()
     step: Mapped[int] = mapped_column(Integer)
     epoch: Mapped[float | None] = mapped_column(Float)
     key: Mapped[str] = mapped_column(String(255))
     value: Mapped[float | None] = mapped_column(Float)
-    logged_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    logged_at: Mapped[dt.datetime] = _utc_time()
 
 
 class EvalResult(Base):
     __tablename__ = "evals"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    run_id: Mapped[str] = mapped_column(String(32), ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    id: Mapped[int] = _serial_id()
+    run_id: Mapped[str] = _run_ref(index=True)
     name: Mapped[str] = mapped_column(String(255))
     metrics: Mapped[dict] = mapped_column(JSON)
-    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    created_at: Mapped[dt.datetime] = _utc_time()
 
 
 class Artifact(Base):
     """A file or folder a run produced: checkpoint, adapter, merged model, report, plot."""
 
     __tablename__ = "artifacts"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    run_id: Mapped[str] = mapped_column(String(32), ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    id: Mapped[int] = _serial_id()
+    run_id: Mapped[str] = _run_ref(index=True)
     kind: Mapped[str] = mapped_column(String(32))
     path: Mapped[str] = mapped_column(Text)
     size_bytes: Mapped[int | None] = mapped_column(BigInteger)
-    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    created_at: Mapped[dt.datetime] = _utc_time()

@@ -28,6 +28,7 @@ ENV_URL = "TUNEFORGE_REGISTRY_URL"
 SQLITE_BUSY_TIMEOUT_S = 60.0
 _MIGRATIONS = Path(__file__).with_name("migrations")
 _WRITE_RETRIES = 8
+_READ_ONLY = "tuneforge_read_only"
 
 T = TypeVar("T")
 
@@ -60,9 +61,11 @@ def _sqlite_setup(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn):
-        # Taking the write lock up front means the busy timeout applies; a deferred transaction that upgrades
-        # from read to write can fail at once with "database is locked" when another writer got in between.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # A write transaction takes the write lock up front, so the busy timeout applies; a deferred transaction
+        # that upgrades from read to write can fail at once with "database is locked" when another writer got in
+        # between. A read (Store.session) stays deferred: in WAL mode it then never waits for, nor blocks, a writer.
+        read_only = conn.get_execution_options().get(_READ_ONLY, False)
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 def _make_engine(url: str) -> Engine:
@@ -134,8 +137,9 @@ class Store:
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        """A read session (rolled back at the end)."""
+        """A read session (rolled back at the end; on SQLite it takes no write lock)."""
         with self._sessions() as s:
+            s.connection(execution_options={_READ_ONLY: True})
             try:
                 yield s
             finally:

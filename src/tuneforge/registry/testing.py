@@ -1,5 +1,9 @@
 """Throwaway registries for tests: a SQLite file, or a private schema on the PostgreSQL server named by
-$TUNEFORGE_TEST_PG_URL (`.ci/postgres.sh` starts one and prints the URL)."""
+$TUNEFORGE_TEST_PG_URL (`.ci/postgres.sh` starts one and prints the URL).
+
+A test module or conftest gets the shared `registry_url` fixture (SQLite, plus PostgreSQL when configured) with
+`registry_url = registry_url_fixture()`.
+"""
 
 from __future__ import annotations
 
@@ -49,3 +53,19 @@ def temp_registry_url(backend: str, tmp_dir: Path) -> Iterator[str]:
         with admin.begin() as conn:
             conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
+
+
+def registry_url_fixture():
+    """A pytest fixture yielding an empty registry's URL, also set as $TUNEFORGE_REGISTRY_URL; parametrized over
+    SQLite and PostgreSQL (marked `postgres`, skipped with the reason when no server is configured)."""
+    import pytest
+
+    @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+    def registry_url(request, tmp_path, monkeypatch):
+        if request.param == "postgres" and not pg_url():
+            pytest.skip(PG_SKIP_REASON)
+        with temp_registry_url(request.param, tmp_path) as url:
+            monkeypatch.setenv("TUNEFORGE_REGISTRY_URL", url)
+            yield url
+
+    return registry_url

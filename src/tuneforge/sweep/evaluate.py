@@ -1,5 +1,6 @@
-"""Evaluate one finished sweep run from disk: eval loss on the eval rows, plus classification metrics when labels
-are given (`tuneforge.eval.task_eval.classify`, the same code as `tuneforge eval task`).
+"""Evaluate one finished sweep run from disk: classification metrics when labels are given
+(`tuneforge.eval.task_eval.classify`, the same code as `tuneforge eval task`). The eval loss is the training run's
+own (the trainer evaluates the sweep's eval rows, given to each run as data.eval), so there is one implementation.
 
 The run's saved model is reloaded (base + LoRA adapter, or the full/freeze model folder) rather than reusing the
 training process's weights, so an interrupted sweep can evaluate sizes it trained earlier.
@@ -34,54 +35,23 @@ def load_trained(cfg, final_dir: Path):
     return model, tok
 
 
-def eval_loss(model, tok, records, *, stage: str, mask: str, cutoff: int, batch_size: int = 8,
-              progress: bool = False) -> dict:
-    """Mean cross-entropy per trained token (the tokens training puts loss on), rendered exactly as training does."""
-    import torch
-    import torch.nn.functional as F
-
-    from tuneforge.data.collate import PadCollator
-    from tuneforge.data.render import IGNORE, render_records
-    from tuneforge.eval.progress import progress_bar
-
-    examples, stats = render_records(records, tok, stage=stage, mask=mask, cutoff=cutoff)
-    collate = PadCollator(tok.pad_token_id if tok.pad_token_id is not None else 0)
-    device = next(model.parameters()).device
-    total, count = 0.0, 0
-    with torch.no_grad(), progress_bar(len(examples), "eval loss", progress) as advance:
-        for i in range(0, len(examples), batch_size):
-            batch = collate([{"input_ids": e.input_ids, "labels": e.labels} for e in examples[i:i + batch_size]])
-            ids, labels = batch["input_ids"].to(device), batch["labels"].to(device)
-            logits = model(input_ids=ids, attention_mask=batch["attention_mask"].to(device)).logits
-            target = labels[:, 1:]
-            loss = F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]), target.reshape(-1),
-                                   ignore_index=IGNORE, reduction="sum")
-            total += float(loss)
-            count += int((target != IGNORE).sum())
-            advance(len(batch["input_ids"]))
-    return {"eval_loss": total / count if count else float("nan"), "eval_tokens": count,
-            "eval_rows_dropped": stats.dropped_no_target}
-
-
 def evaluate(cfg, final_dir: Path, eval_set, *, batch_size: int = 8,
              progress: bool = True) -> tuple[dict, dict | None]:
-    """(scalar metrics, full classification result or None) of one finished run."""
+    """(classification metrics, full classification result) of one finished run; ({}, None) without labels.
+
+    The eval loss is not computed here: each run measures it on the same rows during training (the sweep gives
+    them to the run as data.eval) and the sweep reads it from the run's final metrics."""
+    if not eval_set.labels:
+        return {}, None
+    from tuneforge.eval.task_eval import classify
+
     start = time.perf_counter()
     model, tok = load_trained(cfg, final_dir)
     model.eval()
-    d = cfg.data
-    metrics, detail = {}, None
-    if eval_set.with_loss:
-        metrics = eval_loss(model, tok, eval_set.records, stage=cfg.stage, mask=d.mask, cutoff=d.cutoff_len,
-                            batch_size=batch_size, progress=progress)
-    if eval_set.labels:
-        from tuneforge.eval.task_eval import classify
-
-        detail = classify(model, tok, eval_set.records, eval_set.labels, eval_set.mode, batch_size=batch_size,
-                          progress=progress)
-        m = detail["metrics"]
-        metrics.update({k: m[k] for k in ("accuracy", "accuracy_stderr", "macro_precision", "macro_recall",
-                                          "macro_f1", "n_unparseable")})
-    metrics["eval_rows"] = len(eval_set.records)
+    detail = classify(model, tok, eval_set.records, eval_set.labels, eval_set.mode, batch_size=batch_size,
+                      progress=progress)
+    m = detail["metrics"]
+    metrics = {k: m[k] for k in ("accuracy", "accuracy_stderr", "macro_precision", "macro_recall", "macro_f1",
+                                 "n_unparseable")}
     metrics["eval_seconds"] = round(time.perf_counter() - start, 2)
     return metrics, detail

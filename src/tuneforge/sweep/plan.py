@@ -10,13 +10,13 @@ nested subsets: its seeded sample of 250 is not always inside its sample of 500.
 from __future__ import annotations
 
 import json
-import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tuneforge.data.records import Record
 from tuneforge.utils.errors import ConfigError, DataError
+from tuneforge.utils.io import atomic_write_text
 
 # Record roles → sharegpt role tags (tuneforge's default tags). `tool` (OpenAI) is written as `observation`, which
 # the renderer maps back to the template's `tool` role, so training sees the same tokens.
@@ -107,13 +107,7 @@ def write_records(records: list[Record], path: Path, stage: str) -> Path:
     Written to a temporary file and renamed, so a crash never leaves half a subset behind.
     """
     to_row = _text_row if stage == "pt" else _sharegpt_row
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
-        for rec in records:
-            fh.write(json.dumps(to_row(rec), ensure_ascii=False) + "\n")
-    tmp.replace(path)
-    return path
+    return atomic_write_text(path, "".join(json.dumps(to_row(rec), ensure_ascii=False) + "\n" for rec in records))
 
 
 def subset_path(out: Path, size: int) -> Path:
@@ -123,6 +117,16 @@ def subset_path(out: Path, size: int) -> Path:
 def write_subset(pool: Pool, size: int, out: Path, stage: str) -> Path:
     """The first `size` rows of the pool as `<out>/data/train-n<size>.jsonl`."""
     return write_records(pool.records[:size], subset_path(out, size), stage)
+
+
+def eval_rows_path(out: Path, fingerprint: str) -> Path:
+    return out / "data" / f"eval-{fingerprint[:12]}.jsonl"
+
+
+def write_eval_rows(eval_set: "EvalSet", out: Path, stage: str) -> Path:
+    """The eval rows as `<out>/data/eval-<fingerprint>.jsonl`: every run is given them as data.eval, so the
+    trainer measures the eval loss on exactly these rows."""
+    return write_records(eval_set.records, eval_rows_path(out, eval_set.fingerprint), stage)
 
 
 @dataclass

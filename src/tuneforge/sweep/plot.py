@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tuneforge.utils.plots import figure
+
 _LABELS = {"accuracy": "accuracy", "macro_f1": "macro F1", "eval_loss": "eval loss"}
 
 
@@ -32,7 +34,6 @@ def _panel(ax, runs: list[dict], keys: list[str], loss_key: str | None, by_time:
             for x, (_, y, n) in zip(xs, pts):
                 ax.annotate(f"n={n}", (x, y), textcoords="offset points", xytext=(4, -10), fontsize=8)
     ax.set_ylabel(" / ".join(_LABELS.get(k, k) for k in keys))
-    ax.grid(alpha=0.3)
     handles, names = ax.get_legend_handles_labels()
     if loss_key:
         twin = ax.twinx()
@@ -56,27 +57,18 @@ def _panel(ax, runs: list[dict], keys: list[str], loss_key: str | None, by_time:
 def plot_sweep(runs: list[dict], state: dict, out_png: Path) -> Path:
     """Two panels: the metric(s) against data size (log scale) and against training time; eval loss on a second
     axis when the main metric is classification accuracy."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     runs = sorted(runs, key=lambda r: r["size"])
     classification = state.get("metric") == "accuracy"
     keys = ["accuracy", "macro_f1"] if classification else ["eval_loss"]
     has_loss = any("eval_loss" in (r.get("metrics") or {}) for r in runs)
     loss_key = "eval_loss" if classification and has_loss else None
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), dpi=110)
-    _panel(axes[0], runs, keys, loss_key, by_time=False)
-    _panel(axes[1], runs, keys, loss_key, by_time=True)
     ev = state.get("eval") or {}
     model = Path(str(state.get("base_model"))).name
-    fig.suptitle(f"data-size sweep: {model} {state.get('method')} on {state['pool']['name']} — "
-                 f"eval {ev.get('name')} ({ev.get('n')} rows)", fontsize=10)
-    fig.tight_layout()
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png)
-    plt.close(fig)
+    with figure(out_png, figsize=(11, 4.2), ncols=2) as (fig, axes):
+        _panel(axes[0], runs, keys, loss_key, by_time=False)
+        _panel(axes[1], runs, keys, loss_key, by_time=True)
+        fig.suptitle(f"data-size sweep: {model} {state.get('method')} on {state['pool']['name']} — "
+                     f"eval {ev.get('name')} ({ev.get('n')} rows)", fontsize=10)
     return out_png
 
 

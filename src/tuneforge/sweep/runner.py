@@ -5,6 +5,8 @@ Layout of the sweep folder OUT:
     OUT/sweep.json              state + results (re-read by a re-run; the source of the table and the chart)
     OUT/sweep.png               metric vs. data size and vs. training time
     OUT/data/train-n<N>.jsonl   the nested subsets (each a prefix of the next)
+    OUT/data/eval-<fp>.jsonl    the eval rows, given to every run as data.eval: the run's eval_loss is measured
+                                by the trainer on them (the sweep reads it from the run's final metrics)
     OUT/n<N>/                   a normal training run folder (run.json, adapter/ or model/, metrics.jsonl, ...)
     OUT/n<N>/sweep_eval.json    that run's evaluation (metrics + per-example predictions for classification)
 
@@ -18,15 +20,15 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from tuneforge.sweep.plan import (EvalSet, Pool, check_sizes, load_eval_set, load_pool, parse_sizes, subset_format,
-                                  write_subset)
+                                  write_eval_rows, write_subset)
 from tuneforge.utils.console import console
 from tuneforge.utils.errors import ConfigError
+from tuneforge.utils.io import atomic_write_json
 
 STATE_FILE = "sweep.json"
 CHART_FILE = "sweep.png"
@@ -43,12 +45,6 @@ class SweepResult:
 
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
-    tmp.replace(path)
 
 
 def signature(cfg, pool: Pool) -> str:
@@ -79,12 +75,13 @@ def load_state(out: Path, sig: str) -> dict:
     return state
 
 
-def size_config(cfg, size: int, out: Path, data_file: Path):
-    """The run config of one size: the subset file as the only training data, its own output folder, sweep tags."""
+def size_config(cfg, size: int, out: Path, data_file: Path, eval_file: Path | None = None):
+    """The run config of one size: the subset file as the only training data, the sweep's eval rows as its
+    validation data (the trainer reports eval_loss on them), its own output folder, sweep tags."""
     c = cfg.model_copy(deep=True)
     c.data.train = [{"path": str(data_file), "format": subset_format(cfg.stage)}]
-    c.data.eval = []
-    c.data.val_size = 0.0  # the sweep holds out and evaluates itself
+    c.data.eval = [{"path": str(eval_file), "format": subset_format(cfg.stage)}] if eval_file else []
+    c.data.val_size = 0.0  # the sweep chose the eval rows itself
     c.data.max_samples = None
     c.data.mix = "concat"
     c.eval.classification = None  # evaluated once after training, not every epoch (keeps train time clean)
@@ -129,6 +126,7 @@ def _train_stats(run_dir: Path, info: dict) -> dict:
     m = info.get("metrics") or {}
     return {"train_seconds": training_seconds(rows) or m.get("train_runtime"),
             "train_loss": sum(step_loss.values()) / len(step_loss) if step_loss else m.get("train_loss"),
+            "eval_loss": m.get("eval_loss"),
             "epochs": m.get("epoch"), "steps": max(step_loss, default=None), "final_dir": info.get("final_dir")}
 
 
@@ -156,11 +154,15 @@ def _record_eval(run_id: str | None, name: str, metrics: dict) -> None:
     except Exception as err:  # noqa: BLE001
         console.print(f"[yellow]warning:[/yellow] run registry: recording the sweep eval failed ({err})")
         return
-    RunRecorder(store, run_id).add_eval(name, metrics)  # never raises
+    recorder = RunRecorder(store, run_id)  # never raises
+    recorder.add_eval(name, metrics)
+    recorder.close()  # written before the sweep moves on
 
 
-def train_size(cfg, size: int, out: Path, pool: Pool, entry: dict, group_id: str) -> bool:
-    """Train one size unless its run already finished; True when a finished run exists afterwards."""
+def train_size(cfg, size: int, out: Path, pool: Pool, entry: dict, group_id: str,
+               eval_set: EvalSet | None = None) -> bool:
+    """Train one size unless its run already finished; True when a finished run exists afterwards. With an
+    `eval_set` that wants the eval loss, the run evaluates its rows (data.eval)."""
     from tuneforge.train.output import read_run_file
     from tuneforge.train.runner import train
 
@@ -173,9 +175,12 @@ def train_size(cfg, size: int, out: Path, pool: Pool, entry: dict, group_id: str
         entry["run_id"] = entry["run_id"] or _lookup_run_id(group_id, run_dir)
     else:
         data_file = write_subset(pool, size, out, cfg.stage)
+        with_loss = eval_set is not None and eval_set.with_loss
+        eval_file = write_eval_rows(eval_set, out, cfg.stage) if with_loss else None
         console.rule(f"sweep: size {size} ({size}/{len(pool.records)} rows)")
-        result = train(size_config(cfg, size, out, data_file), group_id=group_id)
+        result = train(size_config(cfg, size, out, data_file, eval_file), group_id=group_id)
         entry["run_id"] = result.run_id
+        entry["eval_loss_rows"] = eval_set.fingerprint if with_loss else None
         if result.status != "succeeded":
             entry["status"] = result.status
             return False
@@ -183,6 +188,15 @@ def train_size(cfg, size: int, out: Path, pool: Pool, entry: dict, group_id: str
     entry.update(_train_stats(run_dir, info))
     entry["status"] = "trained"
     return True
+
+
+def _run_eval_loss(entry: dict, eval_set: EvalSet) -> dict:
+    """The eval loss the size's training run measured on these eval rows ({} when it measured other rows)."""
+    if entry.get("eval_loss_rows") == eval_set.fingerprint and entry.get("eval_loss") is not None:
+        return {"eval_loss": entry["eval_loss"]}
+    console.print(f"[yellow]warning:[/yellow] size {entry['size']} was trained without these eval rows, so it has "
+                  f"no eval loss on them; delete {entry.get('output_dir')} to train it again")
+    return {}
 
 
 def evaluate_size(cfg, entry: dict, eval_set: EvalSet, batch_size: int) -> None:
@@ -195,8 +209,11 @@ def evaluate_size(cfg, entry: dict, eval_set: EvalSet, batch_size: int) -> None:
     console.print(f"[cyan]sweep[/cyan]: evaluating size {entry['size']} on {len(eval_set.records)} rows of "
                   f"{eval_set.name}…")
     metrics, detail = evaluate(cfg, Path(entry["final_dir"]), eval_set, batch_size=batch_size)
-    _write_json(Path(entry["output_dir"]) / EVAL_FILE,
-                {"eval": eval_set.describe(), "metrics": metrics, "classification": detail})
+    if eval_set.with_loss:
+        metrics.update(_run_eval_loss(entry, eval_set))
+    metrics["eval_rows"] = len(eval_set.records)
+    atomic_write_json(Path(entry["output_dir"]) / EVAL_FILE,
+                      {"eval": eval_set.describe(), "metrics": metrics, "classification": detail})
     _record_eval(entry.get("run_id"), f"sweep:{eval_set.name}", metrics)
     entry.update({"metrics": metrics, "eval_key": eval_set.key(), "status": "succeeded"})
 
@@ -222,22 +239,22 @@ def run_sweep(cfg, sizes, *, out: str | Path, config_path: str | None = None, ov
                            "held_out": len(pool.held_out), "skipped": pool.skipped},
                   "eval": eval_set.describe(), "metric": primary_metric(eval_set),
                   "sizes": sorted(set(state.get("sizes", [])) | set(sizes))})
-    _write_json(out / STATE_FILE, state)
+    atomic_write_json(out / STATE_FILE, state)
     status = "succeeded"
     try:
         for size in sizes:
             entry = _entry(state, size)
-            if not train_size(cfg, size, out, pool, entry, state["group_id"]):
+            if not train_size(cfg, size, out, pool, entry, state["group_id"], eval_set):
                 status = "interrupted"
                 break
-            _write_json(out / STATE_FILE, state)
+            atomic_write_json(out / STATE_FILE, state)
             evaluate_size(cfg, entry, eval_set, eval_batch_size)
-            _write_json(out / STATE_FILE, state)
+            atomic_write_json(out / STATE_FILE, state)
     finally:
         state["updated"] = _now()
-        _write_json(out / STATE_FILE, state)
+        atomic_write_json(out / STATE_FILE, state)
     done = [e for e in state["runs"] if e.get("status") == "succeeded" and e.get("eval_key") == eval_set.key()]
     chart = plot_sweep(done, state, out / CHART_FILE) if done else None
     state["chart"] = str(chart) if chart else None
-    _write_json(out / STATE_FILE, state)
+    atomic_write_json(out / STATE_FILE, state)
     return SweepResult(out, status, state, chart)

@@ -66,11 +66,32 @@ def test_bench_task_and_compare_end_to_end(tmp_path, tiny_model_dir, demo_data):
     assert res.exit_code == 0, res.output
     cls = json.loads((tmp_path / "b" / "results.json").read_text())["tasks"]["sentiment_en/dev"]
     assert cls["metrics"]["n"] == 6 and len(cls["metrics"]["confusion"]["matrix"]) == 2
-    res = runner.invoke(app, ["eval", "compare", str(tmp_path / "a"), str(tmp_path / "a" / "results.json"),
+    edited, expected = _flip_first_two(out)
+    (tmp_path / "edited").mkdir()
+    (tmp_path / "edited" / "results.json").write_text(json.dumps(edited))
+    res = runner.invoke(app, ["eval", "compare", str(tmp_path / "a"), str(tmp_path / "edited" / "results.json"),
                               "-o", str(tmp_path / "c"), "--json"])
     assert res.exit_code == 0, res.output
     cmp = json.loads((tmp_path / "c" / "compare.json").read_text())
-    assert cmp["tasks"]["mine"]["ties"] == 4 and cmp["tasks"]["mine"]["losses"] == 0
+    assert (cmp["a"], cmp["b"]) == (out["model"]["label"], "edited copy")
+    mine = cmp["tasks"]["mine"]
+    assert (mine["wins"], mine["losses"], mine["ties"]) == expected
+    assert [w["id"] for w in mine["worse"]] == [e["id"] for e in out["tasks"]["mine"]["examples"][:2]
+                                               if e["correct"]]
+    assert mine["metrics"]["acc"]["delta"] == pytest.approx((expected[0] - expected[1]) / 4)
+    assert cmp["tasks"]["mmlu"]["ties"] == 4 and cmp["tasks"]["mmlu"]["metrics"]["acc"]["delta"] == 0
+
+
+def _flip_first_two(results: dict) -> tuple[dict, tuple[int, int, int]]:
+    """A copy of saved results in which the first two `mine` answers flipped between right and wrong."""
+    edited = json.loads(json.dumps(results))
+    edited["model"]["label"] = "edited copy"
+    task = edited["tasks"]["mine"]
+    for ex in task["examples"][:2]:
+        ex["correct"] = not ex["correct"]
+    task["metrics"]["acc"] = sum(e["correct"] for e in task["examples"]) / len(task["examples"])
+    wins = sum(e["correct"] for e in task["examples"][:2])
+    return edited, (wins, 2 - wins, 2)
 
 
 @pytest.mark.parametrize("spec,expected", [("m", ("m", None)), ("m::runs/x/adapter", ("m", "runs/x/adapter"))])

@@ -115,6 +115,7 @@ def test_failure_mid_run_turns_recording_off(store, capsys):
     store.engine.dispose()
     rec.store = type("Broken", (), {})()  # any write now fails inside recording.*
     rec.log_metrics(1, {"loss": 1.0})
+    rec.flush()
     assert rec.store is None and "recording is off" in capsys.readouterr().err
     rec.log_metrics(2, {"loss": 1.0})  # no-op, no second warning
     rec.finish()
