@@ -75,10 +75,10 @@ def _recorded_bases(adapter: str) -> list[tuple[str, str]]:
     """(base model, where it was read) recorded by the run or adapter at `adapter`, most specific first."""
     import yaml
 
-    from tuneforge.export.merge import run_of
+    from tuneforge.registry.lineage import find_run_file
 
     found = []
-    run = run_of(adapter)
+    run = find_run_file(adapter)
     if run:
         folder, info = run
         if isinstance(info.get("base_model"), str):

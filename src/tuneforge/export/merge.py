@@ -32,7 +32,6 @@ from tuneforge.utils.console import console
 from tuneforge.utils.errors import ModelError
 
 EXPORT_META = "tuneforge_export.json"
-RUN_FILE = "run.json"  # written by the training runner into its output folder
 _DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
 
 
@@ -82,21 +81,6 @@ def _resolve_dtype(dtype: str, model: str) -> torch.dtype:
     if isinstance(stored, str):
         stored = getattr(torch, stored, None)
     return stored if stored in _DTYPE_NAMES else torch.float32
-
-
-def run_of(path: str | None) -> tuple[Path, dict] | None:
-    """The training run that produced `path` (an adapter / model folder or the run folder itself): its folder and
-    its run.json, or None when `path` is not inside a tuneforge run."""
-    if not path:
-        return None
-    for folder in (Path(path), Path(path).parent):
-        try:
-            info = json.loads((folder / RUN_FILE).read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-        if isinstance(info, dict):
-            return folder, info
-    return None
 
 
 def _merge(model, adapter: str | None):
@@ -222,8 +206,9 @@ def _export_recorder(model: str, adapter: str | None, dest: Path, dtype: torch.d
     """A registry run (kind "export") for this export, child of the training run the adapter or model came from."""
     from tuneforge.models.source import resolve_model
     from tuneforge.registry.api import RunRecorder
+    from tuneforge.registry.lineage import find_run_file
 
-    run = run_of(adapter) or run_of(model)
+    run = find_run_file(adapter) or find_run_file(model)
     try:
         identity = resolve_model(model).identity
     except ModelError:  # identity is informative only; loading reports the real error

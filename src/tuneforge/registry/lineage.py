@@ -54,11 +54,30 @@ def lineage(store: Store, id_or_prefix: str) -> dict[str, Any]:
     return {"focus": focus, "root": root, "datasets": tree["datasets"], "tree": tree}
 
 
+def find_run_file(path: str | Path | None) -> tuple[Path, dict] | None:
+    """The training run folder that is `path` or holds it (`runs/X` or `runs/X/adapter`) and its parsed run.json;
+    None when `path` is not inside a tuneforge run."""
+    if not path:
+        return None
+    for folder in (Path(path).expanduser(), Path(path).expanduser().parent):
+        try:
+            info = json.loads((folder / RUN_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(info, dict):
+            return folder, info
+    return None
+
+
 def producing_run(store: Store, path: str | Path | None) -> str | None:
     """The registry id of the run whose output folder is `path` or holds it (`runs/X` or `runs/X/adapter`): read
     from that folder's run.json; None when there is none, it has no run_id, or the registry does not know it."""
-    if not path:
+    found = find_run_file(path)
+    run_id = found[1].get("run_id") if found else None
+    if not run_id:
         return None
+    with store.session() as s:
+        return str(run_id) if s.get(Run, str(run_id)) is not None else None
     for folder in (Path(path).expanduser(), Path(path).expanduser().parent):
         try:
             run_id = json.loads((folder / RUN_FILE).read_text(encoding="utf-8")).get("run_id")
