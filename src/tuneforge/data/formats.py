@@ -13,6 +13,7 @@ Choices worth knowing:
   turn whose content is the JSON call(s) `{"name", "arguments"}`; consecutive `tool` results are allowed.
 - Preference rows keep the prompt in `messages` and the answers in `chosen` / `rejected` (one message each).
 - KTO rows keep the whole conversation in `messages` and the desirability in `label`.
+- `tools` (a JSON string as in LLaMA-Factory, a list, or one schema object) becomes a list of tool schemas.
 - Columns not consumed go to `Record.extra` untouched.
 """
 
@@ -224,11 +225,27 @@ def _answer(ctx: _Ctx, col: str) -> dict:
     return {"role": "assistant", "content": value}
 
 
-def _tools(ctx: _Ctx, col: str) -> str | None:
+def _tools(ctx: _Ctx, col: str) -> list[dict] | None:
+    """Tool schemas as a list of dicts: from a JSON string (LLaMA-Factory), a list, or one schema object."""
     value = ctx.get(col, (str, list, dict), what="a JSON string or list of tool schemas")
-    if value is None or isinstance(value, str):
-        return value if value and value.strip() else None
-    return json.dumps(value, ensure_ascii=False) if value else None
+    if isinstance(value, str):
+        if not value.strip():
+            return None
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as e:
+            raise ctx.err(f"not valid JSON ({e.msg} at character {e.pos})", col,
+                          "tools must be a JSON list of tool schemas, e.g. "
+                          '[{"name": "get_weather", "description": "...", "parameters": {...}}]') from None
+        if not isinstance(value, (list, dict)):
+            raise ctx.err(f"wrong type: expected a list of tool schemas, got JSON {type(value).__name__}", col)
+    tools = [value] if isinstance(value, dict) else value
+    for i, tool in enumerate(tools or []):
+        fn = tool.get("function", tool) if isinstance(tool, dict) else None
+        if not (isinstance(fn, dict) and isinstance(fn.get("name"), str) and fn["name"].strip()):
+            raise ctx.err("a tool schema must be an object with a 'name' (or 'function': {'name': ...})",
+                          f"{col}[{i}]")
+    return tools or None
 
 
 def _label(ctx: _Ctx, col: str) -> bool:

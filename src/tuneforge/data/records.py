@@ -13,12 +13,16 @@ class Record:
 
     Chat data fills `messages`; plain text (stage pt) fills `text` and leaves `messages` empty. Preference data keeps
     the shared conversation in `messages` and the competing final assistant turns in `chosen` / `rejected`.
+    `tools` is the list of tool schemas (JSON-schema dicts, bare `{"name", "description", "parameters"}` or OpenAI's
+    `{"type": "function", "function": {...}}`) the conversation may call, parsed at load time; None when there are
+    none. Tool calls are `function_call` turns whose content is JSON `{"name", "arguments"}` (a list for several), and
+    tool results are `observation` (or `tool`) turns.
     `source` is "path:line" so every later error can point at the row.
     """
 
     messages: list[dict] = field(default_factory=list)
     text: str | None = None
-    tools: str | None = None
+    tools: list[dict] | None = None
     chosen: list[dict] | None = None
     rejected: list[dict] | None = None
     label: bool | None = None

@@ -1,23 +1,29 @@
 """Record → input_ids + labels, with the loss mask policy and prompt-first truncation.
 
-The tokenizer's chat_template is the single source of truth: the whole conversation is rendered once with it and
-tokenized once (so ids equal `tokenizer.apply_chat_template(messages, tokenize=True)` exactly); the character spans
-of the assistant turns, found by rendering each turn's prefix, mark which tokens are trained.
+The tokenizer's chat_template is the single source of truth: the whole conversation is rendered once with it (with
+the record's tool schemas as `tools=`) and tokenized once, so ids equal
+`tokenizer.apply_chat_template(messages, tools=tools, tokenize=True)` exactly; the character spans of the assistant
+turns, found by rendering each turn's prefix, mark which tokens are trained. A token is trained when its characters
+overlap an assistant span: a first answer token that BPE merged with the end of the prompt (" Paris" after "A:")
+is trained, a token made only of prompt characters never is.
 
 Mask policies: `assistant` (every assistant turn, default), `last` (only the final assistant turn), `all` (every
 token including the prompt). Truncation keeps the answer and cuts the prompt from its start (oldest turns first);
-only when the answer alone is longer than the cutoff is the answer's tail cut too. A row left with no trained token
-is dropped and counted, never silently.
+only when the answer alone is longer than the cutoff is the answer's tail cut too (`on_long_answer: cut`, counted
+as answer_cut) or the row dropped (`drop`). A row left with no trained token is dropped and counted, never silently.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 from tuneforge.data.records import Record
+from tuneforge.data.templates import uses_tool_calls, uses_tools
 from tuneforge.utils.errors import DataError
 
 IGNORE = -100
+LONG_ANSWER_POLICIES = ("cut", "drop")
 _ROLE_FOR_TEMPLATE = {"function_call": "assistant", "observation": "tool"}
 
 
@@ -28,13 +34,20 @@ class Rendered:
     source: str = ""
     truncated: bool = False
     answer_start: int | None = None  # token index where the last trained answer begins
+    answer_cut: bool = False  # the last answer's own tail was cut (it no longer ends with its end-of-turn)
 
 
 @dataclass
 class RenderStats:
+    """Counts of one `render_records` call. `truncated`: rows whose prompt was shortened, answer whole;
+    `answer_cut`: rows whose last answer alone exceeded the cutoff (cut, or dropped as `dropped_long_answer` under
+    on_long_answer=drop); `dropped_sources`: path:line of every dropped row (first 20 in `as_dict`)."""
+
     rows: int = 0
     kept: int = 0
     truncated: int = 0
+    answer_cut: int = 0
+    dropped_long_answer: int = 0
     dropped_no_target: int = 0
     chunks: int = 0
     tokens: int = 0
@@ -47,9 +60,44 @@ class RenderStats:
         return d
 
 
-def template_messages(messages: list[dict]) -> list[dict]:
-    """Map dataset-only roles (function_call, observation) to roles chat templates understand."""
-    return [{"role": _ROLE_FOR_TEMPLATE.get(m["role"], m["role"]), "content": m["content"]} for m in messages]
+def template_messages(messages: list[dict], tok=None) -> list[dict]:
+    """Map dataset-only roles (function_call, observation) to roles chat templates understand.
+
+    With `tok` whose template reads structured `tool_calls` (named templates, Qwen-style ones), a function_call turn
+    whose content is JSON {"name", "arguments"} (or a list of them) becomes an assistant message with `tool_calls`;
+    otherwise the call stays the assistant's text.
+    """
+    structured = tok is not None and uses_tool_calls(tok)
+    out = []
+    for m in messages:
+        calls = _tool_calls(m["content"]) if structured and m["role"] == "function_call" else None
+        if calls:
+            out.append({"role": "assistant", "content": "", "tool_calls": calls})
+        else:
+            out.append({"role": _ROLE_FOR_TEMPLATE.get(m["role"], m["role"]), "content": m["content"]})
+    return out
+
+
+def _tool_calls(content: str) -> list[dict] | None:
+    try:
+        value = json.loads(content)
+    except json.JSONDecodeError:
+        return None
+    items = value if isinstance(value, list) else [value]
+    if not items or not all(isinstance(c, dict) and isinstance(c.get("name"), str) for c in items):
+        return None
+    return [{"type": "function", "function": {"name": c["name"], "arguments": c.get("arguments", {})}}
+            for c in items]
+
+
+def _checked_tools(tok, record: Record) -> list[dict] | None:
+    """The record's tool schemas; a template that would silently drop them is an error, not a silent loss."""
+    if record.tools and not uses_tools(tok):
+        raise DataError("this row has tool schemas ('tools') but the chat template ignores them, so the model "
+                        "would learn to call tools it never sees", file=record.source or None, field="tools",
+                        hint="set model.template to a named template (chatml, llama3, ...; they list the tools in "
+                             "the system part) or to a .jinja template that renders `tools`")
+    return record.tools or None
 
 
 def _apply(tok, messages, add_generation_prompt=False, tools=None) -> str:
@@ -75,30 +123,31 @@ def assistant_spans(tok, messages: list[dict], source: str = "", tools=None) -> 
 
 
 def _labels_from_spans(offsets, spans, ids) -> list[int]:
+    """Train token j when its character range overlaps an assistant span (spans and offsets are both in order)."""
     labels = [IGNORE] * len(ids)
     k = 0
     for j, (start, end) in enumerate(offsets):
         while k < len(spans) and start >= spans[k][1]:
             k += 1
-        if k < len(spans) and spans[k][0] <= start < spans[k][1] and end > start:
+        if k < len(spans) and end > spans[k][0] and end > start:
             labels[j] = ids[j]
     return labels
 
 
 def render_chat(record: Record, tok, mask: str = "assistant") -> Rendered:
     """Render one chat record (no truncation). EOS is appended when the template does not end the answer with it."""
-    messages = template_messages(record.messages)
+    messages = template_messages(record.messages, tok)
     if not any(m["role"] == "assistant" for m in messages):
         raise DataError("conversation has no assistant turn to learn from", file=record.source or None,
                         field="messages")
-    full, spans = assistant_spans(tok, messages, record.source, tools=record.tools)
+    full, spans = assistant_spans(tok, messages, record.source, tools=_checked_tools(tok, record))
     if mask == "last":
         spans = spans[-1:]
     enc = tok(full, add_special_tokens=False, return_offsets_mapping=True)
     ids = list(enc["input_ids"])
     labels = list(ids) if mask == "all" else _labels_from_spans(enc["offset_mapping"], spans, ids)
     last_char = spans[-1][0] if spans else 0
-    answer_start = next((j for j, (s, e) in enumerate(enc["offset_mapping"]) if s >= last_char and e > s), len(ids))
+    answer_start = next((j for j, (s, e) in enumerate(enc["offset_mapping"]) if e > last_char and e > s), len(ids))
     eos = tok.eos_token_id
     if eos is not None and eos not in ids[-3:]:
         ids.append(eos)
@@ -119,7 +168,8 @@ def truncate(r: Rendered, cutoff: int) -> Rendered:
         end = start + cutoff
     else:
         start = end - cutoff
-    return Rendered(r.input_ids[start:end], r.labels[start:end], r.source, True, last_start - start)
+    return Rendered(r.input_ids[start:end], r.labels[start:end], r.source, True, last_start - start,
+                    answer_cut=end < len(r.input_ids))
 
 
 def render_text(record: Record, tok, cutoff: int) -> list[Rendered]:
@@ -131,9 +181,57 @@ def render_text(record: Record, tok, cutoff: int) -> list[Rendered]:
             if len(ids[i:i + cutoff]) > 1]
 
 
-def render_records(records: list[Record], tok, *, stage: str, mask: str, cutoff: int,
+def check_kind(records: list[Record], stage: str) -> None:
+    """Stages sft/pt learn from plain conversations or text: refuse preference / KTO rows before rendering any."""
+    if stage not in ("sft", "pt"):
+        return
+    for rec in records:
+        if rec.chosen is not None or rec.rejected is not None:
+            what, kind = "pairwise preference data (chosen/rejected)", "dpo"
+        elif rec.label is not None:
+            what, kind = "KTO data (conversations labelled desirable/undesirable)", "kto"
+        else:
+            continue
+        path, _, line = rec.source.rpartition(":")
+        file = (path if line.isdigit() else rec.source) or None
+        raise DataError(f"this is {what}: it needs a preference stage such as {kind}; for "
+                        f"{'SFT' if stage == 'sft' else 'pre-training'} use a file with plain "
+                        f"{'conversations' if stage == 'sft' else 'text or conversations'}", file=file,
+                        hint=f"point data at a file without {'chosen/rejected' if kind == 'dpo' else 'label'} "
+                             f"columns (first such row: {rec.source}), or train it with a preference stage")
+
+
+def _render_chat_row(rec: Record, tok, mask: str, cutoff: int, on_long_answer: str,
+                     stats: RenderStats) -> Rendered | None:
+    """One chat row, truncated and counted; None when it is dropped."""
+    r = render_chat(rec, tok, mask)
+    if len(r.input_ids) > cutoff:
+        r = truncate(r, cutoff)
+        if r.answer_cut:
+            stats.answer_cut += 1
+            if on_long_answer == "drop":
+                stats.dropped_long_answer += 1
+                stats.dropped_sources.append(rec.source)
+                return None
+        else:
+            stats.truncated += 1
+    if all(lab == IGNORE for lab in r.labels):
+        stats.dropped_no_target += 1
+        stats.dropped_sources.append(rec.source)
+        return None
+    return r
+
+
+def render_records(records: list[Record], tok, *, stage: str, mask: str, cutoff: int, on_long_answer: str = "cut",
                    progress=None) -> tuple[list[Rendered], RenderStats]:
-    """Render a whole dataset; returns kept examples and the counts a user should see."""
+    """Render a whole dataset; returns kept examples and the counts a user should see.
+
+    `on_long_answer` (config `data.on_long_answer`): `cut` keeps a row whose answer alone exceeds `cutoff` with the
+    answer's tail cut, `drop` drops it; both count it in `answer_cut`.
+    """
+    if on_long_answer not in LONG_ANSWER_POLICIES:
+        raise ValueError(f"on_long_answer must be one of {LONG_ANSWER_POLICIES}, got {on_long_answer!r}")
+    check_kind(records, stage)
     out: list[Rendered] = []
     stats = RenderStats()
     for rec in records:
@@ -144,15 +242,9 @@ def render_records(records: list[Record], tok, *, stage: str, mask: str, cutoff:
             stats.chunks += len(chunks)
             out.extend(chunks)
             continue
-        r = render_chat(rec, tok, mask)
-        if len(r.input_ids) > cutoff:
-            r = truncate(r, cutoff)
-            stats.truncated += 1
-        if all(lab == IGNORE for lab in r.labels):
-            stats.dropped_no_target += 1
-            stats.dropped_sources.append(rec.source)
-            continue
-        out.append(r)
+        r = _render_chat_row(rec, tok, mask, cutoff, on_long_answer, stats)
+        if r is not None:
+            out.append(r)
         if progress:
             progress()
     stats.kept = len(out)

@@ -3,12 +3,15 @@
 The tokenizer's `chat_template` is the single source of truth for training (`data.render`), inference (`infer`) and
 export: `ensure_chat_template` puts the chosen template there, and everything else reads it back from the tokenizer.
 
-Named templates render system / user / assistant (and `tool`, shown like a user turn) multi-turn conversations,
-support `add_generation_prompt`, and end every assistant turn with the family's end-of-turn marker (plus eos where
-the family does), so a model trained on them learns to stop. They start with the tokenizer's bos token exactly when
-the tokenizer adds bos to plain text, so prompts look like what the model saw in pretraining. Templates that use
-markers the tokenizer does not know as single tokens (e.g. chatml on a tokenizer without `<|im_start|>`) still work:
-the markers are spelled out in ordinary tokens and generation stops on the marker text.
+Named templates render system / user / assistant / tool multi-turn conversations, support `add_generation_prompt`,
+and end every assistant turn with the family's end-of-turn marker (plus eos where the family does), so a model
+trained on them learns to stop. Given `tools=[schema, ...]` they list the schemas as JSON in the system part (merged
+into the first user turn where the family has no system turn) with a one-line instruction to answer a call as JSON
+{"name", "arguments"}; an assistant turn's `tool_calls` are rendered in exactly that JSON, and tool results in the
+family's tool turn (or a user turn starting "Tool result:" where it has none). They start with the tokenizer's bos
+token exactly when the tokenizer adds bos to plain text, so prompts look like what the model saw in pretraining.
+Templates that use markers the tokenizer does not know as single tokens (e.g. chatml on a tokenizer without
+`<|im_start|>`) still work: the markers are spelled out in ordinary tokens and generation stops on the marker text.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 from tuneforge.utils.errors import ConfigError
@@ -27,7 +31,9 @@ KNOWN_END_MARKERS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|
 _HEADER = "{#- tuneforge template: %s -#}\n"
 _HEADER_RE = re.compile(r"^\{#- tuneforge template: ([a-z0-9_]+) -#\}")
 
-# Shared start of every named template: split off the system message, decide on bos. The two `set` lines with
+# Shared start of every named template: split off the system message, decide on bos, append the tool schemas (if
+# any) and how to call them to the system part, and define `turn_text(m)`: a turn's text, with an assistant's
+# `tool_calls` spelled as the JSON {"name", "arguments"} that the tool instruction asks for. The two `set` lines with
 # literals are filled in by `ensure_chat_template` (default system prompt, whether this tokenizer adds bos).
 _PRELUDE = """{%- set default_system = @DEFAULT_SYSTEM@ -%}
 {%- set add_bos = @ADD_BOS@ -%}
@@ -37,6 +43,26 @@ _PRELUDE = """{%- set default_system = @DEFAULT_SYSTEM@ -%}
 {%- else -%}
   {%- set system = default_system -%}{%- set turns = messages -%}
 {%- endif -%}
+{%- if tools -%}
+  {%- set tool_block = 'You can call these tools:\\n' + (tools | map('tojson') | join('\\n')) + '\\n\\nTo call a '
+      + 'tool, answer with only a JSON object {"name": <tool name>, "arguments": <arguments object>} (a JSON list '
+      + 'of such objects for several calls); each result comes back in the next turn.' -%}
+  {%- set system = (system + '\\n\\n' + tool_block) if system else tool_block -%}
+{%- endif -%}
+{%- macro turn_text(m) -%}
+  {%- set content = m['content'] if m['content'] is string else '' -%}
+  {%- if m['role'] == 'assistant' and m['tool_calls'] -%}
+    {%- set ns = namespace(calls=[]) -%}
+    {%- for c in m['tool_calls'] -%}
+      {%- set f = c['function'] if c['function'] is defined else c -%}
+      {%- set args = f['arguments'] if f['arguments'] is defined else {} -%}
+      {%- set args = args if args is string else args | tojson -%}
+      {%- set ns.calls = ns.calls + ['{"name": ' + (f['name'] | tojson) + ', "arguments": ' + args + '}'] -%}
+    {%- endfor -%}
+    {{- content + ('\\n' if content else '')
+        + (ns.calls[0] if ns.calls | length == 1 else '[' + ns.calls | join(', ') + ']') -}}
+  {%- else -%}{{- content -}}{%- endif -%}
+{%- endmacro -%}
 """
 
 _ROLE_CHECK = """{%- if m['role'] not in ('user', 'assistant', 'tool') -%}
@@ -45,33 +71,36 @@ _ROLE_CHECK = """{%- if m['role'] not in ('user', 'assistant', 'tool') -%}
   {%- endif -%}
 """
 
+# Templates without a tool role show a tool result as a user turn that starts with this label.
+_AS_USER = """{%- set content = ('Tool result:\\n' if m['role'] == 'tool' else '') + turn_text(m) -%}"""
+
 _ALPACA = """{{- bos -}}
 {%- if system -%}{{- system + '\\n\\n' -}}{%- endif -%}
 {%- for m in turns -%}
-  """ + _ROLE_CHECK + """  {%- if m['role'] == 'assistant' -%}{{- '### Response:\\n' + m['content'] + eos_token + '\\n\\n' -}}
-  {%- elif m['role'] == 'tool' -%}{{- '### Observation:\\n' + m['content'] + '\\n\\n' -}}
-  {%- else -%}{{- '### Instruction:\\n' + m['content'] + '\\n\\n' -}}{%- endif -%}
+  """ + _ROLE_CHECK + """  {%- if m['role'] == 'assistant' -%}{{- '### Response:\\n' + turn_text(m) + eos_token + '\\n\\n' -}}
+  {%- elif m['role'] == 'tool' -%}{{- '### Observation:\\n' + turn_text(m) + '\\n\\n' -}}
+  {%- else -%}{{- '### Instruction:\\n' + turn_text(m) + '\\n\\n' -}}{%- endif -%}
 {%- endfor -%}
 {%- if add_generation_prompt -%}{{- '### Response:\\n' -}}{%- endif -%}"""
 
 _CHATML = """{{- bos -}}
 {%- if system -%}{{- '<|im_start|>system\\n' + system + '<|im_end|>\\n' -}}{%- endif -%}
 {%- for m in turns -%}
-  {{- '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' -}}
+  {{- '<|im_start|>' + m['role'] + '\\n' + turn_text(m) + '<|im_end|>\\n' -}}
 {%- endfor -%}
 {%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"""
 
 _LLAMA3 = """{{- bos -}}
 {%- if system -%}{{- '<|start_header_id|>system<|end_header_id|>\\n\\n' + system + '<|eot_id|>' -}}{%- endif -%}
 {%- for m in turns -%}
-  """ + _ROLE_CHECK + """  {{- '<|start_header_id|>' + m['role'] + '<|end_header_id|>\\n\\n' + m['content'] + '<|eot_id|>' -}}
+  """ + _ROLE_CHECK + """  {{- '<|start_header_id|>' + m['role'] + '<|end_header_id|>\\n\\n' + turn_text(m) + '<|eot_id|>' -}}
 {%- endfor -%}
 {%- if add_generation_prompt -%}{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' -}}{%- endif -%}"""
 
 _LLAMA2 = """{%- for m in turns -%}
-  """ + _ROLE_CHECK + """  {%- if m['role'] == 'assistant' -%}{{- ' ' + m['content'] + ' ' + eos_token -}}
+  """ + _ROLE_CHECK + """  {%- if m['role'] == 'assistant' -%}{{- ' ' + turn_text(m) + ' ' + eos_token -}}
   {%- else -%}
-    {%- set content = m['content'] -%}
+    """ + _AS_USER + """
     {%- if loop.first and system -%}{%- set content = '<<SYS>>\\n' + system + '\\n<</SYS>>\\n\\n' + content -%}{%- endif -%}
     {{- bos + '[INST] ' + content + ' [/INST]' -}}
   {%- endif -%}
@@ -79,9 +108,9 @@ _LLAMA2 = """{%- for m in turns -%}
 
 _MISTRAL = """{{- bos -}}
 {%- for m in turns -%}
-  """ + _ROLE_CHECK + """  {%- if m['role'] == 'assistant' -%}{{- m['content'] + eos_token -}}
+  """ + _ROLE_CHECK + """  {%- if m['role'] == 'assistant' -%}{{- turn_text(m) + eos_token -}}
   {%- else -%}
-    {%- set content = m['content'] -%}
+    """ + _AS_USER + """
     {%- if loop.first and system -%}{%- set content = system + '\\n\\n' + content -%}{%- endif -%}
     {{- '[INST] ' + content + ' [/INST]' -}}
   {%- endif -%}
@@ -89,7 +118,7 @@ _MISTRAL = """{{- bos -}}
 
 _GEMMA = """{{- bos -}}
 {%- for m in turns -%}
-  """ + _ROLE_CHECK + """  {%- set content = m['content'] -%}
+  """ + _ROLE_CHECK + """  """ + _AS_USER + """
   {%- if loop.first and system -%}{%- set content = system + '\\n\\n' + content -%}{%- endif -%}
   {%- set role = 'model' if m['role'] == 'assistant' else 'user' -%}
   {{- '<start_of_turn>' + role + '\\n' + content + '<end_of_turn>\\n' -}}
@@ -99,7 +128,7 @@ _GEMMA = """{{- bos -}}
 _PHI = """{{- bos -}}
 {%- if system -%}{{- '<|system|>\\n' + system + '<|end|>\\n' -}}{%- endif -%}
 {%- for m in turns -%}
-  """ + _ROLE_CHECK + """  {{- '<|' + m['role'] + '|>\\n' + m['content'] + '<|end|>\\n' -}}
+  """ + _ROLE_CHECK + """  {{- '<|' + m['role'] + '|>\\n' + turn_text(m) + '<|end|>\\n' -}}
 {%- endfor -%}
 {%- if add_generation_prompt -%}{{- '<|assistant|>\\n' -}}{%- endif -%}"""
 
@@ -203,18 +232,35 @@ def _require_template(tokenizer) -> None:
         ensure_chat_template(tokenizer, "auto")  # raises the explanatory error
 
 
-def render_prompt(tokenizer, messages: list[dict]) -> str:
+def render_prompt(tokenizer, messages: list[dict], tools: list[dict] | None = None) -> str:
     """The generation prompt for `messages` (the conversation so far, ending with a user turn), as text.
 
-    Tokenize it with `add_special_tokens=False` (or use `encode_prompt`): the template already holds bos where needed.
+    `tools` are tool schemas the model may call. Tokenize the result with `add_special_tokens=False` (or use
+    `encode_prompt`): the template already holds bos where needed.
     """
     _require_template(tokenizer)
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    kwargs = {"tools": tools} if tools else {}
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **kwargs)
 
 
-def encode_prompt(tokenizer, messages: list[dict]) -> list[int]:
+def encode_prompt(tokenizer, messages: list[dict], tools: list[dict] | None = None) -> list[int]:
     """Token ids of `render_prompt(...)`; equal to `apply_chat_template(..., add_generation_prompt=True)` ids."""
-    return list(tokenizer(render_prompt(tokenizer, messages), add_special_tokens=False)["input_ids"])
+    return list(tokenizer(render_prompt(tokenizer, messages, tools), add_special_tokens=False)["input_ids"])
+
+
+@lru_cache(maxsize=32)
+def _mentions(template: str, name: str) -> bool:
+    return bool(re.search(rf"\b{name}\b", template))
+
+
+def uses_tools(tokenizer) -> bool:
+    """Whether the tokenizer's chat template renders the `tools` it is given (named templates all do)."""
+    return _mentions(str(getattr(tokenizer, "chat_template", None) or ""), "tools")
+
+
+def uses_tool_calls(tokenizer) -> bool:
+    """Whether the template reads an assistant message's structured `tool_calls` (else calls travel as content)."""
+    return _mentions(str(getattr(tokenizer, "chat_template", None) or ""), "tool_calls")
 
 
 def template_stop_strings(tokenizer) -> list[str]:

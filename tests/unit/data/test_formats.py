@@ -77,8 +77,40 @@ def test_sharegpt_tool_calls_roles_tools_and_system_column():
            "system": "sys", "tools": '[{"name": "w"}]'}
     rec = convert(row)
     assert [m["role"] for m in rec.messages] == ["system", "user", "function_call", "observation", "assistant"]
-    assert rec.messages[0]["content"] == "sys" and rec.tools == '[{"name": "w"}]'
-    assert convert({**row, "tools": [{"name": "w"}]}).tools == json.dumps([{"name": "w"}])
+    assert rec.messages[0]["content"] == "sys" and rec.tools == [{"name": "w"}]
+    assert convert({**row, "tools": [{"name": "w"}]}).tools == [{"name": "w"}]
+
+
+def test_tools_are_parsed_into_a_list_of_schemas():
+    row = {"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]}
+    fn = {"type": "function", "function": {"name": "w", "parameters": {}}}
+    assert convert({**row, "tools": json.dumps([fn])}).tools == [fn]
+    assert convert({**row, "tools": {"name": "w"}}).tools == [{"name": "w"}]  # one schema object
+    assert convert({**row, "tools": json.dumps({"name": "w"})}).tools == [{"name": "w"}]
+    for empty in ("", "  ", "[]", []):  # LLaMA-Factory writes "[]" for rows without tools
+        assert convert({**row, "tools": empty}).tools is None
+    e = err({**row, "tools": '[{"name": "w"'})
+    assert e.field == "tools" and "not valid JSON" in str(e) and "d.json:7 field 'tools'" in str(e)
+    e = err({**row, "tools": '"just text"'})
+    assert e.field == "tools" and "expected a list of tool schemas" in str(e)
+    e = err({**row, "tools": [{"name": "w"}, {"description": "no name"}]})
+    assert e.field == "tools[1]" and "'name'" in str(e)
+    e = err({**row, "tools": 3})
+    assert e.field == "tools" and "wrong type" in str(e)
+    e = err({**row, "fns": "{oops"}, columns={"tools": "fns"})
+    assert e.field == "fns"
+
+
+def test_records_with_parsed_tools_fingerprint_and_dedupe():
+    from tuneforge.data.catalog import fingerprint
+    from tuneforge.data.doctor.text import content_key
+
+    row = {"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]}
+    a = convert({**row, "tools": '[{"name": "w"}]'})
+    b = convert({**row, "tools": [{"name": "w"}]})
+    c = convert({**row, "tools": [{"name": "v"}]})
+    assert fingerprint([a]) == fingerprint([b]) != fingerprint([c])
+    assert content_key(a) == content_key(b) != content_key(c)
 
 
 def test_sharegpt_leading_system_message_wins_over_column():
@@ -125,12 +157,13 @@ def test_openai_messages_with_tools_and_content_parts():
         {"role": "assistant", "content": None, "tool_calls": [
             {"type": "function", "function": {"name": "w", "arguments": '{"city": "Oslo"}'}}]},
         {"role": "tool", "content": "rain"},
-        {"role": "assistant", "content": "Rain."}], "tools": [{"type": "function"}], "id": 5}
+        {"role": "assistant", "content": "Rain."}], "tools": [{"type": "function", "function": {"name": "w"}}],
+        "id": 5}
     rec = convert(row)
     assert rec.messages == [{"role": "system", "content": "sys"}, U("weather in Oslo?"),
                             {"role": "function_call", "content": '{"name": "w", "arguments": {"city": "Oslo"}}'},
                             {"role": "tool", "content": "rain"}, A("Rain.")]
-    assert rec.tools == '[{"type": "function"}]' and rec.extra == {"id": 5}
+    assert rec.tools == [{"type": "function", "function": {"name": "w"}}] and rec.extra == {"id": 5}
 
 
 def test_openai_validation():

@@ -1,0 +1,107 @@
+"""Loss masks at the prompt/answer boundary, answers longer than the cutoff, and data of the wrong kind for sft/pt."""
+
+from __future__ import annotations
+
+import pytest
+
+from tuneforge.data.records import Record
+from tuneforge.data.render import IGNORE, check_kind, render_chat, render_records
+from tuneforge.data.templates import ensure_chat_template
+from tuneforge.models.load import load_tokenizer
+from tuneforge.utils.errors import DataError
+
+# A template whose generation prompt ends in a space: byte-level BPE merges that space into the first answer token.
+SPACE_TEMPLATE = ("{% for m in messages %}{% if m['role'] == 'user' %}Q: {{ m['content'] }}\n"
+                  "{% else %}A: {{ m['content'] }}\n{% endif %}{% endfor %}"
+                  "{% if add_generation_prompt %}A: {% endif %}")
+QA = Record(messages=[{"role": "user", "content": "Capital of France?"}, {"role": "assistant", "content": "Paris."}])
+
+
+@pytest.fixture(scope="module")
+def smol_tok(shared):
+    tok = load_tokenizer(str(shared / "models" / "smollm2-135m-instruct-q4_1-gguf"))
+    tok.chat_template = SPACE_TEMPLATE
+    return tok
+
+
+@pytest.fixture(scope="module")
+def tiny_tok(tiny_model_dir):
+    tok = load_tokenizer(str(tiny_model_dir))
+    ensure_chat_template(tok, "chatml")
+    return tok
+
+
+def _decode(tok, r, trained: bool) -> str:
+    return tok.decode([t for t, lab in zip(r.input_ids, r.labels) if (lab != IGNORE) == trained])
+
+
+def test_first_answer_token_merged_with_the_prompt_space_is_trained(smol_tok):
+    r = render_chat(QA, smol_tok)
+    first = next(j for j, lab in enumerate(r.labels) if lab != IGNORE)
+    assert smol_tok.decode([r.input_ids[first]]) == " Paris"  # the token spans "A: |Paris": it must be learned
+    assert _decode(smol_tok, r, True) == " Paris.\n" + smol_tok.eos_token
+    assert _decode(smol_tok, r, False) == "Q: Capital of France?\nA:"  # pure prompt tokens stay untrained
+    assert r.answer_start == first
+
+
+def test_overlap_rule_trains_nothing_new_where_the_boundary_is_clean(tiny_tok):
+    r = render_chat(QA, tiny_tok)
+    assert _decode(tiny_tok, r, True).replace(" ", "") == ("Paris.<|im_end|>\n" + tiny_tok.eos_token).replace(" ", "")
+
+
+def _long_answer(source):
+    return Record(messages=[{"role": "user", "content": "Tell a story."},
+                            {"role": "assistant", "content": "The dog ran and ran. " * 40}], source=source)
+
+
+def _long_prompt(source):
+    return Record(messages=[{"role": "user", "content": "The cat sat. " * 40},
+                            {"role": "assistant", "content": "Yes."}], source=source)
+
+
+def test_long_answer_is_counted_as_answer_cut_and_kept_by_default(tiny_tok):
+    recs = [_long_answer("d.json:1"), _long_prompt("d.json:2")]
+    out, stats = render_records(recs, tiny_tok, stage="sft", mask="assistant", cutoff=48)
+    assert stats.kept == 2 and stats.answer_cut == 1 and stats.truncated == 1 and stats.dropped_long_answer == 0
+    assert out[0].answer_cut and not out[1].answer_cut and out[1].truncated
+    assert out[0].input_ids[-1] != tiny_tok.eos_token_id  # the cut answer lost its end
+    d = stats.as_dict()
+    assert d["answer_cut"] == 1 and d["dropped_long_answer"] == 0
+
+
+def test_on_long_answer_drop_drops_and_names_the_row(tiny_tok):
+    recs = [_long_answer("d.json:1"), _long_prompt("d.json:2")]
+    out, stats = render_records(recs, tiny_tok, stage="sft", mask="assistant", cutoff=48, on_long_answer="drop")
+    assert stats.kept == 1 and out[0].source == "d.json:2"
+    assert stats.answer_cut == 1 and stats.dropped_long_answer == 1 and stats.dropped_sources == ["d.json:1"]
+    assert stats.as_dict()["dropped_long_answer"] == 1
+    with pytest.raises(ValueError, match="on_long_answer"):
+        render_records(recs, tiny_tok, stage="sft", mask="assistant", cutoff=48, on_long_answer="skip")
+
+
+NOT_RENDERABLE = Record(messages=[{"role": "user", "content": "no answer"}], source="plain.json:1")
+PAIR = Record(messages=[{"role": "user", "content": "q"}], chosen=[{"role": "assistant", "content": "good"}],
+              rejected=[{"role": "assistant", "content": "bad"}], source="data/dpo.json:57")
+KTO = Record(messages=[{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}], label=True,
+             source="data/kto.json:9")
+
+
+@pytest.mark.parametrize("stage", ["sft", "pt"])
+def test_preference_data_for_sft_is_refused_before_rendering(stage):
+    # the tokenizer is never touched: the kind check runs before the first (unrenderable) row
+    with pytest.raises(DataError) as e:
+        render_records([NOT_RENDERABLE, PAIR], object(), stage=stage, mask="assistant", cutoff=64)
+    msg = str(e.value)
+    assert e.value.file == "data/dpo.json" and "pairwise preference data (chosen/rejected)" in msg
+    assert "needs a preference stage such as dpo" in msg and "data/dpo.json:57" in e.value.hint
+    if stage == "sft":
+        assert "for SFT use a file with plain conversations" in msg
+    with pytest.raises(DataError, match="KTO data .* such as kto") as e:
+        render_records([NOT_RENDERABLE, KTO], object(), stage=stage, mask="assistant", cutoff=64)
+    assert e.value.file == "data/kto.json"
+
+
+def test_preference_stages_pass_the_kind_check():
+    check_kind([PAIR], "dpo")
+    check_kind([KTO], "kto")
+    check_kind([NOT_RENDERABLE], "sft")
