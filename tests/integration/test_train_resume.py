@@ -49,6 +49,7 @@ def test_resume_matches_uninterrupted_run(tmp_path, tiny_model_dir):
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
     la, lb = losses(straight.output_dir), losses(resumed.output_dir)
     assert len(la) == len(lb) and max(abs(x - y) for x, y in zip(la, lb)) < 1e-5
+    assert resumed.metrics["real_tokens"] == straight.metrics["real_tokens"]  # counts continue across the resume
 
 
 def test_sigint_saves_checkpoint_and_same_command_resumes(tmp_path, tiny_model_dir):
@@ -73,9 +74,10 @@ def test_sigint_saves_checkpoint_and_same_command_resumes(tmp_path, tiny_model_d
     ckpts = list((out / "checkpoints").glob("checkpoint-*"))
     assert len(ckpts) == 1, output[-2000:]
     step = int(ckpts[0].name.split("-")[1])
-    # The same command resumes (here with a step cap so the test ends quickly).
-    done = subprocess.run(args + [f"train.max_steps={step + 2}"], env=env, capture_output=True, text=True,
-                          timeout=240)
+    # The same command resumes (here with a step cap so the test ends quickly: a changed config, so it takes
+    # train.resume=force — without it the resume is refused, see test_train_resume_guard.py).
+    done = subprocess.run(args + [f"train.max_steps={step + 2}", "train.resume=force"], env=env,
+                          capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "resuming from checkpoint" in done.stderr
     rows = [json.loads(x) for x in metrics.read_text().splitlines()]

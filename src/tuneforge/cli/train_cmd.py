@@ -17,12 +17,14 @@ Examples:
 \b
 Sections: stage (pt|sft), model (name, template, dtype), data (train, eval, dataset_info, val_size,
 cutoff_len, mask, packing, on_error), method (type full|freeze|lora, lora.*, freeze.*), train (epochs,
-batch_size, learning_rate — each may be 'auto' —, max_steps, save_steps, resume), output (dir, overwrite),
-eval (preview_prompts, classification). See README "Config tour".
+batch_size, learning_rate — each may be 'auto' —, max_steps, save_steps, eval_steps, load_best,
+early_stopping_patience, resume auto|never|force|PATH), output (dir, overwrite, report_to), eval
+(preview_prompts, classification). See README "Config tour".
 
 \b
 Data is validated before the model loads: a bad row stops the run naming file:line and field
-(or is skipped and counted with data.on_error=skip). Ctrl-C saves a checkpoint; the same command resumes.
+(or is skipped and counted with data.on_error=skip). Ctrl-C saves a checkpoint; the same command resumes
+(a changed config is refused unless train.resume=force).
 Output: OUTPUT_DIR/{config.yaml, run.json, metrics.jsonl, loss.png, tensorboard/, checkpoints/, adapter|model/}.
 """
 
@@ -34,12 +36,13 @@ def register(app: typer.Typer) -> None:
         overrides: Optional[list[str]] = typer.Argument(None, help="dotted overrides, e.g. train.epochs=2"),
     ) -> None:
         from tuneforge.config.load import load_config
+        from tuneforge.eval.callback import classification_callbacks
         from tuneforge.train.runner import train
 
         if config and "=" in config and not config.endswith((".yaml", ".yml")):
             overrides = [config] + list(overrides or [])
             config = None
         cfg = load_config(config, list(overrides or []))
-        result = train(cfg, config_path=config)
+        result = train(cfg, config_path=config, eval_callbacks=classification_callbacks)
         if result.status == "interrupted":
             raise typer.Exit(130)

@@ -75,3 +75,37 @@ def resolve_auto(train, method: str, n_rows: int, device: str, has_cuda_bf16: bo
         prec = "fp32" if not device.startswith("cuda") else ("bf16" if has_cuda_bf16 else "fp16")
         chosen["precision"] = f"{prec} ({device})"
     return Resolved(float(epochs), int(bs), float(lr), bool(gc), prec, chosen)
+
+
+@dataclass
+class Schedule:
+    """When the run evaluates and checkpoints. Steps of 0 mean "at each epoch end"."""
+
+    evaluate: bool  # validation rows exist: eval loss (and eval.classification) on the eval schedule
+    eval_steps: int
+    save_steps: int
+    load_best: str | None
+    greater_is_better: bool | None
+    notes: list[str]  # values derived from others, shown in the printed plan
+
+
+def greater_is_better(metric: str) -> bool:
+    """Losses and unparseable counts are better lower; accuracy, F1, precision, recall higher."""
+    name = metric.rsplit("/", 1)[-1]
+    return not ("loss" in name or name.startswith("n_unparseable"))
+
+
+def resolve_schedule(train, has_validation: bool) -> Schedule:
+    """Evaluation and checkpoint schedules. With train.load_best they must line up (the best evaluated step needs a
+    checkpoint), so an unset one (0) follows the other; config validation rejects save_steps that are no multiple
+    of eval_steps."""
+    ev, sv, notes = train.eval_steps, train.save_steps, []
+    best = train.load_best if has_validation else None
+    if best and bool(ev) != bool(sv):
+        if sv:
+            ev = sv
+            notes.append(f"eval_steps={ev} (follows save_steps: train.load_best needs a checkpoint per evaluation)")
+        else:
+            sv = ev
+            notes.append(f"save_steps={sv} (follows eval_steps: train.load_best needs a checkpoint per evaluation)")
+    return Schedule(has_validation, ev, sv, best, greater_is_better(best) if best else None, notes)

@@ -6,11 +6,24 @@ Every section forbids unknown keys, so a typo is an error (config.load turns it 
 
 from __future__ import annotations
 
+import difflib
 from typing import Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Auto = Literal["auto"]
+
+# transformers' SchedulerType values (kept here: config imports nothing above utils; a unit test compares them).
+LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+                 "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr", "cosine_warmup_with_min_lr",
+                 "warmup_stable_decay", "greedy")
+# Metrics that eval.classification logs (under eval_cls/) and train.load_best may name.
+CLASSIFICATION_METRICS = ("accuracy", "macro_precision", "macro_recall", "macro_f1", "n_unparseable")
+
+
+def did_you_mean(value: str, choices) -> str:
+    close = difflib.get_close_matches(value, list(choices), n=1, cutoff=0.5)
+    return f" — did you mean '{close[0]}'?" if close else ""
 
 
 class Section(BaseModel):
@@ -19,21 +32,22 @@ class Section(BaseModel):
 
 class ModelSection(Section):
     name: str = Field("smollm2-135m-instruct", description="alias, local folder, .gguf file or hub id")
-    revision: str | None = None
+    revision: str | None = Field(None, description="hub revision (branch, tag or commit) of a hub model")
     template: str = Field("auto", description="chat template: auto (the tokenizer's own) or a named one")
     dtype: str = Field("auto", description="auto (fp32 on CPU, bf16/fp16 on GPU), float32, bfloat16, float16")
-    device: str = "auto"
+    device: str = Field("auto", description="auto (cuda > mps > cpu), cpu, cuda, cuda:1, mps")
 
 
 class DatasetEntry(Section):
     name: str | None = Field(None, description="a name registered in dataset_info.json")
     path: str | None = Field(None, description="a local file / folder, or a hub dataset id")
-    format: Literal["auto", "alpaca", "sharegpt", "openai", "text", "pairwise", "kto"] = "auto"
-    columns: dict[str, str] | None = None
-    tags: dict[str, str] | None = None
-    ratio: float | None = Field(None, gt=0)
-    max_samples: int | None = Field(None, gt=0)
-    split: str = "train"
+    format: Literal["auto", "alpaca", "sharegpt", "openai", "text", "pairwise", "kto"] = Field(
+        "auto", description="row format; auto detects it from the columns")
+    columns: dict[str, str] | None = Field(None, description="rename columns: {canonical name: column in the file}")
+    tags: dict[str, str] | None = Field(None, description="sharegpt keys: role_tag, content_tag, user_tag, ...")
+    ratio: float | None = Field(None, gt=0, description="mixing weight of this dataset")
+    max_samples: int | None = Field(None, gt=0, description="use at most N rows of this dataset")
+    split: str = Field("train", description="split of a hub dataset")
 
     @model_validator(mode="after")
     def _one_source(self):
@@ -43,19 +57,19 @@ class DatasetEntry(Section):
 
 
 class DataSection(Section):
-    train: list[DatasetEntry] = Field(default_factory=list)
-    eval: list[DatasetEntry] = Field(default_factory=list)
+    train: list[DatasetEntry] = Field(default_factory=list, description="datasets to train on (paths or names)")
+    eval: list[DatasetEntry] = Field(default_factory=list, description="validation datasets (else val_size)")
     dataset_info: str | None = Field(None, description="dataset_info.json (file or folder) resolving names")
-    mix: Literal["concat", "interleave"] = "concat"
-    max_samples: int | None = Field(None, gt=0)
+    mix: Literal["concat", "interleave"] = Field("concat", description="how several train datasets combine")
+    max_samples: int | None = Field(None, gt=0, description="use at most N training rows in all")
     val_size: float = Field(0.0, ge=0, description="fraction (<1) or count (>=1) held out for validation")
-    seed: int = 42
-    cutoff_len: int = Field(1024, ge=8)
+    seed: int = Field(42, description="seed for shuffling, mixing and the validation split")
+    cutoff_len: int = Field(1024, ge=8, description="longest training sequence in tokens")
     mask: Literal["assistant", "last", "all"] = Field(
         "assistant", description="which tokens get loss: every assistant turn, only the last assistant turn, or "
                                  "all tokens including the prompt (= train on prompt)")
-    packing: bool = False
-    on_error: Literal["raise", "skip"] = "raise"
+    packing: bool = Field(False, description="pack rows into cutoff_len sequences (no cross-row attention)")
+    on_error: Literal["raise", "skip"] = Field("raise", description="a bad row stops the run, or is skipped (counted)")
     on_long_answer: Literal["cut", "drop"] = Field(
         "cut", description="an answer longer than cutoff_len: cut its end (it then never learns to stop there) or "
                            "drop the row; either way the count is reported as answer_cut")
@@ -78,46 +92,61 @@ class DataSection(Section):
 
 
 class LoraParams(Section):
-    r: int = Field(8, ge=1)
+    r: int = Field(8, ge=1, description="LoRA rank")
     alpha: float | None = Field(None, description="default 2*r")
-    dropout: float = Field(0.0, ge=0, lt=1)
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the LoRA input")
     target_modules: Union[str, list[str]] = Field("all-linear", description="'all-linear' or module names")
-    use_rslora: bool = False
-    use_dora: bool = False
-    modules_to_save: list[str] | None = None
+    use_rslora: bool = Field(False, description="rank-stabilized scaling alpha/sqrt(r)")
+    use_dora: bool = Field(False, description="weight-decomposed LoRA (DoRA)")
+    modules_to_save: list[str] | None = Field(None, description="modules trained fully beside the adapter")
 
 
 class FreezeParams(Section):
     trainable_layers: int = Field(2, description="train the last N decoder layers (negative: the first N)")
     trainable_modules: list[str] | None = Field(None, description="name patterns to train instead of layers")
-    train_embeddings: bool = False
+    train_embeddings: bool = Field(False, description="also train the token embeddings")
 
 
 class MethodSection(Section):
-    type: Literal["full", "freeze", "lora"] = "lora"
+    type: Literal["full", "freeze", "lora"] = Field("lora", description="full weights, last layers only, or LoRA")
     lora: LoraParams = Field(default_factory=LoraParams)
     freeze: FreezeParams = Field(default_factory=FreezeParams)
 
 
 class TrainSection(Section):
-    epochs: Union[float, Auto] = "auto"
+    epochs: Union[float, Auto] = Field("auto", description="passes over the data; auto from the row count")
     max_steps: int = Field(-1, description="stop after N optimizer steps (overrides epochs when > 0)")
-    batch_size: Union[int, Auto] = "auto"
-    grad_accum: int = Field(1, ge=1)
-    learning_rate: Union[float, Auto] = "auto"
-    lr_scheduler: str = "cosine"
-    warmup_ratio: float = Field(0.03, ge=0, lt=1)
-    weight_decay: float = Field(0.0, ge=0)
-    max_grad_norm: float = 1.0
-    seed: int = 42
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    gradient_checkpointing: Union[bool, Auto] = "auto"
-    group_by_length: bool = True
-    logging_steps: int = Field(1, ge=1)
+    batch_size: Union[int, Auto] = Field("auto", description="rows per step per device; auto from the row count")
+    grad_accum: int = Field(1, ge=1, description="steps accumulated per optimizer step")
+    learning_rate: Union[float, Auto] = Field("auto", description="peak learning rate; auto by method")
+    lr_scheduler: str = Field("cosine", description=f"one of {', '.join(LR_SCHEDULERS)}")
+    warmup_ratio: float = Field(0.03, ge=0, lt=1, description="share of steps with a rising learning rate")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
+    max_grad_norm: float = Field(1.0, description="gradient clipping norm")
+    seed: int = Field(42, description="seed for weights init and data order")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="auto: fp32 on CPU, bf16/fp16 GPU")
+    gradient_checkpointing: Union[bool, Auto] = Field("auto", description="recompute activations to save memory")
+    group_by_length: bool = Field(True, description="batch rows of similar length (less padding)")
+    logging_steps: int = Field(1, ge=1, description="log metrics every N optimizer steps")
     save_steps: int = Field(0, ge=0, description="checkpoint every N steps (0: at each epoch end)")
-    save_total_limit: int = Field(2, ge=1)
-    resume: Union[Literal["auto", "never"], str] = Field("auto", description="auto | never | a checkpoint path")
-    num_workers: int = 0
+    save_total_limit: int = Field(2, ge=1, description="checkpoints kept on disk")
+    eval_steps: int = Field(0, ge=0, description="evaluate the validation data every N steps (0: at each epoch "
+                                                 "end); runs whenever data.val_size or data.eval gives rows")
+    load_best: str | None = Field(None, description="keep the checkpoint with the best value of this metric as the "
+                                                     "result: eval_loss, or eval_cls/<metric> with eval.classification")
+    early_stopping_patience: int | None = Field(None, ge=1, description="stop after N evaluations without a better "
+                                                                         "train.load_best metric")
+    resume: Union[Literal["auto", "never", "force"], str] = Field(
+        "auto", description="auto | never | force (resume even though the config changed) | a checkpoint path")
+    num_workers: int = Field(0, description="data loader worker processes")
+
+    @field_validator("lr_scheduler")
+    @classmethod
+    def _known_scheduler(cls, v):
+        if v not in LR_SCHEDULERS:
+            raise ValueError(f"unknown scheduler '{v}'{did_you_mean(v, LR_SCHEDULERS)} "
+                             f"(choose one of {', '.join(LR_SCHEDULERS)})")
+        return v
 
     @field_validator("epochs", "learning_rate")
     @classmethod
@@ -136,38 +165,88 @@ class TrainSection(Section):
 
 class OutputSection(Section):
     dir: str = Field("runs/{run_name}", description="output folder; {run_name} is filled in")
-    run_name: str | None = None
+    run_name: str | None = Field(None, description="run name (default: the config file name)")
     overwrite: bool = Field(False, description="allow writing into a non-empty folder that is not a resumable run")
-    tensorboard: bool = True
-    plot: bool = True
+    report_to: list[Literal["tensorboard", "wandb", "mlflow", "trackio"]] = Field(
+        default_factory=lambda: ["tensorboard"],
+        description="experiment trackers fed by the Trainer (tensorboard writes OUTPUT_DIR/tensorboard); [] = none")
+    plot: bool = Field(True, description="save loss.png in the output folder")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _tensorboard_shorthand(cls, data):
+        """`output.tensorboard: true|false` (older configs) adds or removes tensorboard from report_to."""
+        if not isinstance(data, dict) or "tensorboard" not in data:
+            return data
+        data = dict(data)
+        flag = data.pop("tensorboard")
+        if not isinstance(flag, bool):
+            raise ValueError(f"output.tensorboard must be true or false (got {flag!r}); prefer output.report_to")
+        given = data.get("report_to", ["tensorboard"])
+        given = [given] if isinstance(given, str) else list(given)
+        if not flag and "report_to" in data and "tensorboard" in given:
+            raise ValueError("output.tensorboard=false contradicts output.report_to, which names tensorboard: "
+                             "keep only output.report_to")
+        data["report_to"] = ([*given, "tensorboard"] if flag and "tensorboard" not in given
+                             else given if flag else [x for x in given if x != "tensorboard"])
+        return data
 
 
 class ClassificationEval(Section):
-    labels: list[str]
-    mode: Literal["score", "generate"] = "score"
+    labels: list[str] = Field(description="the label strings the model must answer with")
+    mode: Literal["score", "generate"] = Field("score", description="score each label, or parse generated text")
     data: str | None = Field(None, description="file to evaluate on (default: the validation split)")
-    max_samples: int | None = 200
+    max_samples: int | None = Field(200, description="evaluate at most N rows")
 
 
 class EvalSection(Section):
-    classification: ClassificationEval | None = None
+    classification: ClassificationEval | None = Field(None, description="label accuracy after each epoch")
     preview_prompts: list[str] = Field(default_factory=list,
                                        description="prompts answered before and after training")
-    max_new_tokens: int = 64
+    max_new_tokens: int = Field(64, description="longest preview answer in tokens")
 
 
 class RunConfig(Section):
-    stage: Literal["pt", "sft"] = "sft"
+    stage: Literal["pt", "sft"] = Field("sft", description="pt: plain text; sft: conversations, loss on answers")
     model: ModelSection = Field(default_factory=ModelSection)
     data: DataSection = Field(default_factory=DataSection)
     method: MethodSection = Field(default_factory=MethodSection)
     train: TrainSection = Field(default_factory=TrainSection)
     output: OutputSection = Field(default_factory=OutputSection)
     eval: EvalSection = Field(default_factory=EvalSection)
-    tags: list[str] = Field(default_factory=list)
+    tags: list[str] = Field(default_factory=list, description="labels recorded with the run")
 
     @model_validator(mode="after")
     def _needs_data(self):
         if not self.data.train:
             raise ValueError("data.train is empty: name at least one dataset (a file path or a registered name)")
+        check_load_best(self)
         return self
+
+
+def has_validation(cfg: RunConfig) -> bool:
+    return bool(cfg.data.eval) or cfg.data.val_size > 0
+
+
+def check_load_best(cfg: RunConfig) -> None:
+    """train.load_best / early_stopping_patience must name a metric that the run will log, on validation data."""
+    t = cfg.train
+    if t.early_stopping_patience is not None and not t.load_best:
+        raise ValueError("train.early_stopping_patience needs train.load_best (the metric to watch), "
+                         "e.g. train.load_best=eval_loss")
+    if not t.load_best:
+        return
+    if not has_validation(cfg):
+        raise ValueError(f"train.load_best={t.load_best} needs validation data: set data.val_size (e.g. 0.1) or "
+                         f"data.eval")
+    cls_names = [f"eval_cls/{m}" for m in CLASSIFICATION_METRICS]
+    if t.load_best in cls_names and cfg.eval.classification is None:
+        raise ValueError(f"train.load_best={t.load_best} needs eval.classification (labels, mode) to compute it")
+    valid = ["eval_loss", *(cls_names if cfg.eval.classification is not None else [])]
+    if t.load_best not in valid:
+        guess = did_you_mean(t.load_best, valid + cls_names)
+        raise ValueError(f"train.load_best: unknown metric '{t.load_best}'{guess} (valid here: {', '.join(valid)})")
+    if t.save_steps and t.eval_steps and t.save_steps % t.eval_steps:
+        raise ValueError(f"train.load_best needs checkpoints where evaluations happen: train.save_steps="
+                         f"{t.save_steps} is not a multiple of train.eval_steps={t.eval_steps} (set one of them to "
+                         f"0 to derive it from the other)")

@@ -1,8 +1,8 @@
 """Dataset registry (LLaMA-Factory `dataset_info.json` compatible), dataset loading, mixing and content fingerprints.
 
-A dataset is named in a registry (`DatasetSpec.name`) or given directly (`DatasetSpec.path`: a local file or folder,
-or a hub id). Registry file names are resolved relative to the registry's folder. The registry is the `dataset_info`
-argument (a file or its folder), else $TUNEFORGE_DATASET_INFO.
+A dataset is named in a registry (`DatasetEntry.name`, the config's class; `DatasetSpec` is the same class) or given
+directly (`DatasetEntry.path`: a local file or folder, or a hub id). Registry file names are resolved relative to
+the registry's folder. The registry is the `dataset_info` argument (a file or its folder), else $TUNEFORGE_DATASET_INFO.
 
 Registry keys: file_name, hf_hub_url, ms_hub_url, om_hub_url, script_url, cloud_file_name, formatting
 (alpaca|sharegpt, plus openai|text), ranking, subset, split, folder, num_samples, columns, tags. Only local files
@@ -18,8 +18,12 @@ import os
 import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from pydantic import ValidationError
+
+from tuneforge.config.schema import DatasetEntry
 
 from tuneforge.data.formats import COLUMN_KEYS, TAG_KEYS, FormatSpec, resolve_format, to_record
 from tuneforge.data.mixing import apply_ratio, mix as mix_groups, sample_to, split_train_val
@@ -27,8 +31,8 @@ from tuneforge.data.records import Record
 from tuneforge.data.sources import RawRow, read_rows
 from tuneforge.utils.errors import DataError
 
-__all__ = ["DatasetSpec", "LoadResult", "load_dataset", "load_datasets", "split_train_val", "fingerprint",
-           "register_dataset", "read_dataset_info"]
+__all__ = ["DatasetEntry", "DatasetSpec", "dataset_spec", "LoadResult", "load_dataset", "load_datasets",
+           "split_train_val", "fingerprint", "register_dataset", "read_dataset_info"]
 
 ENTRY_KEYS = ("file_name", "hf_hub_url", "ms_hub_url", "om_hub_url", "script_url", "cloud_file_name", "formatting",
               "ranking", "subset", "split", "folder", "num_samples", "columns", "tags")
@@ -37,22 +41,27 @@ FORMATTINGS = ("alpaca", "sharegpt", "openai", "text")
 ENV_VAR = "TUNEFORGE_DATASET_INFO"
 
 
-@dataclass
-class DatasetSpec:
-    """One entry of a config's data.train / data.eval list: a registered `name` or a `path` (file, folder, hub id).
+# One dataset-spec class for config and data: a config's data.train / data.eval entry (registered `name` or
+# `path`, format, columns, tags, ratio, max_samples, split). The old name stays for existing callers.
+DatasetSpec = DatasetEntry
 
-    `ratio` scales the dataset when mixing (0.5 = a seeded half, 2 = twice); `max_samples` keeps the first N usable
-    rows; `split` applies to hub datasets only.
-    """
 
-    name: str | None = None
-    path: str | None = None
-    format: str = "auto"
-    columns: dict | None = None
-    tags: dict | None = None
-    ratio: float | None = None
-    max_samples: int | None = None
-    split: str = "train"
+def dataset_spec(**fields) -> DatasetEntry:
+    """A DatasetEntry from keyword fields; a bad field is a DataError naming it (with a did-you-mean)."""
+    known = list(DatasetEntry.model_fields)
+    bad = [k for k in fields if k not in known]
+    if bad:
+        close = difflib.get_close_matches(bad[0], known, n=1)
+        raise DataError(f"unknown dataset key '{bad[0]}'", field=bad[0],
+                        hint=f"did you mean '{close[0]}'?" if close else f"allowed: {', '.join(sorted(known))}")
+    try:
+        return DatasetEntry(**fields)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(x) for x in first["loc"]) or None
+        raise DataError(first["msg"].removeprefix("Value error, "), field=where,
+                        hint="a dataset needs exactly one of name (registered) or path (file, folder, hub id)"
+                        if where is None else None) from None
 
 
 @dataclass
@@ -161,7 +170,7 @@ class _Plan:
     num_samples: int | None = None
 
 
-def _plan(spec: DatasetSpec, dataset_info: str | Path | None) -> _Plan:
+def _plan(spec: DatasetEntry, dataset_info: str | Path | None) -> _Plan:
     if bool(spec.name) == bool(spec.path):
         raise DataError("a dataset needs exactly one of name (registered) or path (file, folder, hub id)",
                         field="name" if spec.name else "path")
@@ -176,7 +185,7 @@ def _display_name(path: str) -> str:
     return p.stem if p.suffix else (p.name or path)
 
 
-def _plan_from_registry(spec: DatasetSpec, dataset_info: str | Path | None) -> _Plan:
+def _plan_from_registry(spec: DatasetEntry, dataset_info: str | Path | None) -> _Plan:
     path = _info_path(dataset_info)
     if path is None:
         raise DataError(f"dataset name '{spec.name}' needs a registry", field="name",
@@ -244,7 +253,7 @@ def _rows_to_records(rows: Iterator[RawRow], plan: _Plan, on_error: str, limit: 
     return records, spec
 
 
-def load_dataset(spec: DatasetSpec, *, dataset_info: str | Path | None = None, on_error: str = "raise",
+def load_dataset(spec: DatasetEntry | dict, *, dataset_info: str | Path | None = None, on_error: str = "raise",
                  seed: int = 42) -> LoadResult:
     """Load one dataset into Records.
 
@@ -254,6 +263,7 @@ def load_dataset(spec: DatasetSpec, *, dataset_info: str | Path | None = None, o
     """
     if on_error not in ("raise", "skip"):
         raise DataError(f"on_error must be 'raise' or 'skip', got '{on_error}'", field="on_error")
+    spec = _as_spec(spec)
     if spec.max_samples is not None and spec.max_samples < 1:
         raise DataError(f"max_samples must be >= 1, got {spec.max_samples}", field="max_samples")
     plan = _plan(spec, dataset_info)
@@ -279,28 +289,22 @@ def _empty_error(where: str, skipped: list[DataError]) -> DataError:
                      hint=f"first bad row: {skipped[0]}")
 
 
-def _as_spec(s) -> DatasetSpec:
-    if isinstance(s, DatasetSpec):
+def _as_spec(s) -> DatasetEntry:
+    if isinstance(s, DatasetEntry):
         return s
     if isinstance(s, dict):
-        known = {f.name for f in fields(DatasetSpec)}
-        bad = [k for k in s if k not in known]
-        if bad:
-            close = difflib.get_close_matches(bad[0], known, n=1)
-            raise DataError(f"unknown dataset key '{bad[0]}'", field=bad[0],
-                            hint=f"did you mean '{close[0]}'?" if close else f"allowed: {', '.join(sorted(known))}")
-        return DatasetSpec(**s)
-    raise DataError(f"a dataset must be a DatasetSpec or a mapping, got {type(s).__name__}")
+        return dataset_spec(**s)
+    raise DataError(f"a dataset must be a DatasetEntry or a mapping, got {type(s).__name__}")
 
 
 def load_datasets(specs, *, dataset_info: str | Path | None = None, on_error: str = "raise", mix: str = "concat",
                   seed: int = 42, max_samples: int | None = None) -> LoadResult:
-    """Load several datasets (DatasetSpec or dicts) and mix them into one LoadResult.
+    """Load several datasets (DatasetEntry or dicts) and mix them into one LoadResult.
 
     Each dataset is first scaled by its `ratio` (seeded), then combined by `mix`: "concat" (in order) or
     "interleave" (round-robin). A global `max_samples` keeps a seeded subset of the mixture in mixture order.
     """
-    specs = [specs] if isinstance(specs, (DatasetSpec, dict)) else list(specs)
+    specs = [specs] if isinstance(specs, (DatasetEntry, dict)) else list(specs)
     if not specs:
         raise DataError("no datasets given", field="data")
     results = [load_dataset(_as_spec(s), dataset_info=dataset_info, on_error=on_error, seed=seed) for s in specs]

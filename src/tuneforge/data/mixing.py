@@ -5,6 +5,7 @@ Every function takes an explicit seed and uses its own `random.Random`, so resul
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Sequence
 
@@ -47,22 +48,35 @@ def mix(groups: Sequence[Sequence[Record]], mode: str = "concat") -> list[Record
     return out
 
 
-def split_train_val(records: Sequence[Record], val_size: float | int, seed: int) -> tuple[list[Record], list[Record]]:
-    """Split off a validation set: `val_size` < 1 is a fraction, >= 1 a row count; 0 gives no validation set.
+def _row_key(record: Record) -> str:
+    """One source row: its `path:line` and content (an up-sampled copy shares both; distinct lines do not)."""
+    return record.source + "\n" + json.dumps(record.normalized(), sort_keys=True, ensure_ascii=False)
 
-    The held-out rows are a seeded random choice; both parts keep the original order. The same records, size and
-    seed always give the same split.
+
+def split_train_val(records: Sequence[Record], val_size: float | int, seed: int) -> tuple[list[Record], list[Record]]:
+    """Split off a validation set: `val_size` < 1 is a fraction, >= 1 a row count; 0 gives none.
+
+    The split is over source rows (`path:line` + content), so a row repeated by up-sampling (a dataset `ratio` > 1,
+    a registry `num_samples` above the row count) lands wholly in train or wholly in validation, never in both, and
+    validation holds it once. Without up-sampling every record is its own row, as before. The held-out rows are a seeded random
+    choice; both parts keep the original order. The same records, size and seed always give the same split.
     """
-    n = len(records)
     if isinstance(val_size, bool) or not isinstance(val_size, (int, float)) or val_size < 0:
         raise DataError(f"val_size must be a fraction in [0, 1) or a row count, got {val_size!r}", field="val_size")
     if val_size == 0:
         return list(records), []
+    keys = [_row_key(r) for r in records]
+    distinct = list(dict.fromkeys(keys))
+    n = len(distinct)
     n_val = max(1, round(n * val_size)) if val_size < 1 else int(val_size)
     if n_val >= n:
-        raise DataError(f"val_size {val_size} leaves no training rows ({n} rows in total)", field="val_size",
+        raise DataError(f"val_size {val_size} leaves no training rows ({n} rows in total, up-sampled copies counted once)", field="val_size",
                         hint="use a smaller fraction or count, or give a separate eval dataset")
-    held = set(random.Random(seed).sample(range(n), n_val))
-    train = [r for i, r in enumerate(records) if i not in held]
-    val = [r for i, r in enumerate(records) if i in held]
+    held = {distinct[i] for i in random.Random(seed).sample(range(n), n_val)}
+    train = [r for r, k in zip(records, keys) if k not in held]
+    val, seen = [], set()
+    for r, k in zip(records, keys):
+        if k in held and k not in seen:
+            seen.add(k)
+            val.append(r)
     return train, val

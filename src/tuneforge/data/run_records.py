@@ -10,9 +10,8 @@ from tuneforge.utils.errors import DataError
 
 
 def dataset_specs(entries):
-    from tuneforge.data.catalog import DatasetSpec
-
-    return [DatasetSpec(**e.model_dump()) for e in entries]
+    """The config's dataset entries, as load_datasets takes them (the same DatasetEntry class)."""
+    return list(entries)
 
 
 def load_train_records(cfg):

@@ -84,6 +84,8 @@ def size_config(cfg, size: int, out: Path, data_file: Path, eval_file: Path | No
     c.data.val_size = 0.0  # the sweep chose the eval rows itself
     c.data.max_samples = None
     c.data.mix = "concat"
+    c.train.load_best = None  # no validation rows inside a sweep cell: nothing to select on
+    c.train.early_stopping_patience = None
     c.eval.classification = None  # evaluated once after training, not every epoch (keeps train time clean)
     c.output.dir = str(out / f"n{size}")
     c.output.run_name = f"{out.name}-n{size}"

@@ -1,4 +1,4 @@
-"""Trainer callbacks: progress bar with ETA, metrics JSONL + TensorBoard, graceful SIGINT/SIGTERM, registry events."""
+"""Trainer callbacks: progress bar with ETA, metrics JSONL + registry events, graceful SIGINT/SIGTERM."""
 
 from __future__ import annotations
 
@@ -11,14 +11,32 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from transformers import TrainerCallback
 
 from tuneforge.utils.console import console
+from tuneforge.utils.io import atomic_write_json, atomic_write_text
 
 
 class TokenCounter:
-    """Counts real (non-padding) tokens seen by this process; filled by TuneforgeTrainer.training_step."""
+    """Counts real (non-padding) tokens seen by this process; filled by TuneforgeTrainer.training_step.
 
-    def __init__(self):
-        self.real_tokens = 0
-        self.padded_tokens = 0
+    Saved in every checkpoint (FILE) and read back on resume, so the counts continue instead of restarting at 0.
+    """
+
+    FILE = "tuneforge_tokens.json"
+
+    def __init__(self, real_tokens: int = 0, padded_tokens: int = 0):
+        self.real_tokens = real_tokens
+        self.padded_tokens = padded_tokens
+
+    def save(self, checkpoint: Path) -> None:
+        if checkpoint.is_dir():
+            atomic_write_json(checkpoint / self.FILE, {"real_tokens": self.real_tokens,
+                                                       "padded_tokens": self.padded_tokens})
+
+    def load(self, checkpoint: Path) -> None:
+        """Continue from a checkpoint's counts (a checkpoint written before counts were saved keeps 0)."""
+        p = Path(checkpoint) / self.FILE
+        if p.is_file():
+            saved = json.loads(p.read_text(encoding="utf-8"))
+            self.real_tokens, self.padded_tokens = int(saved["real_tokens"]), int(saved["padded_tokens"])
 
 
 class ProgressCallback(TrainerCallback):
@@ -50,6 +68,9 @@ class ProgressCallback(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kw):
         if logs and "loss" in logs:
             self.last = logs
+        if logs and "eval_loss" in logs and self.progress is not None:
+            self.progress.console.print(f"[cyan]eval[/cyan] step {state.global_step}: "
+                                        f"eval_loss {logs['eval_loss']:.4f}")
 
     def on_step_end(self, args, state, control, **kw):
         if self.progress is None:
@@ -67,24 +88,14 @@ class ProgressCallback(TrainerCallback):
 
 
 class MetricsCallback(TrainerCallback):
-    """Appends every log to metrics.jsonl (with real tokens seen) and TensorBoard; forwards to the registry."""
+    """Appends every log to metrics.jsonl (with real tokens seen) and forwards it to the registry, the run's source
+    of truth. Experiment trackers (TensorBoard, W&B, ...) are fed by the Trainer itself (output.report_to)."""
 
-    def __init__(self, out_dir: Path, counter: TokenCounter, recorder=None, tensorboard: bool = True):
+    def __init__(self, out_dir: Path, counter: TokenCounter, recorder=None):
         self.path = Path(out_dir) / "metrics.jsonl"
         self.counter = counter
         self.recorder = recorder
-        self.tb_dir = Path(out_dir) / "tensorboard" if tensorboard else None
-        self.writer = None
         self._t0 = time.perf_counter()
-
-    def on_train_begin(self, args, state, control, **kw):
-        if state.is_world_process_zero and self.tb_dir is not None and self.writer is None:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self.writer = SummaryWriter(str(self.tb_dir))
-            except ImportError:  # tensorboard is optional at run time
-                self.writer = None
 
     def on_log(self, args, state, control, logs=None, **kw):
         if not state.is_world_process_zero or not logs:
@@ -94,29 +105,35 @@ class MetricsCallback(TrainerCallback):
                "elapsed_s": round(time.perf_counter() - self._t0, 3)}
         with self.path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(row) + "\n")
-        numeric = {k: v for k, v in logs.items() if isinstance(v, (int, float))}
-        if self.writer is not None:
-            for k, v in numeric.items():
-                self.writer.add_scalar(k if "/" in k else f"train/{k}", v, state.global_step)
         if self.recorder is not None:
+            numeric = {k: v for k, v in logs.items() if isinstance(v, (int, float))}
             self.recorder.log_metrics(state.global_step, numeric, epoch=state.epoch)
 
     def on_save(self, args, state, control, **kw):
-        if self.recorder is not None and state.is_world_process_zero:
-            self.recorder.add_artifact("checkpoint", str(Path(args.output_dir) / f"checkpoint-{state.global_step}"))
+        if not state.is_world_process_zero:
+            return
+        ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        self.counter.save(ckpt)
+        if self.recorder is not None:
+            self.recorder.add_artifact("checkpoint", str(ckpt))
 
-    def on_train_end(self, args, state, control, **kw):
-        if self.writer is not None:
-            self.writer.flush()
-            self.writer.close()
-            self.writer = None
+
+def drop_rows_after(metrics_file: Path, step: int) -> int:
+    """Remove metrics rows logged after `step` (a resumed run redoes those steps); returns how many went."""
+    if not metrics_file.is_file():
+        return 0
+    lines = [x for x in metrics_file.read_text(encoding="utf-8").splitlines() if x.strip()]
+    kept = [x for x in lines if json.loads(x).get("step", 0) <= step]
+    if len(kept) != len(lines):
+        atomic_write_text(metrics_file, "".join(x + "\n" for x in kept))
+    return len(lines) - len(kept)
 
 
 class StopCallback(TrainerCallback):
     """Turns SIGINT/SIGTERM into "save a checkpoint, then stop" at the end of the current step.
 
     A second signal while saving is ignored for SIGTERM and re-raised as KeyboardInterrupt for SIGINT, so an
-    impatient user can still abort.
+    impatient user can still abort. Under torchrun a signal to any one rank stops all ranks at the same step.
     """
 
     def __init__(self):
@@ -143,7 +160,21 @@ class StopCallback(TrainerCallback):
                       f"(resume later with the same command)…[/yellow]")
 
     def on_step_end(self, args, state, control, **kw):
+        if self._any_rank_requested(args.device) and not self.requested:
+            self.requested = "stop requested on another process"
         if self.requested:
             control.should_save = True
             control.should_training_stop = True
         return control
+
+    def _any_rank_requested(self, device) -> bool:
+        """Under torchrun a signal may reach one process only: every rank shares its flag after each step (MAX),
+        so all of them save the same checkpoint and stop together instead of the others waiting forever."""
+        import torch
+        import torch.distributed as td
+
+        if not (td.is_available() and td.is_initialized()):
+            return bool(self.requested)
+        flag = torch.tensor([1 if self.requested else 0], dtype=torch.int32, device=device)
+        td.all_reduce(flag, op=td.ReduceOp.MAX)
+        return bool(flag.item())

@@ -39,13 +39,13 @@ def prepare_data(cfg, tok) -> PreparedData:
     """Records → model-ready examples for the configured stage (pt | sft)."""
     records, val_records, summaries, skipped = load_train_records(cfg)
     d = cfg.data
-    train_ex, tstats = render_records(records, tok, stage=cfg.stage, mask=d.mask, cutoff=d.cutoff_len)
+    render = dict(stage=cfg.stage, mask=d.mask, cutoff=d.cutoff_len, on_long_answer=d.on_long_answer)
+    train_ex, tstats = render_records(records, tok, **render)
     if not train_ex:
         raise DataError(f"all {tstats.rows} training rows were dropped while rendering "
                         f"({tstats.dropped_no_target} had no answer tokens left after truncation)",
                         hint=f"raise data.cutoff_len (now {d.cutoff_len})")
-    val_ex, vstats = (render_records(val_records, tok, stage=cfg.stage, mask=d.mask, cutoff=d.cutoff_len)
-                      if val_records else ([], RenderStats()))
+    val_ex, vstats = render_records(val_records, tok, **render) if val_records else ([], RenderStats())
     train_items, pack_info = _as_items(train_ex, d.packing, d.cutoff_len)
     val_items, _ = _as_items(val_ex, False, d.cutoff_len)
     stats = {"train": tstats.as_dict(), "val": vstats.as_dict() if val_records else None,

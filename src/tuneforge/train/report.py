@@ -7,7 +7,24 @@ from rich.table import Table
 from tuneforge.utils.console import console
 
 
-def print_plan(cfg, data, resolved, device: str, out, resume_ckpt) -> None:
+def _schedule_rows(cfg, data, schedule) -> list[tuple[str, str]]:
+    def every(steps: int) -> str:
+        return f"every {steps} steps" if steps else "at each epoch end"
+
+    rows = [("checkpoints", every(schedule.save_steps))]
+    if schedule.evaluate:
+        what = "eval loss" + (" + eval.classification" if cfg.eval.classification else "")
+        rows.append(("validation", f"{data.stats['val']['kept']} examples; {what} {every(schedule.eval_steps)}"))
+    if schedule.load_best:
+        better = "higher" if schedule.greater_is_better else "lower"
+        stop = (f"; stop after {cfg.train.early_stopping_patience} evaluations without improvement"
+                if cfg.train.early_stopping_patience else "")
+        rows.append(("keep best", f"{schedule.load_best} ({better} is better) → the final adapter/model{stop}"))
+    rows += [("derived", note) for note in schedule.notes]
+    return rows
+
+
+def print_plan(cfg, data, resolved, device: str, out, resume_ckpt, schedule=None) -> None:
     t = data.stats["train"]
     table = Table(title=f"tuneforge {cfg.stage} · {cfg.method.type} · {cfg.model.name}", show_header=False)
     table.add_column(style="bold")
@@ -20,7 +37,14 @@ def print_plan(cfg, data, resolved, device: str, out, resume_ckpt) -> None:
     if t["truncated"] or t["dropped_no_target"]:
         table.add_row("truncated", f"[yellow]{t['truncated']}[/yellow] rows cut to {cfg.data.cutoff_len} tokens; "
                                    f"{t['dropped_no_target']} dropped (no answer left)")
-    if data.stats.get("val"):
+    if t.get("answer_cut"):
+        done = "dropped" if cfg.data.on_long_answer == "drop" else "cut at the end"
+        table.add_row("answer cut", f"[yellow]{t['answer_cut']}[/yellow] answers longer than {cfg.data.cutoff_len} "
+                                    f"tokens, {done} (data.on_long_answer={cfg.data.on_long_answer})")
+    if schedule is not None:
+        for key, text in _schedule_rows(cfg, data, schedule):
+            table.add_row(key, text)
+    elif data.stats.get("val"):
         table.add_row("validation", f"{data.stats['val']['kept']} examples")
     if cfg.data.packing:
         table.add_row("packing", f"{data.stats['packed_sequences']} sequences of ≤{cfg.data.cutoff_len} tokens "

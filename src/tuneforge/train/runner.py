@@ -9,24 +9,28 @@ from __future__ import annotations
 import os
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tuneforge.config.auto import resolve_auto
+from tuneforge.config.auto import Schedule, resolve_auto, resolve_schedule
 from tuneforge.config.load import save_config
+from tuneforge.config.schema import check_load_best
 from tuneforge.data.collate import PadCollator
 from tuneforge.methods import apply_method, count_parameters
-from tuneforge.models.load import load_model, load_tokenizer, pick_device
+from tuneforge.models.load import load_model, load_tokenizer, pick_device, resolve_load_dtype
 from tuneforge.models.source import resolve_model
 from tuneforge.stages import get_stage
 from tuneforge.train import distributed as dist
-from tuneforge.train.callbacks import MetricsCallback, ProgressCallback, StopCallback, TokenCounter
+from tuneforge.train.callbacks import MetricsCallback, ProgressCallback, StopCallback, TokenCounter, drop_rows_after
 from tuneforge.train.data_prep import PreparedData, prepare_data
-from tuneforge.train.output import choose_output_dir, read_run_file, write_run_file
+from tuneforge.train.output import (check_resume_config, checkpoint_step, choose_output_dir, read_run_file,
+                                    write_run_file)
 from tuneforge.train.plots import plot_loss
 from tuneforge.train.report import print_plan
 from tuneforge.train.trainer import ListDataset, TuneforgeTrainer, set_threads_for_cpu, training_arguments
 from tuneforge.utils.console import console
+from tuneforge.utils.errors import ConfigError
 
 
 @dataclass
@@ -47,26 +51,6 @@ def _start_recorder(cfg, src, data: PreparedData, out: Path, group_id=None, pare
                              parent_run_id=parent_run_id)
 
 
-def _extra_callbacks(cfg, data: PreparedData, tok) -> list:
-    cls_cfg = cfg.eval.classification
-    if cls_cfg is None:
-        return []
-    from tuneforge.eval.callback import ClassificationEvalCallback
-
-    records = data.val_records
-    if cls_cfg.data:
-        from tuneforge.data.catalog import DatasetSpec, load_dataset
-
-        records = load_dataset(DatasetSpec(path=cls_cfg.data), on_error=cfg.data.on_error).records
-    if not records:
-        from tuneforge.utils.errors import ConfigError
-
-        raise ConfigError("eval.classification needs validation rows", hint="set data.val_size or eval.classification.data")
-    if cls_cfg.max_samples:
-        records = records[: cls_cfg.max_samples]
-    return [ClassificationEvalCallback(records, cls_cfg.labels, cls_cfg.mode, every="epoch")]
-
-
 def _save_final(trainer, tok, out: Path, method: str) -> Path:
     final = out / ("adapter" if method == "lora" else "model")
     trainer.model.config.use_cache = True
@@ -76,51 +60,68 @@ def _save_final(trainer, tok, out: Path, method: str) -> Path:
 
 
 def _run_info(cfg, out, status, started, data, params, resolved, metrics, final=None, error=None,
-              run_id=None) -> dict:
-    return {"status": status, "run_id": run_id, "pid": os.getpid(), "started": started, "ended": time.time() if status != "running"
-            else None, "stage": cfg.stage, "method": cfg.method.type, "base_model": cfg.model.name,
+              run_id=None, best=None) -> dict:
+    ended = time.time() if status != "running" else None
+    return {"status": status, "run_id": run_id, "pid": os.getpid(), "started": started, "ended": ended,
+            "stage": cfg.stage, "method": cfg.method.type, "base_model": cfg.model.name,
             "data": data.stats, "datasets": data.datasets, "parameters": params, "auto": resolved.chosen,
-            "metrics": metrics, "final_dir": str(final) if final else None, "error": error}
+            "metrics": metrics, "best": best, "final_dir": str(final) if final else None, "error": error}
 
 
-def train(cfg, config_path: str | None = None, extra_callbacks: list | None = None, *, group_id: str | None = None,
+@dataclass
+class _Run:
+    """What the stages of one recorded run share."""
+
+    cfg: object
+    filled: object  # cfg with auto values filled in (saved as config.yaml)
+    resolved: object
+    schedule: Schedule
+    data: PreparedData
+    tok: object
+    device: str
+    out: Path
+    resume_ckpt: Path | None
+    recorder: object
+    info: dict
+    before: list | None
+
+
+def train(cfg, config_path: str | None = None, extra_callbacks: list | None = None, *,
+          eval_callbacks: Callable | None = None, group_id: str | None = None,
           parent_run_id: str | None = None) -> TrainResult:
     """Run the configured training to completion (or a clean interruption). See module docstring.
 
-    `group_id` groups runs in the registry (e.g. one data-size sweep); `parent_run_id` records lineage.
+    `extra_callbacks` are added to the Trainer as they are. `eval_callbacks(cfg, val_records, every)` builds the
+    callbacks of eval.classification (the CLI passes tuneforge.eval.callback.classification_callbacks); it is
+    required when eval.classification is set. `group_id` groups runs in the registry (e.g. one data-size sweep);
+    `parent_run_id` records lineage.
     """
     set_threads_for_cpu()
     # transformers/peft call their own deprecated alias internally; users cannot act on this warning.
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-    stage = get_stage(cfg.stage)
-    src = resolve_model(cfg.model.name)
-    tok = load_tokenizer(src, revision=cfg.model.revision)
-    if stage.needs_chat_template:
-        from tuneforge.data.templates import ensure_chat_template
-
-        ensure_chat_template(tok, cfg.model.template)
-    data = prepare_data(cfg, tok)
-    task_callbacks = _extra_callbacks(cfg, data, tok)  # validated now, before any weight loads
+    _check_config(cfg)
+    src, tok, data = _load_data(cfg)
+    schedule = resolve_schedule(cfg.train, has_validation=bool(data.val))
+    task_callbacks = _task_callbacks(cfg, data, schedule, eval_callbacks)  # validated now, before weights load
     device = dist.local_device(pick_device(cfg.model.device))
     import torch
 
     bf16_ok = device.startswith("cuda") and torch.cuda.is_bf16_supported()
     resolved = resolve_auto(cfg.train, cfg.method.type, data.n_train_rows, device, bf16_ok)
-    out, resume_ckpt = dist.decide(lambda: choose_output_dir(cfg, config_path))
+    filled = _filled_config(cfg, resolved)
+    out, resume_ckpt = dist.decide(lambda: _output_folder(cfg, filled, data, config_path))
     main = dist.is_main()
-    filled = cfg.model_copy(deep=True)
-    filled.train.epochs, filled.train.batch_size = resolved.epochs, resolved.batch_size
-    filled.train.learning_rate = resolved.learning_rate
-    filled.train.gradient_checkpointing, filled.train.precision = resolved.gradient_checkpointing, resolved.precision
     started = time.time()
     if main:
         out.mkdir(parents=True, exist_ok=True)
         save_config(filled, out / "config.yaml")
-        print_plan(cfg, data, resolved, device, out, resume_ckpt)
+        print_plan(cfg, data, resolved, device, out, resume_ckpt, schedule)
 
     # Weights load in fp32 unless model.dtype says otherwise; bf16/fp16 precision means mixed-precision autocast.
-    model = load_model(src, dtype=cfg.model.dtype if cfg.model.dtype != "auto" else "float32", device=device,
-                       revision=cfg.model.revision)
+    # Base weights: float32 on CPU/MPS and for full/freeze; a frozen LoRA base in bf16/fp16 on CUDA.
+    model = load_model(src, dtype=resolve_load_dtype(cfg.model.dtype, cfg.method.type, device, bf16_ok,
+                                                     precision=resolved.precision),
+                       device=device, revision=cfg.model.revision)
     before = _preview_before(cfg, model, tok) if main and not resume_ckpt else None
     # No KV cache while training: it is useless there, and its presence disables transformers' packed-sequence
     # (block-diagonal) masking derived from position ids. Restored before the final model is saved.
@@ -139,21 +140,9 @@ def train(cfg, config_path: str | None = None, extra_callbacks: list | None = No
                 run_id=recorder.run_id if recorder else None)
     if main:
         write_run_file(out, _run_info(status="running", metrics={}, **info))
-
-    counter = TokenCounter()
-    args = training_arguments(filled, resolved, out, device, len(data.train))
-    callbacks = [ProgressCallback(counter), MetricsCallback(out, counter, recorder, cfg.output.tensorboard)]
-    callbacks += task_callbacks + list(extra_callbacks or [])
-    stopper = StopCallback()
-    callbacks.append(stopper)
-    trainer = TuneforgeTrainer(model=model, args=args, train_dataset=ListDataset(data.train),
-                               data_collator=PadCollator(tok.pad_token_id, packed=cfg.data.packing),
-                               processing_class=tok, callbacks=callbacks, token_counter=counter)
-    for cb in task_callbacks:
-        cb.attach(trainer)  # logs through trainer.log → metrics.jsonl, TensorBoard and the registry
-    stopper.install()
-    try:
-        result = trainer.train(resume_from_checkpoint=str(resume_ckpt) if resume_ckpt else None)
+    run = _Run(cfg, filled, resolved, schedule, data, tok, device, out, resume_ckpt, recorder, info, before)
+    try:  # from here on the run is recorded: any failure marks it failed (or interrupted) in run.json + registry
+        return _fit(run, model, task_callbacks + list(extra_callbacks or []))
     except BaseException as err:
         if main:
             status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
@@ -161,20 +150,109 @@ def train(cfg, config_path: str | None = None, extra_callbacks: list | None = No
             if recorder:
                 recorder.finish(status, error=repr(err))
         raise
+
+
+def _check_config(cfg) -> None:
+    """Checks that span sections, for configs built in code (files are checked when loaded); trackers installed."""
+    try:
+        check_load_best(cfg)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    import importlib.util
+
+    missing = [t for t in cfg.output.report_to if importlib.util.find_spec(t) is None]
+    if missing:
+        raise ConfigError(f"output.report_to names {', '.join(missing)}, which is not installed",
+                          hint=f"pip install {' '.join(missing)}, or remove it from output.report_to")
+
+
+def _load_data(cfg):
+    stage = get_stage(cfg.stage)
+    src = resolve_model(cfg.model.name)
+    tok = load_tokenizer(src, revision=cfg.model.revision)
+    if stage.needs_chat_template:
+        from tuneforge.data.templates import ensure_chat_template
+
+        ensure_chat_template(tok, cfg.model.template)
+    return src, tok, prepare_data(cfg, tok)
+
+
+def _task_callbacks(cfg, data: PreparedData, schedule: Schedule, eval_callbacks) -> list:
+    if cfg.eval.classification is None:
+        return []
+    if eval_callbacks is None:
+        raise ConfigError("eval.classification is set, but train() was given no eval_callbacks to compute it",
+                          hint="pass eval_callbacks=tuneforge.eval.callback.classification_callbacks "
+                               "(the tuneforge CLI does), or set eval.classification=null")
+    every = "evaluate" if schedule.evaluate else (schedule.eval_steps or "epoch")
+    return list(eval_callbacks(cfg, data.val_records, every))
+
+
+def _filled_config(cfg, resolved):
+    filled = cfg.model_copy(deep=True)
+    filled.train.epochs, filled.train.batch_size = resolved.epochs, resolved.batch_size
+    filled.train.learning_rate = resolved.learning_rate
+    filled.train.gradient_checkpointing, filled.train.precision = resolved.gradient_checkpointing, resolved.precision
+    return filled
+
+
+def _output_folder(cfg, filled, data: PreparedData, config_path):
+    out, resume_ckpt = choose_output_dir(cfg, config_path)
+    if resume_ckpt is not None and cfg.train.resume in ("auto", "force"):
+        check_resume_config(out, resume_ckpt, filled.model_dump(mode="json"), cfg.train.resume, data.datasets)
+    return out, resume_ckpt
+
+
+def _build_trainer(run: _Run, model, callbacks: list):
+    counter = TokenCounter()
+    if run.resume_ckpt is not None:
+        counter.load(run.resume_ckpt)  # token counts continue where the checkpoint left them
+        if dist.is_main():
+            drop_rows_after(run.out / "metrics.jsonl", checkpoint_step(run.resume_ckpt))
+    cfg, tok = run.cfg, run.tok
+    args = training_arguments(run.filled, run.resolved, run.out, run.device, len(run.data.train), run.schedule)
+    callbacks = [ProgressCallback(counter), MetricsCallback(run.out, counter, run.recorder), *callbacks]
+    if cfg.train.early_stopping_patience:
+        from transformers import EarlyStoppingCallback
+
+        callbacks.append(EarlyStoppingCallback(cfg.train.early_stopping_patience))
+    stopper = StopCallback()
+    callbacks.append(stopper)
+    trainer = TuneforgeTrainer(model=model, args=args, train_dataset=ListDataset(run.data.train),
+                               eval_dataset=ListDataset(run.data.val) if run.schedule.evaluate else None,
+                               data_collator=PadCollator(tok.pad_token_id, packed=cfg.data.packing),
+                               eval_collator=PadCollator(tok.pad_token_id), processing_class=tok,
+                               callbacks=callbacks, token_counter=counter)
+    for cb in callbacks:
+        if hasattr(cb, "attach"):
+            cb.attach(trainer)  # logs through trainer.log → metrics.jsonl, trackers and the registry
+    for cb in trainer.callback_handler.callbacks:
+        if type(cb).__name__ == "TensorBoardCallback":
+            cb.logging_dir = str(run.out / "tensorboard")
+    return trainer, counter, stopper
+
+
+def _fit(run: _Run, model, callbacks: list) -> TrainResult:
+    trainer, counter, stopper = _build_trainer(run, model, callbacks)
+    stopper.install()
+    try:
+        result = trainer.train(resume_from_checkpoint=str(run.resume_ckpt) if run.resume_ckpt else None)
     finally:
         stopper.uninstall()
     metrics = dict(result.metrics)
-    metrics["real_tokens"] = counter.real_tokens * args.world_size
+    metrics["real_tokens"] = counter.real_tokens * trainer.args.world_size
     metrics["padding_fraction"] = round(1 - counter.real_tokens / max(counter.padded_tokens, 1), 4)
-    if stopper.requested or trainer.state.global_step < trainer.state.max_steps:
-        if main:
-            write_run_file(out, _run_info(status="interrupted", metrics=metrics, **info))
-            if recorder:
-                recorder.finish("interrupted")
-            console.print(f"[yellow]interrupted[/yellow]: checkpoint saved in {out / 'checkpoints'}; "
+    if stopper.requested or (trainer.state.global_step < trainer.state.max_steps and not _stopped_early(trainer)):
+        if dist.is_main():
+            write_run_file(run.out, _run_info(status="interrupted", metrics=metrics, **run.info))
+            if run.recorder:
+                run.recorder.finish("interrupted")
+            console.print(f"[yellow]interrupted[/yellow]: checkpoint saved in {run.out / 'checkpoints'}; "
                           f"run the same command again to resume.")
-        return TrainResult(out, "interrupted", None, metrics, recorder.run_id if recorder else None)
-    return _finish(trainer, tok, cfg, out, metrics, info, recorder, before)
+        dist.barrier()  # no rank exits before rank 0 has written the status (torchrun kills the others on exit)
+        return TrainResult(run.out, "interrupted", None, metrics, run.recorder.run_id if run.recorder else None)
+    metrics.update(_final_eval(trainer, run.schedule))
+    return _finish(trainer, run, metrics)
 
 
 def _preview_before(cfg, model, tok):
@@ -187,24 +265,63 @@ def _preview_before(cfg, model, tok):
     return answer(model, tok, prompts, cfg.eval.max_new_tokens)
 
 
-def _finish(trainer, tok, cfg, out, metrics, info, recorder, before) -> TrainResult:
+def _stopped_early(trainer) -> bool:
+    """True when train.early_stopping_patience ended the run (not an interruption)."""
+    return any(getattr(cb, "early_stopping_patience_counter", 0) >= getattr(cb, "early_stopping_patience", 1 << 30)
+               for cb in trainer.callback_handler.callbacks)
+
+
+def _eval_logs_at(history: list[dict], step: int) -> dict:
+    found: dict = {}
+    for row in history:
+        if row.get("step") == step:
+            found.update({k: v for k, v in row.items() if k.startswith("eval_")})
+    return found
+
+
+def _final_eval(trainer, schedule: Schedule) -> dict:
+    """Evaluation metrics of the final artifact: the best step's (train.load_best), else the last step's, measured
+    now when the last evaluation happened before the last step."""
+    if not schedule.evaluate:
+        return {}
+    st = trainer.state
+    step = st.best_global_step if schedule.load_best and st.best_model_checkpoint else st.global_step
+    found = _eval_logs_at(st.log_history, step)
+    if "eval_loss" not in found:
+        found.update(trainer.evaluate())  # all ranks evaluate together
+    return {k: v for k, v in found.items() if not k.endswith(("_runtime", "_per_second"))}
+
+
+def _best_info(trainer, schedule: Schedule) -> dict | None:
+    st = trainer.state
+    if not schedule.load_best:
+        return None
+    return {"metric": schedule.load_best, "greater_is_better": schedule.greater_is_better,
+            "step": st.best_global_step if st.best_model_checkpoint else None, "value": st.best_metric,
+            "checkpoint": st.best_model_checkpoint}
+
+
+def _finish(trainer, run: _Run, metrics: dict) -> TrainResult:
+    cfg, out, recorder, tok = run.cfg, run.out, run.recorder, run.tok
     main = dist.is_main()
     final = _save_final(trainer, tok, out, cfg.method.type) if main else None
     dist.barrier()
     if not main:
         return TrainResult(out, "succeeded", None, metrics)
     png = plot_loss(out / "metrics.jsonl", out / "loss.png", title=f"{cfg.stage}/{cfg.method.type} — {out.name}")
-    if before is not None:
+    if run.before is not None:
         from tuneforge.train.preview import answer, show_and_save
 
         after = answer(trainer.model, tok, cfg.eval.preview_prompts, cfg.eval.max_new_tokens)
-        show_and_save(cfg.eval.preview_prompts, before, after, out)
-    write_run_file(out, _run_info(status="succeeded", metrics=metrics, final=final, **info))
+        show_and_save(cfg.eval.preview_prompts, run.before, after, out)
+    best = _best_info(trainer, run.schedule)
+    write_run_file(out, _run_info(status="succeeded", metrics=metrics, final=final, best=best, **run.info))
     if recorder:
         recorder.add_artifact("adapter" if cfg.method.type == "lora" else "model", str(final))
         if png:
             recorder.add_artifact("plot", str(png))
         recorder.finish("succeeded")
+    kept = f" (best {best['metric']} {best['value']:.4f} at step {best['step']})" if best and best["step"] else ""
     console.print(f"[bold green]done[/bold green]: {'adapter' if cfg.method.type == 'lora' else 'model'} saved to "
-                  f"[bold]{final}[/bold]; loss curve {png}; metrics {out / 'metrics.jsonl'}")
+                  f"[bold]{final}[/bold]{kept}; loss curve {png}; metrics {out / 'metrics.jsonl'}")
     return TrainResult(out, "succeeded", final, metrics, recorder.run_id if recorder else None)

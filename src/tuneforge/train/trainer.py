@@ -10,6 +10,7 @@ from torch.utils.data import Dataset
 from transformers import Trainer, TrainingArguments
 from transformers.trainer_callback import PrinterCallback
 
+from tuneforge.config.auto import resolve_schedule
 from tuneforge.train.callbacks import TokenCounter
 
 
@@ -27,12 +28,24 @@ class ListDataset(Dataset):
 
 
 class TuneforgeTrainer(Trainer):
-    """Trainer that counts real (non-padding) tokens for the throughput shown in the progress bar and logs."""
+    """Trainer that counts real (non-padding) tokens for the throughput shown in the progress bar and logs.
 
-    def __init__(self, *args, token_counter: TokenCounter | None = None, **kwargs):
+    `eval_collator` batches the validation rows, which are never packed (the training collator may be).
+    """
+
+    def __init__(self, *args, token_counter: TokenCounter | None = None, eval_collator=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.token_counter = token_counter or TokenCounter()
+        self.eval_collator = eval_collator
         self.remove_callback(PrinterCallback)  # our ProgressCallback/MetricsCallback show and store the logs
+
+    def get_eval_dataloader(self, eval_dataset=None):
+        train_collator = self.data_collator
+        self.data_collator = self.eval_collator or train_collator
+        try:
+            return super().get_eval_dataloader(eval_dataset)
+        finally:
+            self.data_collator = train_collator
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         inputs = dict(inputs)
@@ -51,11 +64,22 @@ def is_distributed() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
-def training_arguments(cfg, resolved, out_dir: Path, device: str, n_train: int) -> TrainingArguments:
-    """Map our TrainSection (+ resolved auto values) onto TrainingArguments, with per-device defaults."""
+def _schedule_arguments(schedule) -> dict:
+    """Evaluation / checkpoint / best-model arguments (see config.auto.resolve_schedule)."""
+    save, ev = schedule.save_steps, schedule.eval_steps
+    args = {"save_strategy": "steps" if save else "epoch", "save_steps": save or 500,
+            "eval_strategy": ("steps" if ev else "epoch") if schedule.evaluate else "no", "eval_steps": ev or None}
+    if schedule.load_best:
+        args.update(load_best_model_at_end=True, metric_for_best_model=schedule.load_best,
+                    greater_is_better=schedule.greater_is_better)
+    return args
+
+
+def training_arguments(cfg, resolved, out_dir: Path, device: str, n_train: int, schedule=None) -> TrainingArguments:
+    """Map our TrainSection (+ resolved auto values, + the eval/save schedule) onto TrainingArguments."""
     t = cfg.train
     on_cpu = not device.startswith("cuda")
-    save_steps = t.save_steps
+    schedule = schedule or resolve_schedule(t, has_validation=False)
     return TrainingArguments(
         output_dir=str(out_dir / "checkpoints"),
         num_train_epochs=resolved.epochs,
@@ -76,15 +100,13 @@ def training_arguments(cfg, resolved, out_dir: Path, device: str, n_train: int) 
         train_sampling_strategy="group_by_length" if (t.group_by_length and not cfg.data.packing) else "random",
         logging_steps=t.logging_steps,
         logging_first_step=True,
-        save_strategy="steps" if save_steps else "epoch",
-        save_steps=save_steps or 500,
         save_total_limit=t.save_total_limit,
-        eval_strategy="no",
-        report_to="none",
+        **_schedule_arguments(schedule),
+        report_to=list(cfg.output.report_to) or "none",
         disable_tqdm=True,
         remove_unused_columns=False,
         dataloader_num_workers=t.num_workers,
-        use_cpu=on_cpu,
+        use_cpu=device == "cpu",  # only the CPU: "mps" must not fall back to it (cuda and mps pick themselves)
         ddp_backend="gloo" if (on_cpu and is_distributed()) else None,
         ddp_find_unused_parameters=False if is_distributed() else None,
         save_only_model=False,

@@ -87,9 +87,22 @@ def test_nothing_usable_is_an_error_that_says_why(tmp_path):
 
 def test_spec_needs_exactly_one_of_name_and_path():
     with pytest.raises(DataError, match="exactly one"):
-        load_dataset(DatasetSpec())
+        load_dataset({})
     with pytest.raises(DataError, match="exactly one"):
-        load_dataset(DatasetSpec(name="a", path="b"))
+        load_dataset({"name": "a", "path": "b"})
+    with pytest.raises(DataError, match="field 'format'"):
+        load_dataset({"path": "a.jsonl", "format": "alpacca"})
+
+
+def test_one_dataset_spec_class_for_config_and_data(tmp_path):
+    from tuneforge.config.load import load_config
+    from tuneforge.config.schema import DatasetEntry
+
+    assert DatasetSpec is DatasetEntry
+    f = tmp_path / "d.jsonl"
+    f.write_text('{"instruction": "q", "output": "a"}\n')
+    entry = load_config(None, [f"data.train=[{{path: {f}, max_samples: 1}}]"]).data.train[0]
+    assert load_dataset(entry).records[0].messages[-1]["content"] == "a"
 
 
 # --- registry -----------------------------------------------------------------------------------------------------
@@ -105,7 +118,10 @@ def test_all_local_llamafactory_demo_sets_load_through_their_registry(demo_data)
         if name in expected_format:
             assert res.format == expected_format[name], name
     tool = load_dataset(DatasetSpec(name="glaive_toolcall_en_demo", max_samples=5), dataset_info=info).records
-    assert all(r.tools for r in tool) and any(m["role"] == "function_call" for r in tool for m in r.messages)
+    # rows with "tools": "[]" carry no tools (None); the others a list of schemas
+    assert [bool(r.tools) for r in tool] == [True, False, False, True, False]
+    assert all(t["name"] for r in tool for t in r.tools or [])
+    assert any(m["role"] == "function_call" for r in tool for m in r.messages)
     kto = load_dataset(DatasetSpec(name="kto_en_demo"), dataset_info=info).records
     assert {r.label for r in kto} == {True, False}
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tuneforge.data.catalog import DatasetSpec, load_dataset, read_dataset_info
+from tuneforge.data.catalog import DatasetSpec, dataset_spec, load_dataset, read_dataset_info
 from tuneforge.data.doctor import distribution
 from tuneforge.data.doctor.content import check_boms_and_suspicious, check_empty_fields, check_schema
 from tuneforge.data.doctor.duplicates import check_duplicates, check_leakage
@@ -27,10 +27,10 @@ _BOM = b"\xef\xbb\xbf"
 def _files_of(target: str, opts: CheckOptions) -> tuple[DatasetSpec, list[Path]]:
     p = Path(target).expanduser()
     if p.exists():
-        return DatasetSpec(path=str(p), format=opts.format), list_files(p)
+        return dataset_spec(path=str(p), format=opts.format), list_files(p)
     if is_hub_id(target) and "/" in target:
-        return DatasetSpec(path=target, format=opts.format), []
-    spec = DatasetSpec(name=target, format=opts.format)
+        return dataset_spec(path=target, format=opts.format), []
+    spec = dataset_spec(name=target, format=opts.format)
     info_path = opts.dataset_info or os.environ.get("TUNEFORGE_DATASET_INFO")
     if not info_path:
         raise DataError(f"'{target}' is neither a file nor a folder, and no dataset registry is set",
