@@ -173,3 +173,21 @@ def test_help_texts_name_formats_and_defaults(runner):
         result = runner.invoke(app, [cmd, "--help"], env={"COLUMNS": "200"})
         assert result.exit_code == 0
         assert all(w in result.stdout for w in words), (cmd, result.stdout)
+
+
+def test_generate_shows_a_rows_tools_in_its_prompt_as_training_does(runner, tiny_model, tmp_path):
+    tools = [{"name": "get_weather", "description": "Weather for a city",
+              "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}]
+    row = {"conversations": [{"from": "human", "value": "Weather in Oslo?"}, {"from": "gpt", "value": "Sunny."}],
+           "tools": json.dumps(tools)}
+    data, out = tmp_path / "tools.jsonl", tmp_path / "out.jsonl"
+    data.write_text(json.dumps(row) + "\n")
+    result = runner.invoke(app, ["generate", "-m", tiny_model, "-t", "chatml", "-d", str(data), "-o", str(out),
+                                 "--max-new-tokens", "2"])
+    assert result.exit_code == 0, result.output
+    prompt = json.loads(out.read_text())["prompt"]
+    assert "get_weather" in prompt and prompt.endswith("<|im_start|>assistant\n")
+    engine = Engine.load(tiny_model, template="chatml", device="cpu")
+    from tuneforge.data.templates import render_prompt
+
+    assert prompt == render_prompt(engine.tokenizer, [{"role": "user", "content": "Weather in Oslo?"}], tools)

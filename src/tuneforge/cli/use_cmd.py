@@ -170,6 +170,7 @@ class _Item:
     messages: list | None = None  # chat prompt (conversation so far)
     text: str | None = None  # raw text prompt
     reference: str | None = None
+    tools: list | None = None  # tool schemas shown in the prompt, as in training
 
 
 _REF_KEYS = ("completion", "reference", "answer", "output", "response")
@@ -223,7 +224,7 @@ def _read_items(path: str, limit: Optional[int]) -> list[_Item]:
         msgs, ref = template_messages(r.messages), None
         if msgs and msgs[-1]["role"] == "assistant":
             ref, msgs = msgs[-1]["content"], msgs[:-1]
-        items.append(_Item(r.source, messages=msgs, reference=ref))
+        items.append(_Item(r.source, messages=msgs, reference=ref, tools=r.tools))
     return items
 
 
@@ -234,13 +235,14 @@ def _run_generation(engine, items: list[_Item], **kw) -> list[dict]:
     raw = [i for i, it in enumerate(items) if it.messages is None]
     gens = {}
     if chat:
-        gens.update(zip(chat, engine.generate([items[i].messages for i in chat], **kw)))
+        gens.update(zip(chat, engine.generate([items[i].messages for i in chat],
+                                              tools=[items[i].tools for i in chat], **kw)))
     if raw:
         gens.update(zip(raw, engine.complete([items[i].text for i in raw], **kw)))
     rows = []
     for i, it in enumerate(items):
         g = gens[i]
-        prompt = render_prompt(engine.tokenizer, it.messages) if it.messages is not None else it.text
+        prompt = render_prompt(engine.tokenizer, it.messages, it.tools) if it.messages is not None else it.text
         row = {"index": i, "source": it.source,
                **({"messages": it.messages} if it.messages is not None else {"text": it.text}),
                "prompt": prompt, "reference": it.reference, "prediction": g.text, "finish_reason": g.finish_reason,

@@ -146,15 +146,18 @@ class Engine:
 
     def generate(self, conversations: list[list[dict]], *, max_new_tokens: int = 256, temperature: float = 0.0,
                  top_p: float = 1.0, repetition_penalty: float = 1.0, seed: int | None = None, batch_size: int = 8,
-                 progress: bool = False) -> list[Generation]:
+                 progress: bool = False, tools: list[list[dict] | None] | None = None) -> list[Generation]:
         """Answer each conversation (a list of {"role", "content"} ending with a user turn); results in input order.
+
+        `tools`: per conversation, the tool schemas shown in its prompt (as in training), or None.
 
         Greedy when temperature is 0. Prompts are sorted by length and left-padded into batches of `batch_size`, so
         greedy results equal one-by-one generation (up to float ties). With temperature > 0, `seed` makes the
         sampled answers reproducible (the same seed and batch_size give the same answers). `progress` shows a bar
         with ETA and tokens/s on stderr.
         """
-        prompts = [encode_prompt(self.tokenizer, c) for c in conversations]
+        tools = tools or [None] * len(conversations)
+        prompts = [encode_prompt(self.tokenizer, c, t) for c, t in zip(conversations, tools)]
         sampling = Sampling(temperature, top_p, repetition_penalty, seed)
         return self._run(prompts, self._chat_stops(), max_new_tokens, sampling, batch_size, progress)
 
