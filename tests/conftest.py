@@ -72,6 +72,22 @@ def _tuneforge_home(tmp_path_factory):
     yield
 
 
+@pytest.fixture
+def fresh_install(monkeypatch):
+    """Hide the shared demo folder: TUNEFORGE_SHARED unset and shared_dir() → None wherever it was imported."""
+    import sys
+
+    import tuneforge.cli  # noqa: F401  (imports every module that binds shared_dir, so all of them get patched)
+
+    monkeypatch.delenv("TUNEFORGE_SHARED", raising=False)
+    original = paths.shared_dir
+    for module in list(sys.modules.values()):
+        if module is not None and module.__name__.startswith("tuneforge") \
+                and getattr(module, "shared_dir", None) is original:
+            monkeypatch.setattr(module, "shared_dir", lambda: None)
+    assert paths.shared_dir() is None
+
+
 @pytest.fixture(scope="session")
 def shared() -> Path:
     d = paths.shared_dir()

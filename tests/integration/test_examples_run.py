@@ -8,30 +8,15 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from tuneforge.utils import paths
 
 EXAMPLES = sorted(p for p in (Path(__file__).resolve().parents[2] / "examples").glob("*.yaml")
                   if p.name != "quickstart.yaml")
 ONE_STEP = ["train.max_steps=1", "train.batch_size=2", "data.cutoff_len=64", "eval.preview_prompts=[]"]
-
-
-@pytest.fixture
-def fresh_install(monkeypatch):
-    """Hide the shared demo folder: TUNEFORGE_SHARED unset and shared_dir() → None wherever it was imported."""
-    import tuneforge.cli  # noqa: F401  (imports every module that binds shared_dir, so all of them get patched)
-
-    monkeypatch.delenv("TUNEFORGE_SHARED", raising=False)
-    original = paths.shared_dir
-    for module in list(sys.modules.values()):
-        if module is not None and module.__name__.startswith("tuneforge") \
-                and getattr(module, "shared_dir", None) is original:
-            monkeypatch.setattr(module, "shared_dir", lambda: None)
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=[p.stem for p in EXAMPLES])

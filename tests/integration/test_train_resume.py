@@ -11,22 +11,9 @@ import time
 
 import torch
 from safetensors.torch import load_file
-from transformers import TrainerCallback
 
-from train_helpers import losses, tiny_config
+from train_helpers import StopAt, losses, tiny_config
 from tuneforge.train.runner import train
-
-
-class StopAt(TrainerCallback):
-    """Does exactly what the SIGINT handler does, at a chosen step."""
-
-    def __init__(self, step):
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kw):
-        if state.global_step == self.step:
-            control.should_save = True
-            control.should_training_stop = True
 
 
 def _adapter(res):

@@ -8,19 +8,9 @@ import json
 import pytest
 from transformers import TrainerCallback
 
-from train_helpers import tiny_config
+from train_helpers import StopAt, tiny_config
 from tuneforge.train.runner import train
 from tuneforge.utils.errors import ConfigError
-
-
-class StopAt(TrainerCallback):
-    def __init__(self, step):
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kw):
-        if state.global_step == self.step:
-            control.should_save = True
-            control.should_training_stop = True
 
 
 class CrashAt(TrainerCallback):

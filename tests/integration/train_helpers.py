@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from transformers import TrainerCallback
+
 from tuneforge.config.load import load_config
 
 STORY_QA = [
@@ -38,3 +40,15 @@ def tiny_config(tmp_path: Path, model_dir: Path, *overrides: str, data: Path | N
 def losses(run_dir: Path) -> list[float]:
     rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     return [r["loss"] for r in rows if "loss" in r]
+
+
+class StopAt(TrainerCallback):
+    """Does exactly what the SIGINT handler does (save a checkpoint, then stop), at a chosen step."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kw):
+        if state.global_step == self.step:
+            control.should_save = True
+            control.should_training_stop = True

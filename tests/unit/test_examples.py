@@ -3,7 +3,6 @@ model. Each one validates, names its model, loads its data, and says what it sho
 
 from __future__ import annotations
 
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -12,21 +11,8 @@ import pytest
 from tuneforge.config.load import load_config
 from tuneforge.data.catalog import DatasetSpec, load_dataset
 from tuneforge.data.run_records import load_train_records
-from tuneforge.utils import paths
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml"))
-
-
-@pytest.fixture
-def fresh_install(monkeypatch):
-    """Hide the shared demo folder: TUNEFORGE_SHARED unset and shared_dir() → None wherever it was imported."""
-    monkeypatch.delenv("TUNEFORGE_SHARED", raising=False)
-    original = paths.shared_dir
-    for module in list(sys.modules.values()):
-        if module is not None and module.__name__.startswith("tuneforge") \
-                and getattr(module, "shared_dir", None) is original:
-            monkeypatch.setattr(module, "shared_dir", lambda: None)
-    assert paths.shared_dir() is None
 
 
 def test_there_are_examples_for_each_stage_and_method(fresh_install):
