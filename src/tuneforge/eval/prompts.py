@@ -66,13 +66,16 @@ def plain_request(task: Task, item: Item, shots: list[Item]) -> Request:
     return Request(context, conts)
 
 
-def chat_request(tokenizer, messages: list[dict], answers: list[str]) -> Request:
-    """Context = generation prompt; continuation = what the template puts after it for each answer."""
+def chat_request(tokenizer, messages: list[dict], answers: list[str], tools: list[dict] | None = None) -> Request:
+    """Context = generation prompt (with the row's tool schemas, as in training); continuation = what the template
+    puts after it for each answer."""
     messages = template_messages(messages)
-    context = render_prompt(tokenizer, messages)  # raises a clear error when there is no chat template
+    context = render_prompt(tokenizer, messages, tools)  # raises a clear error when there is no chat template
+    extra = {"tools": tools} if tools else {}
     conts = []
     for a in answers:
-        full = tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": a}], tokenize=False)
+        full = tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": a}], tokenize=False,
+                                             **extra)
         conts.append(full[len(context):] if full.startswith(context) and len(full) > len(context) else a)
     return Request(context, conts, special_tokens=False)
 

@@ -43,9 +43,10 @@ def _engine(model, tokenizer, engine):
     return Engine(model, tokenizer)
 
 
-def _score_labels(model, tok, prompts, labels, batch_size, progress) -> tuple[list[str], list[list[float]]]:
+def _score_labels(model, tok, prompts, labels, batch_size, progress,
+                  tools=None) -> tuple[list[str], list[list[float]]]:
     scorer = LoglikScorer(model, tok, batch_size=batch_size)
-    reqs = [chat_request(tok, p, labels) for p in prompts]
+    reqs = [chat_request(tok, p, labels, t) for p, t in zip(prompts, tools or [None] * len(prompts))]
     with progress_bar(len(reqs), "scoring labels", progress) as advance:
         scores = scorer.score(reqs, progress=advance)
     preds, probs = [], []
@@ -69,13 +70,13 @@ def classify(engine_or_model, tokenizer, records, labels: list[str], mode: str =
     start = time.perf_counter()
     examples = []
     if mode == "score":
-        preds, probs = _score_labels(model, tok, prompts, labels, batch_size, progress)
+        preds, probs = _score_labels(model, tok, prompts, labels, batch_size, progress, [r.tools for r in records])
         for rec, p, g, pred, pr in zip(records, prompts, golds, preds, probs):
             examples.append({"id": rec.source, "prompt": tail(p[-1]["content"]), "reference": g, "prediction": pred,
                              "correct": pred == g, "probs": {lab: round(x, 4) for lab, x in zip(labels, pr)}})
     else:
         gens = _engine(model, tok, engine).generate(prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                                                     progress=progress)
+                                                     progress=progress, tools=[r.tools for r in records])
         preds = []
         for rec, p, g, gen in zip(records, prompts, golds, gens):
             pred = parse_label(gen.text, labels)
@@ -108,7 +109,8 @@ def evaluate_generation(engine, records, *, max_new_tokens: int = 256, batch_siz
     prompts, refs = [p for p, _ in pairs], [ref for _, ref in pairs]
     vocab = Vocabulary(refs + [m.get("content") or "" for p in prompts for m in p])
     start = time.perf_counter()
-    gens = engine.generate(prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress)
+    gens = engine.generate(prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress,
+                           tools=[r.tools for r in records])
     seconds = time.perf_counter() - start
     metrics, per_example = generation_metrics([g.text for g in gens], refs)
     examples = []

@@ -134,3 +134,27 @@ def test_gsm8k_style_exact_match_with_fake_engine():
     assert r["metrics"]["exact_match"] == pytest.approx(0.75) and r["metrics"]["n_unparseable"] == 1
     assert r["flags"]["counts"]["did_not_stop"] == 1 and r["flags"]["counts"]["wrong_format"] == 1
     assert "The answer is N" in engine.calls[0][0][0][-1]["content"]
+
+
+TOOLS = [{"name": "lookup_review", "description": "Fetch the full review",
+          "parameters": {"type": "object", "properties": {"id": {"type": "string"}}}}]
+
+
+def test_task_prompts_carry_each_rows_tools_as_training_does(tiny_model_dir):
+    """Evaluation renders a tool row's prompt with its tools (training does), in generate and score modes."""
+    from tuneforge.data.templates import render_prompt
+    from tuneforge.eval.prompts import chat_request
+    from tuneforge.models.load import load_tokenizer
+
+    with_tools = [Record(messages=r.messages, tools=TOOLS if i % 2 == 0 else None, source=r.source)
+                  for i, r in enumerate(RECORDS)]
+    engine = FakeEngine(["1", "0", "1", "0"])
+    classify(engine, None, with_tools, ["0", "1"], "generate")
+    evaluate_generation(FakeEngine(["1", "0", "1", "0"]), with_tools)
+    assert engine.calls[0][1]["tools"] == [TOOLS, None, TOOLS, None]
+
+    tok = load_tokenizer(str(tiny_model_dir), template="chatml")
+    user = [{"role": "user", "content": "great fun"}]
+    req = chat_request(tok, user, ["0", "1"], TOOLS)
+    assert req.context == render_prompt(tok, user, TOOLS) and "lookup_review" in req.context
+    assert req.continuations == chat_request(tok, user, ["0", "1"]).continuations
