@@ -160,9 +160,10 @@ class StopCallback(TrainerCallback):
                       f"(resume later with the same command)…[/yellow]")
 
     def on_step_end(self, args, state, control, **kw):
-        if self._any_rank_requested(args.device) and not self.requested:
-            self.requested = "stop requested on another process"
-        if self.requested:
+        # Decide from the shared flag only: a signal landing after the all-reduce must wait for the next step, or this
+        # rank would stop alone while the others run on into the next collective.
+        if self._any_rank_requested(args.device):
+            self.requested = self.requested or "stop requested on another process"
             control.should_save = True
             control.should_training_stop = True
         return control
