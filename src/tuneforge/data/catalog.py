@@ -15,7 +15,6 @@ import difflib
 import hashlib
 import json
 import os
-import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from tuneforge.data.mixing import apply_ratio, mix as mix_groups, sample_to, spl
 from tuneforge.data.records import Record
 from tuneforge.data.sources import RawRow, read_rows
 from tuneforge.utils.errors import DataError
+from tuneforge.utils.io import atomic_write_json
 
 __all__ = ["DatasetEntry", "DatasetSpec", "dataset_spec", "LoadResult", "load_dataset", "load_datasets",
            "split_train_val", "fingerprint", "register_dataset", "read_dataset_info"]
@@ -144,13 +144,7 @@ def register_dataset(name: str, entry: dict, dataset_info: str | Path, *, overwr
         raise DataError(f"dataset '{name}' is already registered", file=str(path), field=name,
                         hint="choose another name or pass overwrite=True")
     info[name] = entry
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(info, fh, indent=2, ensure_ascii=False)
-        fh.write("\n")
-    os.replace(tmp, path)  # readers never see a half-written registry
-    return path
+    return atomic_write_json(path, info)  # readers never see a half-written registry
 
 
 @dataclass

@@ -117,7 +117,6 @@ def train(cfg, config_path: str | None = None, extra_callbacks: list | None = No
         save_config(filled, out / "config.yaml")
         print_plan(cfg, data, resolved, device, out, resume_ckpt, schedule)
 
-    # Weights load in fp32 unless model.dtype says otherwise; bf16/fp16 precision means mixed-precision autocast.
     # Base weights: float32 on CPU/MPS and for full/freeze; a frozen LoRA base in bf16/fp16 on CUDA.
     model = load_model(src, dtype=resolve_load_dtype(cfg.model.dtype, cfg.method.type, device, bf16_ok,
                                                      precision=resolved.precision),
