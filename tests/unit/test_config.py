@@ -77,3 +77,12 @@ def test_auto_rules():
     fixed = resolve_auto(TrainSection(epochs=2, batch_size=3, learning_rate=1e-5), "full", 10, "cpu")
     assert (fixed.epochs, fixed.batch_size, fixed.learning_rate) == (2, 3, 1e-5)
     assert "epochs" not in fixed.chosen
+
+
+def test_a_first_argument_that_is_an_override_is_not_a_config_file():
+    from tuneforge.config.load import config_arguments
+
+    assert config_arguments("train.epochs=1", ["a=b"]) == (None, ["train.epochs=1", "a=b"])
+    assert config_arguments("runs/x=1.yaml", None) == ("runs/x=1.yaml", [])
+    assert config_arguments("cfg.yaml", ["a=b"]) == ("cfg.yaml", ["a=b"])
+    assert config_arguments(None, None) == (None, [])

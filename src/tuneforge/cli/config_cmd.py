@@ -138,13 +138,12 @@ def show_cmd(
     overrides: Optional[list[str]] = typer.Argument(None, help="dotted overrides, e.g. train.epochs=2"),
     as_json: bool = typer.Option(False, "--json", help="print JSON to stdout instead of a table"),
 ) -> None:
-    from tuneforge.config.load import load_config
+    from tuneforge.config.load import config_arguments, load_config
 
-    if config and "=" in config and not config.endswith((".yaml", ".yml")):
-        overrides, config = [config, *(overrides or [])], None
+    config, overrides = config_arguments(config, overrides)
     rows, note = schema_rows(), None
     if config or overrides:
-        cfg = load_config(config, list(overrides or []))
+        cfg = load_config(config, overrides)
         data = cfg.model_dump(mode="json")
         resolved, note = resolved_auto(cfg)
         for r in rows:

@@ -144,12 +144,11 @@ def doctor_cmd(
     overrides: Optional[list[str]] = typer.Argument(None, help="dotted overrides, e.g. train.batch_size=4"),
     as_json: bool = typer.Option(False, "--json", help="print JSON to stdout instead of text"),
 ) -> None:
-    from tuneforge.config.load import load_config
+    from tuneforge.config.load import config_arguments, load_config
 
-    if config and "=" in config and not config.endswith((".yaml", ".yml")):
-        overrides, config = [config, *(overrides or [])], None
+    config, overrides = config_arguments(config, overrides)
     env, dev = versions(), devices()
-    mem = memory_check(load_config(config, list(overrides or [])), dev) if (config or overrides) else None
+    mem = memory_check(load_config(config, overrides), dev) if (config or overrides) else None
     if as_json:
         sys.stdout.write(json.dumps({"versions": env, "devices": dev, "memory": mem}, indent=2) + "\n")
     else:

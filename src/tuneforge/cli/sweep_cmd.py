@@ -47,14 +47,12 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         from pathlib import Path
 
-        from tuneforge.config.load import load_config
+        from tuneforge.config.load import config_arguments, load_config
         from tuneforge.sweep.plot import print_table
         from tuneforge.sweep.runner import run_sweep
         from tuneforge.utils.console import console
 
-        overrides = list(overrides or [])
-        if "=" in config and not config.endswith((".yaml", ".yml")):
-            config, overrides = None, [config] + overrides
+        config, overrides = config_arguments(config, overrides)
         cfg = load_config(config, overrides)
         name = Path(config).stem if config else f"{cfg.stage}-{cfg.method.type}"
         out_dir = out or str(Path("runs") / f"sweep-{name}")

@@ -35,14 +35,12 @@ def register(app: typer.Typer) -> None:
         config: Optional[str] = typer.Argument(None, help="YAML run config (omit to build one from key=value only)"),
         overrides: Optional[list[str]] = typer.Argument(None, help="dotted overrides, e.g. train.epochs=2"),
     ) -> None:
-        from tuneforge.config.load import load_config
+        from tuneforge.config.load import config_arguments, load_config
         from tuneforge.eval.callback import classification_callbacks
         from tuneforge.train.runner import train
 
-        if config and "=" in config and not config.endswith((".yaml", ".yml")):
-            overrides = [config] + list(overrides or [])
-            config = None
-        cfg = load_config(config, list(overrides or []))
+        config, overrides = config_arguments(config, overrides)
+        cfg = load_config(config, overrides)
         result = train(cfg, config_path=config, eval_callbacks=classification_callbacks)
         if result.status == "interrupted":
             raise typer.Exit(130)

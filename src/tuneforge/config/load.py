@@ -95,6 +95,15 @@ def validate(data: dict, source: str = "config") -> RunConfig:
                           hint="`tuneforge train --help` and README 'Config tour' list every key") from None
 
 
+def config_arguments(config: str | None, overrides: list[str] | None) -> tuple[str | None, list[str]]:
+    """CLI arguments → (YAML path or None, overrides): a first argument that is `key=value` rather than a .yaml/.yml
+    file is an override, so `tuneforge train model.name=x data.train=y` needs no config file."""
+    overrides = list(overrides or [])
+    if config and "=" in config and not config.endswith((".yaml", ".yml")):
+        return None, [config, *overrides]
+    return config, overrides
+
+
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
     """Load YAML (or start from defaults when path is None), apply overrides, expand paths, validate.
 
