@@ -28,7 +28,8 @@ def _yes_no_data(path, n=16):
 
 def test_val_size_is_evaluated_every_eval_steps(tmp_path, tiny_model_dir):
     # 16 rows, 4 held out → 12 train rows, batch 4 → 3 steps per epoch, 6 steps in all
-    res = train(tiny_config(tmp_path, tiny_model_dir, "data.val_size=4", "train.eval_steps=2"))
+    res = train(tiny_config(tmp_path, tiny_model_dir, "data.val_size=4", "train.eval_steps=2",
+                            "train.load_best=null"))
     evals = [r for r in _rows(res.output_dir) if "eval_loss" in r]
     assert [r["step"] for r in evals] == [2, 4, 6]
     assert res.metrics["eval_loss"] == pytest.approx(evals[-1]["eval_loss"])
@@ -36,8 +37,8 @@ def test_val_size_is_evaluated_every_eval_steps(tmp_path, tiny_model_dir):
     assert info["metrics"]["eval_loss"] == pytest.approx(evals[-1]["eval_loss"]) and info["best"] is None
 
 
-def test_eval_at_epoch_end_by_default_and_final_metrics_describe_the_last_step(tmp_path, tiny_model_dir):
-    res = train(tiny_config(tmp_path, tiny_model_dir, "data.val_size=4", "train.max_steps=4"))
+def test_eval_at_epoch_end_without_load_best_and_final_metrics_describe_the_last_step(tmp_path, tiny_model_dir):
+    res = train(tiny_config(tmp_path, tiny_model_dir, "data.val_size=4", "train.max_steps=4", "train.load_best=null"))
     steps = [r["step"] for r in _rows(res.output_dir) if "eval_loss" in r]
     assert steps == [3, 4]  # end of epoch 1, then once more for the final model (step 4, mid-epoch)
     assert "eval_loss" in res.metrics
@@ -90,6 +91,23 @@ def test_early_stopping_ends_a_run_that_stops_improving(tmp_path, tiny_model_dir
     assert res.status == "succeeded" and info["status"] == "succeeded"
     last = max(r["step"] for r in _rows(res.output_dir))
     assert last < 60  # 20 epochs × 3 steps: stopped well before
+
+
+def test_auto_keeps_the_best_evaluation_and_stops_when_it_stops_improving(tmp_path, tiny_model_dir):
+    # defaults only (load_best, eval_steps, early_stopping_patience all auto); a learning rate this large makes the
+    # eval loss rise soon, and 20 epochs × 3 steps would take 60 steps without early stopping
+    res = train(tiny_config(tmp_path, tiny_model_dir, "data.val_size=4", "train.epochs=20",
+                            "train.learning_rate=1.0"))
+    info = json.loads((res.output_dir / "run.json").read_text())
+    assert {"load_best", "eval_steps", "early_stopping_patience"} <= set(info["auto"])
+    evals = {r["step"]: r["eval_loss"] for r in _rows(res.output_dir) if "eval_loss" in r}
+    assert list(evals)[:3] == [1, 2, 3]  # 3 steps per epoch → an evaluation each step (four per epoch at most)
+    best_step = min(evals, key=evals.get)
+    assert info["best"]["metric"] == "eval_loss" and info["best"]["step"] == best_step
+    assert max(evals) == best_step + 2  # two evaluations without a better loss, then stop
+    assert res.status == "succeeded" and max(evals) < 60
+    saved = (res.output_dir / "config.yaml").read_text()
+    assert "load_best: eval_loss" in saved and "early_stopping_patience: 2" in saved and "eval_steps: 1" in saved
 
 
 def test_load_best_without_validation_fails_before_model_load(tmp_path, tiny_model_dir, monkeypatch):

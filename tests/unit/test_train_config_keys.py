@@ -34,7 +34,8 @@ def test_unknown_scheduler_fails_at_config_time_with_did_you_mean():
     (["train.load_best=eval_loss"], "needs validation data"),
     (["data.val_size=0.2", "train.load_best=eval_cls/accuracy"], "needs eval.classification"),
     (["data.val_size=0.2", "train.load_best=eval_los"], "did you mean 'eval_loss'"),
-    (["data.val_size=0.2", "train.early_stopping_patience=2"], "needs train.load_best"),
+    (["data.val_size=0.2", "train.load_best=null", "train.early_stopping_patience=2"], "needs train.load_best"),
+    (["train.early_stopping_patience=0"], "'auto' or null"),
     (["data.val_size=0.2", "train.load_best=eval_loss", "train.save_steps=3", "train.eval_steps=2"],
      "not a multiple"),
 ])
@@ -61,9 +62,33 @@ def test_schedules_line_up_when_load_best_is_on():
     assert (s.eval_steps, s.save_steps) == (5, 5) and "save_steps=5" in s.notes[0]
     s = resolve_schedule(TrainSection(save_steps=4, load_best="eval_loss"), has_validation=True)
     assert (s.eval_steps, s.save_steps) == (4, 4) and "eval_steps=4" in s.notes[0]
-    s = resolve_schedule(TrainSection(eval_steps=5), has_validation=True)
+    s = resolve_schedule(TrainSection(eval_steps=5, load_best=None), has_validation=True)
     assert (s.eval_steps, s.save_steps, s.notes) == (5, 0, []) and s.evaluate and s.load_best is None
     assert not resolve_schedule(TrainSection(eval_steps=5), has_validation=False).evaluate
+
+
+def test_auto_schedule_keeps_the_best_and_stops_when_validation_stops_improving():
+    s = resolve_schedule(TrainSection(), has_validation=True, steps_per_epoch=500, total_steps=1500)
+    assert (s.load_best, s.greater_is_better, s.eval_steps, s.save_steps, s.patience) == \
+        ("eval_loss", False, 125, 125, 2)
+    assert set(s.chosen) == {"load_best", "eval_steps", "early_stopping_patience"}
+    s = resolve_schedule(TrainSection(), has_validation=True, has_classification=True, steps_per_epoch=500,
+                         total_steps=1500)
+    assert (s.load_best, s.greater_is_better) == ("eval_cls/macro_f1", True)
+    short = resolve_schedule(TrainSection(max_steps=8), has_validation=True, steps_per_epoch=500, total_steps=8)
+    assert short.eval_steps == 2  # at least four evaluations in a run shorter than an epoch
+
+
+def test_auto_schedule_yields_to_explicit_values_and_to_missing_validation():
+    none = resolve_schedule(TrainSection(), has_validation=False, steps_per_epoch=500, total_steps=1500)
+    assert (none.evaluate, none.load_best, none.patience, none.eval_steps, none.chosen) == (False, None, None, 0, {})
+    last = resolve_schedule(TrainSection(load_best=None), has_validation=True, steps_per_epoch=500, total_steps=500)
+    assert (last.load_best, last.patience, last.eval_steps) == (None, None, 0)  # each epoch, keep the last
+    patient = resolve_schedule(TrainSection(early_stopping_patience=None), has_validation=True,
+                               steps_per_epoch=40, total_steps=120)
+    assert (patient.load_best, patient.patience, patient.eval_steps) == ("eval_loss", None, 10)
+    saved = resolve_schedule(TrainSection(save_steps=50), has_validation=True, steps_per_epoch=500, total_steps=500)
+    assert (saved.eval_steps, saved.save_steps) == (50, 50)  # auto eval follows an explicit checkpoint schedule
 
 
 def test_report_to_and_tensorboard_shorthand():

@@ -14,7 +14,7 @@ Rules (documented in README "Auto values"):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 _TARGET_EPOCHS = 3
 _MIN_EXAMPLES, _MAX_EXAMPLES = 100, 25_000
@@ -87,6 +87,12 @@ class Schedule:
     load_best: str | None
     greater_is_better: bool | None
     notes: list[str]  # values derived from others, shown in the printed plan
+    patience: int | None = None  # early stopping: evaluations without a better load_best metric
+    chosen: dict = field(default_factory=dict)  # key → reason, for the schedule values that were `auto`
+
+
+_EVALS_PER_EPOCH = 4
+_AUTO_PATIENCE = 2
 
 
 def greater_is_better(metric: str) -> bool:
@@ -95,12 +101,30 @@ def greater_is_better(metric: str) -> bool:
     return not ("loss" in name or name.startswith("n_unparseable"))
 
 
-def resolve_schedule(train, has_validation: bool) -> Schedule:
-    """Evaluation and checkpoint schedules. With train.load_best they must line up (the best evaluated step needs a
-    checkpoint), so an unset one (0) follows the other; config validation rejects save_steps that are no multiple
-    of eval_steps."""
-    ev, sv, notes = train.eval_steps, train.save_steps, []
+def _auto_metric(has_classification: bool) -> str:
+    return "eval_cls/macro_f1" if has_classification else "eval_loss"
+
+
+def resolve_schedule(train, has_validation: bool, *, has_classification: bool = False,
+                     steps_per_epoch: int = 0, total_steps: int = 0) -> Schedule:
+    """Evaluation, checkpoint, best-model and early-stopping schedule.
+
+    `auto` (the defaults) with validation rows: keep the best checkpoint by eval_cls/macro_f1 (eval.classification)
+    or eval_loss, evaluate four times per epoch (at least four times in a run shorter than an epoch), and stop after
+    two evaluations (half an epoch) without a better value; the epoch count is then an upper bound. Without
+    validation rows nothing is evaluated. With train.load_best the schedules must line up (the best evaluated step
+    needs a checkpoint), so an unset one (0) follows the other; config validation rejects save_steps that are no
+    multiple of eval_steps.
+    """
+    ev, sv, notes, chosen = train.eval_steps, train.save_steps, [], {}
     best = train.load_best if has_validation else None
+    if best == "auto":
+        best = _auto_metric(has_classification)
+        chosen["load_best"] = f"{best} (validation rows{' + eval.classification' if has_classification else ''})"
+    if ev == "auto":
+        ev = _auto_eval_steps(steps_per_epoch, total_steps) if best and not sv else 0
+        if best and not sv:
+            chosen["eval_steps"] = f"{ev} (about {_EVALS_PER_EPOCH} evaluations per epoch of {steps_per_epoch} steps)"
     if best and bool(ev) != bool(sv):
         if sv:
             ev = sv
@@ -108,4 +132,15 @@ def resolve_schedule(train, has_validation: bool) -> Schedule:
         else:
             sv = ev
             notes.append(f"save_steps={sv} (follows eval_steps: train.load_best needs a checkpoint per evaluation)")
-    return Schedule(has_validation, ev, sv, best, greater_is_better(best) if best else None, notes)
+    patience = train.early_stopping_patience if best else None
+    if patience == "auto":
+        patience = _AUTO_PATIENCE
+        chosen["early_stopping_patience"] = f"{patience} evaluations without a better {best}"
+    return Schedule(has_validation, ev, sv, best, greater_is_better(best) if best else None, notes, patience, chosen)
+
+
+def _auto_eval_steps(steps_per_epoch: int, total_steps: int) -> int:
+    """Four evaluations per epoch; at least four in a run shorter than one epoch."""
+    per_epoch = math.ceil(max(steps_per_epoch, 1) / _EVALS_PER_EPOCH)
+    in_run = math.ceil(max(total_steps, 1) / _EVALS_PER_EPOCH) if total_steps else per_epoch
+    return max(1, min(per_epoch, in_run))

@@ -130,12 +130,17 @@ class TrainSection(Section):
     logging_steps: int = Field(1, ge=1, description="log metrics every N optimizer steps")
     save_steps: int = Field(0, ge=0, description="checkpoint every N steps (0: at each epoch end)")
     save_total_limit: int = Field(2, ge=1, description="checkpoints kept on disk")
-    eval_steps: int = Field(0, ge=0, description="evaluate the validation data every N steps (0: at each epoch "
-                                                 "end); runs whenever data.val_size or data.eval gives rows")
-    load_best: str | None = Field(None, description="keep the checkpoint with the best value of this metric as the "
-                                                     "result: eval_loss, or eval_cls/<metric> with eval.classification")
-    early_stopping_patience: int | None = Field(None, ge=1, description="stop after N evaluations without a better "
-                                                                         "train.load_best metric")
+    eval_steps: Union[int, Auto] = Field(
+        "auto", description="evaluate the validation data every N steps (0: at each epoch end; auto: four times "
+                            "per epoch when a load_best metric is watched, else each epoch); runs whenever "
+                            "data.val_size or data.eval gives rows")
+    load_best: str | None = Field(
+        "auto", description="keep the checkpoint with the best value of this metric as the result: eval_loss, or "
+                            "eval_cls/<metric> with eval.classification; auto: eval_cls/macro_f1 with "
+                            "eval.classification, else eval_loss, whenever there are validation rows; null: the last")
+    early_stopping_patience: Union[int, Auto, None] = Field(
+        "auto", description="stop after N evaluations without a better train.load_best metric; auto: 2 whenever a "
+                            "load_best metric is watched; null: never stop early")
     resume: Union[Literal["auto", "never", "force"], str] = Field(
         "auto", description="auto | never | force (resume even though the config changed) | a checkpoint path")
     num_workers: int = Field(0, description="data loader worker processes")
@@ -153,6 +158,20 @@ class TrainSection(Section):
     def _positive(cls, v):
         if v != "auto" and v <= 0:
             raise ValueError("must be > 0 or 'auto'")
+        return v
+
+    @field_validator("eval_steps")
+    @classmethod
+    def _steps(cls, v):
+        if v != "auto" and v < 0:
+            raise ValueError("must be >= 0 (0: at each epoch end) or 'auto'")
+        return v
+
+    @field_validator("early_stopping_patience")
+    @classmethod
+    def _patience(cls, v):
+        if v not in ("auto", None) and v < 1:
+            raise ValueError("must be >= 1, 'auto' or null (never stop early)")
         return v
 
     @field_validator("batch_size")
@@ -231,10 +250,10 @@ def has_validation(cfg: RunConfig) -> bool:
 def check_load_best(cfg: RunConfig) -> None:
     """train.load_best / early_stopping_patience must name a metric that the run will log, on validation data."""
     t = cfg.train
-    if t.early_stopping_patience is not None and not t.load_best:
+    if t.early_stopping_patience not in ("auto", None) and not t.load_best:
         raise ValueError("train.early_stopping_patience needs train.load_best (the metric to watch), "
                          "e.g. train.load_best=eval_loss")
-    if not t.load_best:
+    if not t.load_best or t.load_best == "auto":  # auto picks a metric the run logs, or none without validation
         return
     if not has_validation(cfg):
         raise ValueError(f"train.load_best={t.load_best} needs validation data: set data.val_size (e.g. 0.1) or "
@@ -246,7 +265,7 @@ def check_load_best(cfg: RunConfig) -> None:
     if t.load_best not in valid:
         guess = did_you_mean(t.load_best, valid + cls_names)
         raise ValueError(f"train.load_best: unknown metric '{t.load_best}'{guess} (valid here: {', '.join(valid)})")
-    if t.save_steps and t.eval_steps and t.save_steps % t.eval_steps:
+    if t.save_steps and t.eval_steps not in (0, "auto") and t.save_steps % t.eval_steps:
         raise ValueError(f"train.load_best needs checkpoints where evaluations happen: train.save_steps="
                          f"{t.save_steps} is not a multiple of train.eval_steps={t.eval_steps} (set one of them to "
                          f"0 to derive it from the other)")

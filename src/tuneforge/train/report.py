@@ -17,8 +17,7 @@ def _schedule_rows(cfg, data, schedule) -> list[tuple[str, str]]:
         rows.append(("validation", f"{data.stats['val']['kept']} examples; {what} {every(schedule.eval_steps)}"))
     if schedule.load_best:
         better = "higher" if schedule.greater_is_better else "lower"
-        stop = (f"; stop after {cfg.train.early_stopping_patience} evaluations without improvement"
-                if cfg.train.early_stopping_patience else "")
+        stop = f"; stop after {schedule.patience} evaluations without improvement" if schedule.patience else ""
         rows.append(("keep best", f"{schedule.load_best} ({better} is better) → the final adapter/model{stop}"))
     rows += [("derived", note) for note in schedule.notes]
     return rows

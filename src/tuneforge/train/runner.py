@@ -6,6 +6,7 @@ SIGINT/SIGTERM save a checkpoint and mark the run interrupted; the same command 
 
 from __future__ import annotations
 
+import math
 import os
 import time
 import warnings
@@ -101,14 +102,15 @@ def train(cfg, config_path: str | None = None, extra_callbacks: list | None = No
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     _check_config(cfg)
     src, tok, data = _load_data(cfg)
-    schedule = resolve_schedule(cfg.train, has_validation=bool(data.val))
-    task_callbacks = _task_callbacks(cfg, data, schedule, eval_callbacks)  # validated now, before weights load
     device = dist.local_device(pick_device(cfg.model.device))
     import torch
 
     bf16_ok = device.startswith("cuda") and torch.cuda.is_bf16_supported()
     resolved = resolve_auto(cfg.train, cfg.method.type, data.n_train_rows, device, bf16_ok)
-    filled = _filled_config(cfg, resolved)
+    schedule = _schedule(cfg, data, resolved)
+    resolved.chosen.update(schedule.chosen)
+    task_callbacks = _task_callbacks(cfg, data, schedule, eval_callbacks)  # validated now, before weights load
+    filled = _filled_config(cfg, resolved, schedule)
     out, resume_ckpt = dist.decide(lambda: _output_folder(cfg, filled, data, config_path))
     main = dist.is_main()
     started = time.time()
@@ -187,8 +189,19 @@ def _task_callbacks(cfg, data: PreparedData, schedule: Schedule, eval_callbacks)
     return list(eval_callbacks(cfg, data.val_records, every))
 
 
-def _filled_config(cfg, resolved):
+def _schedule(cfg, data: PreparedData, resolved) -> Schedule:
+    per_step = resolved.batch_size * cfg.train.grad_accum * dist.world_size()
+    steps_per_epoch = math.ceil(len(data.train) / per_step)
+    total = cfg.train.max_steps if cfg.train.max_steps > 0 else math.ceil(resolved.epochs * steps_per_epoch)
+    return resolve_schedule(cfg.train, has_validation=bool(data.val),
+                            has_classification=cfg.eval.classification is not None,
+                            steps_per_epoch=steps_per_epoch, total_steps=total)
+
+
+def _filled_config(cfg, resolved, schedule: Schedule):
     filled = cfg.model_copy(deep=True)
+    filled.train.eval_steps, filled.train.load_best = schedule.eval_steps, schedule.load_best
+    filled.train.early_stopping_patience = schedule.patience
     filled.train.epochs, filled.train.batch_size = resolved.epochs, resolved.batch_size
     filled.train.learning_rate = resolved.learning_rate
     filled.train.gradient_checkpointing, filled.train.precision = resolved.gradient_checkpointing, resolved.precision
@@ -211,10 +224,10 @@ def _build_trainer(run: _Run, model, callbacks: list):
     cfg, tok = run.cfg, run.tok
     args = training_arguments(run.filled, run.resolved, run.out, run.device, len(run.data.train), run.schedule)
     callbacks = [ProgressCallback(counter), MetricsCallback(run.out, counter, run.recorder), *callbacks]
-    if cfg.train.early_stopping_patience:
+    if run.schedule.patience:
         from transformers import EarlyStoppingCallback
 
-        callbacks.append(EarlyStoppingCallback(cfg.train.early_stopping_patience))
+        callbacks.append(EarlyStoppingCallback(run.schedule.patience))
     stopper = StopCallback()
     callbacks.append(stopper)
     trainer = TuneforgeTrainer(model=model, args=args, train_dataset=ListDataset(run.data.train),
