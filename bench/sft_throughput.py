@@ -169,7 +169,7 @@ def trained_positions_loss(trainer, model, inputs, num_items_in_batch):
 
 
 def _patch_trained_logits():
-    from tuneforge.train.trainer import TuneforgeTrainer
+    from tuneforge.stages.trainer import TuneforgeTrainer
 
     stock = TuneforgeTrainer.compute_loss
 
@@ -194,8 +194,9 @@ def run_tuneforge(spec: dict, chan: Channel, packing: bool, patches: list[str]) 
     torch.set_num_threads(spec["threads"])
     from transformers import TrainerCallback
 
+    from tuneforge.stages import causal
+    from tuneforge.stages.trainer import ListDataset
     from tuneforge.train import runner
-    from tuneforge.train.trainer import ListDataset
 
     apply_patches(patches)
     stepper = Stepper(chan)
@@ -210,7 +211,7 @@ def run_tuneforge(spec: dict, chan: Channel, packing: bool, patches: list[str]) 
             self.index_of = {id(it): i for i, it in enumerate(items)}
             datasets.append(self)
 
-    class RecordingCollator(runner.PadCollator):
+    class RecordingCollator(causal.PadCollator):
         def __call__(self, items):
             batches.append([datasets[-1].index_of[id(it)] for it in items])
             return super().__call__(items)
@@ -220,8 +221,8 @@ def run_tuneforge(spec: dict, chan: Channel, packing: bool, patches: list[str]) 
             super().__init__()
             counters.append(self)
 
-    runner.ListDataset = RecordingDataset
-    runner.PadCollator = RecordingCollator
+    causal.ListDataset = RecordingDataset  # the pt/sft stages build their Trainer there
+    causal.PadCollator = RecordingCollator
     runner.TokenCounter = RecordingCounter
     seen = {"real": 0, "padded": 0}
 
@@ -284,13 +285,14 @@ def run_hand(spec: dict, chan: Channel, random_order: bool) -> None:
     from tuneforge.methods import apply_method
     from tuneforge.models.load import load_model, load_tokenizer
     from tuneforge.models.source import resolve_model
+    from tuneforge.stages import stage_and_params
     from tuneforge.train.data_prep import prepare_data
 
     cfg = bench_config(spec, False, str(Path(spec["workdir"]) / f"run-{spec['name']}"))
     src = resolve_model(cfg.model.name)
     tok = load_tokenizer(src)
     ensure_chat_template(tok, cfg.model.template)
-    items = prepare_data(cfg, tok).train  # the same rendered samples (same indices) the runner trains on
+    items = prepare_data(cfg, tok, *stage_and_params(cfg)).train  # the samples (same indices) the runner trains on
     model = load_model(src, dtype="float32", device="cpu")
     set_seed(cfg.train.seed)
     model = apply_method(model, cfg.method)  # same LoRA init as the runner (same seed before apply)
@@ -571,14 +573,16 @@ def epoch_plan(spec: dict) -> dict:
 
     from tuneforge.data.templates import ensure_chat_template
     from tuneforge.models.load import load_tokenizer
+    from tuneforge.stages import stage_and_params
     from tuneforge.train.data_prep import prepare_data
 
     bs = spec["batch_size"]
     cfg = bench_config(spec, False, str(Path(spec["workdir"]) / "plan"))
     tok = load_tokenizer(cfg.model.name)
     ensure_chat_template(tok, cfg.model.template)
-    lengths = [len(it["input_ids"]) for it in prepare_data(cfg, tok).train]
-    packed = [len(it["input_ids"]) for it in prepare_data(bench_config(spec, True, "plan"), tok).train]
+    lengths = [len(it["input_ids"]) for it in prepare_data(cfg, tok, *stage_and_params(cfg)).train]
+    packed_cfg = bench_config(spec, True, "plan")
+    packed = [len(it["input_ids"]) for it in prepare_data(packed_cfg, tok, *stage_and_params(packed_cfg)).train]
 
     def padding(lens, order):
         batches = [[lens[i] for i in order[k:k + bs]] for k in range(0, len(order), bs)]

@@ -21,9 +21,8 @@ def _bad_data(tmp_path):
 
 
 def test_bad_row_errors_before_model_load(tmp_path, tiny_model_dir, monkeypatch):
-    import tuneforge.train.runner as runner
-
-    monkeypatch.setattr(runner, "load_model", lambda *a, **k: pytest.fail("model loaded before data check"))
+    monkeypatch.setattr("tuneforge.models.load.load_model",
+                        lambda *a, **k: pytest.fail("model loaded before data check"))
     cfg = tiny_config(tmp_path, tiny_model_dir, data=_bad_data(tmp_path))
     with pytest.raises(DataError) as e:
         train(cfg)

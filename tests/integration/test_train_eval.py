@@ -64,7 +64,7 @@ def test_classification_rides_the_eval_schedule_and_can_pick_the_best(tmp_path, 
     data = _yes_no_data(tmp_path / "yn.jsonl")
     cfg = tiny_config(tmp_path, tiny_model_dir, "data.val_size=4", "train.eval_steps=2",
                       "eval.classification={labels: ['yes', 'no'], mode: score}", "train.load_best=eval_cls/accuracy",
-                      data=data)
+                      "train.early_stopping_patience=null", data=data)
     res = train(cfg, eval_callbacks=classification_callbacks)
     rows = _rows(res.output_dir)
     assert [r["step"] for r in rows if "eval_cls/accuracy" in r] == [2, 4, 6]
@@ -75,9 +75,7 @@ def test_classification_rides_the_eval_schedule_and_can_pick_the_best(tmp_path, 
 
 
 def test_classification_without_an_evaluator_is_an_error_before_model_load(tmp_path, tiny_model_dir, monkeypatch):
-    import tuneforge.train.runner as runner
-
-    monkeypatch.setattr(runner, "load_model", lambda *a, **k: pytest.fail("model loaded"))
+    monkeypatch.setattr("tuneforge.models.load.load_model", lambda *a, **k: pytest.fail("model loaded"))
     cfg = tiny_config(tmp_path, tiny_model_dir, "data.val_size=4", "eval.classification={labels: [a, b]}")
     with pytest.raises(ConfigError, match="eval_callbacks"):
         train(cfg)
@@ -95,25 +93,25 @@ def test_early_stopping_ends_a_run_that_stops_improving(tmp_path, tiny_model_dir
 
 def test_auto_keeps_the_best_evaluation_and_stops_when_it_stops_improving(tmp_path, tiny_model_dir):
     # defaults only (load_best, eval_steps, early_stopping_patience all auto); a learning rate this large makes the
-    # eval loss rise soon, and 20 epochs × 3 steps would take 60 steps without early stopping
+    # eval loss rise after its fourth step, and 20 epochs × 3 steps would take 60 steps without early stopping
     res = train(tiny_config(tmp_path, tiny_model_dir, "data.val_size=4", "train.epochs=20",
-                            "train.learning_rate=1.0"))
+                            "train.learning_rate=0.1"))
     info = json.loads((res.output_dir / "run.json").read_text())
     assert {"load_best", "eval_steps", "early_stopping_patience"} <= set(info["auto"])
     evals = {r["step"]: r["eval_loss"] for r in _rows(res.output_dir) if "eval_loss" in r}
-    assert list(evals)[:3] == [1, 2, 3]  # 3 steps per epoch → an evaluation each step (four per epoch at most)
+    # 3 steps per epoch; 4 validation rows against 12 training rows: an evaluation costs ~0.4 steps, so one every
+    # step would spend more than a fifth of the compute on evaluating → every 2 steps
+    assert list(evals)[:2] == [2, 4]
     best_step = min(evals, key=evals.get)
     assert info["best"]["metric"] == "eval_loss" and info["best"]["step"] == best_step
-    assert max(evals) == best_step + 2  # two evaluations without a better loss, then stop
+    assert max(evals) == best_step + 2  # half an epoch (one evaluation) without a better loss, then stop
     assert res.status == "succeeded" and max(evals) < 60
     saved = (res.output_dir / "config.yaml").read_text()
-    assert "load_best: eval_loss" in saved and "early_stopping_patience: 2" in saved and "eval_steps: 1" in saved
+    assert "load_best: eval_loss" in saved and "early_stopping_patience: 1" in saved and "eval_steps: 2" in saved
 
 
 def test_load_best_without_validation_fails_before_model_load(tmp_path, tiny_model_dir, monkeypatch):
-    import tuneforge.train.runner as runner
-
-    monkeypatch.setattr(runner, "load_model", lambda *a, **k: pytest.fail("model loaded"))
+    monkeypatch.setattr("tuneforge.models.load.load_model", lambda *a, **k: pytest.fail("model loaded"))
     with pytest.raises(ConfigError, match="train.load_best"):
         train(tiny_config(tmp_path, tiny_model_dir, "train.load_best=eval_loss"))
 

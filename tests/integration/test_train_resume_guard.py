@@ -32,9 +32,7 @@ def _interrupted(tmp_path, tiny_model_dir, *over):
 
 def test_changed_config_is_refused_before_model_load(tmp_path, tiny_model_dir, monkeypatch):
     _interrupted(tmp_path, tiny_model_dir)
-    import tuneforge.train.runner as runner
-
-    monkeypatch.setattr(runner, "load_model", lambda *a, **k: pytest.fail("model loaded"))
+    monkeypatch.setattr("tuneforge.models.load.load_model", lambda *a, **k: pytest.fail("model loaded"))
     changed = tiny_config(tmp_path, tiny_model_dir, "train.save_steps=2", "train.learning_rate=0.05",
                           "data.max_samples=10")
     with pytest.raises(ConfigError) as err:

@@ -80,7 +80,7 @@ def test_render_records_counts_truncation_and_rejects_no_answer(smol_tok):
     recs = [Record(messages=CONV, source="a.jsonl:1"),
             Record(messages=[{"role": "user", "content": "x " * 400}, {"role": "assistant", "content": "ok"}],
                    source="a.jsonl:2")]
-    out, stats = render_records(recs, smol_tok, stage="sft", mask="assistant", cutoff=48)
+    out, stats = render_records(recs, smol_tok, mask="assistant", cutoff=48)
     assert stats.rows == 2 and stats.truncated == 1 and stats.kept == 2
     assert all(len(r.input_ids) <= 48 for r in out)
     with pytest.raises(DataError, match="a.jsonl:3.*no assistant turn"):

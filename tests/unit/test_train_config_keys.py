@@ -33,7 +33,6 @@ def test_unknown_scheduler_fails_at_config_time_with_did_you_mean():
 @pytest.mark.parametrize("over, needle", [
     (["train.load_best=eval_loss"], "needs validation data"),
     (["data.val_size=0.2", "train.load_best=eval_cls/accuracy"], "needs eval.classification"),
-    (["data.val_size=0.2", "train.load_best=eval_los"], "did you mean 'eval_loss'"),
     (["data.val_size=0.2", "train.load_best=null", "train.early_stopping_patience=2"], "needs train.load_best"),
     (["train.early_stopping_patience=0"], "'auto' or null"),
     (["data.val_size=0.2", "train.load_best=eval_loss", "train.save_steps=3", "train.eval_steps=2"],
@@ -43,6 +42,15 @@ def test_load_best_checks_name_the_key(over, needle):
     with pytest.raises(ConfigError) as err:
         _cfg(*over)
     assert needle in str(err.value) and "train." in str(err.value)
+
+
+def test_load_best_names_a_metric_the_stage_logs():
+    from tuneforge.config.schema import check_load_best
+    from tuneforge.stages import STAGES
+
+    cfg = _cfg("data.val_size=0.2", "train.load_best=eval_los")  # the config alone does not know the stage's metrics
+    with pytest.raises(ValueError, match="did you mean 'eval_loss'"):
+        check_load_best(cfg, metrics=STAGES["sft"].metrics)
 
 
 def test_load_best_accepts_existing_metrics():
@@ -77,6 +85,25 @@ def test_auto_schedule_keeps_the_best_and_stops_when_validation_stops_improving(
     assert (s.load_best, s.greater_is_better) == ("eval_cls/macro_f1", True)
     short = resolve_schedule(TrainSection(max_steps=8), has_validation=True, steps_per_epoch=500, total_steps=8)
     assert short.eval_steps == 2  # at least four evaluations in a run shorter than an epoch
+    # an evaluation as costly as 50 training steps: spaced so that evaluating stays under a fifth of training
+    costly = resolve_schedule(TrainSection(), has_validation=True, steps_per_epoch=500, total_steps=1500,
+                              eval_cost_steps=50)
+    assert costly.eval_steps == 250 and costly.save_steps == 250
+    assert costly.patience == 1  # half an epoch without a better value: one evaluation this far apart
+    assert resolve_schedule(TrainSection(), has_validation=True, steps_per_epoch=500, total_steps=100,
+                            eval_cost_steps=50).eval_steps == 100  # never later than the run's last step
+
+
+def test_auto_threshold_ignores_changes_within_the_noise_of_the_scored_rows():
+    cls = resolve_schedule(TrainSection(), has_validation=True, has_classification=True, steps_per_epoch=500,
+                           total_steps=1500, scored_rows=200)
+    assert cls.threshold == round(0.5 / 200 ** 0.5, 4) and "early_stopping_threshold" in cls.chosen
+    loss = resolve_schedule(TrainSection(), has_validation=True, steps_per_epoch=500, total_steps=1500,
+                            scored_rows=200)
+    assert loss.threshold == 0.0  # eval_loss is averaged over every validation token
+    fixed = resolve_schedule(TrainSection(early_stopping_threshold=0.01), has_validation=True,
+                             has_classification=True, steps_per_epoch=500, total_steps=1500, scored_rows=200)
+    assert fixed.threshold == 0.01
 
 
 def test_auto_schedule_yields_to_explicit_values_and_to_missing_validation():

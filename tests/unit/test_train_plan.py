@@ -9,6 +9,7 @@ from tuneforge.config.auto import resolve_auto, resolve_schedule
 from tuneforge.config.load import load_config
 from tuneforge.models.load import load_tokenizer
 from tuneforge.models.source import resolve_model
+from tuneforge.stages import stage_and_params
 from tuneforge.train.data_prep import prepare_data
 from tuneforge.train.report import print_plan
 
@@ -27,7 +28,7 @@ def test_plan_shows_the_derived_schedule(tmp_path, tiny_model_dir, capsys):
     from tuneforge.data.templates import ensure_chat_template
 
     ensure_chat_template(tok, "chatml")
-    data = prepare_data(cfg, tok)
+    data = prepare_data(cfg, tok, *stage_and_params(cfg))
     schedule = resolve_schedule(cfg.train, has_validation=bool(data.val))
     print_plan(cfg, data, resolve_auto(cfg.train, "lora", data.n_train_rows, "cpu"), "cpu", Path("out"), None,
                schedule)

@@ -109,7 +109,8 @@ def preview_cmd(
     from rich.text import Text
 
     from tuneforge.config.load import load_config
-    from tuneforge.data.preview import marked_text, preview, segments
+    from tuneforge.data.preview import marked_text, segments
+    from tuneforge.stages.preview import preview
 
     cfg = load_config(config, list(overrides or []))
     samples, stats, tok = preview(cfg, n)

@@ -54,7 +54,7 @@ def register(app: typer.Typer) -> None:
 
         config, overrides = config_arguments(config, overrides)
         cfg = load_config(config, overrides)
-        name = Path(config).stem if config else f"{cfg.stage}-{cfg.method.type}"
+        name = Path(config).stem if config else f"{cfg.stage.type}-{cfg.method.type}"
         out_dir = out or str(Path("runs") / f"sweep-{name}")
         result = run_sweep(cfg, data_sizes, out=out_dir, config_path=config, overrides=overrides,
                            eval_file=eval_file, labels=_split(labels), mode=mode, eval_samples=eval_samples,

@@ -51,8 +51,10 @@ def auto_learning_rate(method: str, batch_size: int) -> float:
     return _BASE_LR[method] * math.sqrt(batch_size / 8)
 
 
-def resolve_auto(train, method: str, n_rows: int, device: str, has_cuda_bf16: bool = False) -> Resolved:
-    """Fill every `auto` of a TrainSection; returns values plus the reasons for those that were auto."""
+def resolve_auto(train, method: str, n_rows: int, device: str, has_cuda_bf16: bool = False, *,
+                 lr_scale: float = 1.0) -> Resolved:
+    """Fill every `auto` of a TrainSection; returns values plus the reasons for those that were auto. `lr_scale`:
+    the stage's factor on the method's base rate (preference stages train at a lower rate than SFT)."""
     chosen: dict[str, str] = {}
     epochs = train.epochs
     if epochs == "auto":
@@ -64,8 +66,9 @@ def resolve_auto(train, method: str, n_rows: int, device: str, has_cuda_bf16: bo
         chosen["batch_size"] = f"{bs} (~0.2% of {n_rows} rows, within [4, {8 if device == 'cpu' else 16}])"
     lr = train.learning_rate
     if lr == "auto":
-        lr = auto_learning_rate(method, bs)
-        chosen["learning_rate"] = f"{lr:.2e} ({method} base {_BASE_LR[method]:.0e} × sqrt({bs}/8))"
+        lr = auto_learning_rate(method, bs) * lr_scale
+        stage = f" × stage {lr_scale:g}" if lr_scale != 1 else ""
+        chosen["learning_rate"] = f"{lr:.2e} ({method} base {_BASE_LR[method]:.0e} × sqrt({bs}/8){stage})"
     gc = train.gradient_checkpointing
     if gc == "auto":
         gc = device.startswith("cuda") and method == "full"
@@ -88,10 +91,12 @@ class Schedule:
     greater_is_better: bool | None
     notes: list[str]  # values derived from others, shown in the printed plan
     patience: int | None = None  # early stopping: evaluations without a better load_best metric
+    threshold: float = 0.0  # the smallest change of the load_best metric that counts as better
     chosen: dict = field(default_factory=dict)  # key → reason, for the schedule values that were `auto`
 
 
 _EVALS_PER_EPOCH = 4
+_EVAL_SHARE = 0.2  # evaluations may cost at most this share of the training compute
 _AUTO_PATIENCE = 2
 
 
@@ -101,30 +106,31 @@ def greater_is_better(metric: str) -> bool:
     return not ("loss" in name or name.startswith("n_unparseable"))
 
 
-def _auto_metric(has_classification: bool) -> str:
-    return "eval_cls/macro_f1" if has_classification else "eval_loss"
-
-
 def resolve_schedule(train, has_validation: bool, *, has_classification: bool = False,
-                     steps_per_epoch: int = 0, total_steps: int = 0) -> Schedule:
+                     steps_per_epoch: int = 0, total_steps: int = 0, auto_metric: str = "eval_loss",
+                     eval_cost_steps: float = 0.0, scored_rows: int = 0) -> Schedule:
     """Evaluation, checkpoint, best-model and early-stopping schedule.
 
     `auto` (the defaults) with validation rows: keep the best checkpoint by eval_cls/macro_f1 (eval.classification)
-    or eval_loss, evaluate four times per epoch (at least four times in a run shorter than an epoch), and stop after
-    two evaluations (half an epoch) without a better value; the epoch count is then an upper bound. Without
-    validation rows nothing is evaluated. With train.load_best the schedules must line up (the best evaluated step
-    needs a checkpoint), so an unset one (0) follows the other; config validation rejects save_steps that are no
-    multiple of eval_steps.
+    or the stage's `auto_metric` (eval_loss for pt/sft), evaluate four times per epoch (at least four times in a run
+    shorter than an epoch) but never so often that evaluating costs more than a fifth of the training compute
+    (`eval_cost_steps`: one evaluation's cost in training steps), and stop after about half an epoch (at least one
+    evaluation) without a better value, where "better" for an eval_cls metric means by more than its noise
+    (0.5/sqrt(`scored_rows`), about one standard error of a proportion); the epoch count is then an upper bound. Without validation rows nothing is evaluated. With
+    train.load_best the schedules must line up (the best evaluated step needs a checkpoint), so an unset one (0)
+    follows the other; config validation rejects save_steps that are no multiple of eval_steps.
     """
     ev, sv, notes, chosen = train.eval_steps, train.save_steps, [], {}
     best = train.load_best if has_validation else None
     if best == "auto":
-        best = _auto_metric(has_classification)
+        best = "eval_cls/macro_f1" if has_classification else auto_metric
         chosen["load_best"] = f"{best} (validation rows{' + eval.classification' if has_classification else ''})"
     if ev == "auto":
-        ev = _auto_eval_steps(steps_per_epoch, total_steps) if best and not sv else 0
+        ev = _auto_eval_steps(steps_per_epoch, total_steps, eval_cost_steps) if best and not sv else 0
         if best and not sv:
-            chosen["eval_steps"] = f"{ev} (about {_EVALS_PER_EPOCH} evaluations per epoch of {steps_per_epoch} steps)"
+            chosen["eval_steps"] = (f"{ev} (up to {_EVALS_PER_EPOCH} evaluations per epoch of {steps_per_epoch} steps; "
+                                    f"one costs about {eval_cost_steps:.0f} steps, kept under "
+                                    f"{_EVAL_SHARE:.0%} of training)")
     if best and bool(ev) != bool(sv):
         if sv:
             ev = sv
@@ -134,13 +140,29 @@ def resolve_schedule(train, has_validation: bool, *, has_classification: bool = 
             notes.append(f"save_steps={sv} (follows eval_steps: train.load_best needs a checkpoint per evaluation)")
     patience = train.early_stopping_patience if best else None
     if patience == "auto":
-        patience = _AUTO_PATIENCE
+        patience = _auto_patience(steps_per_epoch, ev)
         chosen["early_stopping_patience"] = f"{patience} evaluations without a better {best}"
-    return Schedule(has_validation, ev, sv, best, greater_is_better(best) if best else None, notes, patience, chosen)
+    threshold = train.early_stopping_threshold if patience else 0.0
+    if threshold == "auto":
+        threshold = round(0.5 / math.sqrt(scored_rows), 4) if best.startswith("eval_cls/") and scored_rows else 0.0
+        if threshold:
+            chosen["early_stopping_threshold"] = f"{threshold} (0.5/sqrt({scored_rows} rows scored): less is noise)"
+    return Schedule(has_validation, ev, sv, best, greater_is_better(best) if best else None, notes, patience,
+                    float(threshold), chosen)
 
 
-def _auto_eval_steps(steps_per_epoch: int, total_steps: int) -> int:
-    """Four evaluations per epoch; at least four in a run shorter than one epoch."""
+def _auto_patience(steps_per_epoch: int, eval_steps: int) -> int:
+    """Evaluations in about half an epoch (at least one; two with four evaluations per epoch)."""
+    if not eval_steps or not steps_per_epoch:
+        return _AUTO_PATIENCE
+    return max(1, round(steps_per_epoch / 2 / eval_steps))
+
+
+def _auto_eval_steps(steps_per_epoch: int, total_steps: int, eval_cost_steps: float = 0.0) -> int:
+    """Four evaluations per epoch (four in a run shorter than one epoch), spaced so that evaluating costs at most
+    _EVAL_SHARE of the training between two evaluations; at most the run's length."""
     per_epoch = math.ceil(max(steps_per_epoch, 1) / _EVALS_PER_EPOCH)
     in_run = math.ceil(max(total_steps, 1) / _EVALS_PER_EPOCH) if total_steps else per_epoch
-    return max(1, min(per_epoch, in_run))
+    affordable = math.ceil(eval_cost_steps / _EVAL_SHARE)
+    ev = max(1, affordable, min(per_epoch, in_run))
+    return min(ev, total_steps) if total_steps else ev

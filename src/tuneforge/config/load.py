@@ -40,6 +40,9 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
         node = data
         for part in path[:-1]:
             nxt = node.get(part)
+            if isinstance(nxt, str):  # `stage: dpo` then `stage.beta=0.2`: the name becomes {type: dpo}
+                nxt = {"type": nxt}
+                node[part] = nxt
             if not isinstance(nxt, dict):
                 nxt = {}
                 node[part] = nxt

@@ -134,13 +134,19 @@ class TrainSection(Section):
         "auto", description="evaluate the validation data every N steps (0: at each epoch end; auto: four times "
                             "per epoch when a load_best metric is watched, else each epoch); runs whenever "
                             "data.val_size or data.eval gives rows")
+    eval_on_start: bool = Field(False, description="evaluate once before the first step too (the baseline of the "
+                                                    "eval curve)")
     load_best: str | None = Field(
         "auto", description="keep the checkpoint with the best value of this metric as the result: eval_loss, or "
                             "eval_cls/<metric> with eval.classification; auto: eval_cls/macro_f1 with "
                             "eval.classification, else eval_loss, whenever there are validation rows; null: the last")
     early_stopping_patience: Union[int, Auto, None] = Field(
         "auto", description="stop after N evaluations without a better train.load_best metric; auto: 2 whenever a "
-                            "load_best metric is watched; null: never stop early")
+                            "load_best metric is watched, less when evaluations are sparse (about half an epoch "
+                            "without a better value); null: never stop early")
+    early_stopping_threshold: Union[float, Auto] = Field(
+        "auto", description="the smallest change of the load_best metric that counts as better; auto: about one "
+                            "standard error (0.5/sqrt(rows scored)) for eval_cls metrics, 0 for losses")
     resume: Union[Literal["auto", "never", "force"], str] = Field(
         "auto", description="auto | never | force (resume even though the config changed) | a checkpoint path")
     num_workers: int = Field(0, description="data loader worker processes")
@@ -225,8 +231,28 @@ class EvalSection(Section):
     max_new_tokens: int = Field(64, description="longest preview answer in tokens")
 
 
+class StageSection(BaseModel):
+    """`stage: sft` or `stage: {type: dpo, beta: 0.1}`. The keys beside `type` are the stage's own parameters,
+    validated by that stage (tuneforge.stages), which owns them; the config layer only carries them."""
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+    type: str = Field("sft", description="pt, sft, rm, dpo, simpo, orpo, kto … (`tuneforge stages` lists them)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, v):
+        return {"type": v} if isinstance(v, str) else v
+
+    @property
+    def params(self) -> dict:
+        return dict(self.model_extra or {})
+
+    def __str__(self) -> str:
+        return self.type
+
+
 class RunConfig(Section):
-    stage: Literal["pt", "sft"] = Field("sft", description="pt: plain text; sft: conversations, loss on answers")
+    stage: StageSection = Field(default_factory=StageSection, description="the training stage and its parameters")
     model: ModelSection = Field(default_factory=ModelSection)
     data: DataSection = Field(default_factory=DataSection)
     method: MethodSection = Field(default_factory=MethodSection)
@@ -247,8 +273,11 @@ def has_validation(cfg: RunConfig) -> bool:
     return bool(cfg.data.eval) or cfg.data.val_size > 0
 
 
-def check_load_best(cfg: RunConfig) -> None:
-    """train.load_best / early_stopping_patience must name a metric that the run will log, on validation data."""
+def check_load_best(cfg: RunConfig, metrics: tuple[str, ...] | None = None) -> None:
+    """train.load_best / early_stopping_patience must name a metric that the run will log, on validation data.
+
+    `metrics`: what the configured stage logs at an evaluation (tuneforge.stages, checked again by the runner);
+    None when the config is loaded, where only the stage-independent checks run."""
     t = cfg.train
     if t.early_stopping_patience not in ("auto", None) and not t.load_best:
         raise ValueError("train.early_stopping_patience needs train.load_best (the metric to watch), "
@@ -261,8 +290,8 @@ def check_load_best(cfg: RunConfig) -> None:
     cls_names = [f"eval_cls/{m}" for m in CLASSIFICATION_METRICS]
     if t.load_best in cls_names and cfg.eval.classification is None:
         raise ValueError(f"train.load_best={t.load_best} needs eval.classification (labels, mode) to compute it")
-    valid = ["eval_loss", *(cls_names if cfg.eval.classification is not None else [])]
-    if t.load_best not in valid:
+    valid = [*(metrics or ()), *(cls_names if cfg.eval.classification is not None else [])]
+    if metrics is not None and t.load_best not in valid:
         guess = did_you_mean(t.load_best, valid + cls_names)
         raise ValueError(f"train.load_best: unknown metric '{t.load_best}'{guess} (valid here: {', '.join(valid)})")
     if t.save_steps and t.eval_steps not in (0, "auto") and t.save_steps % t.eval_steps:

@@ -1,4 +1,5 @@
-"""`tuneforge data preview`: show rendered samples with the trained tokens marked, and token-length statistics.
+"""`tuneforge data preview` helpers: rendered samples split into trained / untrained text, length statistics.
+(The composition, which asks the configured stage to render, is tuneforge.stages.preview.)
 
 This is what the model will actually see: the chat template applied, the loss mask, truncation and EOS. Trained
 tokens are shown highlighted (green) in the terminal and between ⟦ ⟧ in plain output.
@@ -44,27 +45,3 @@ def length_stats(lengths: list[int], cutoff: int) -> dict:
     if not lengths:
         return {}
     return length_summary(lengths) | {"at_cutoff": sum(1 for x in lengths if x >= cutoff)}
-
-
-def renders_chat(stage: str) -> bool:
-    """Whether a stage renders conversations through the chat template (every stage but plain-text `pt`)."""
-    return stage != "pt"
-
-
-def preview(cfg, n: int = 3):
-    """Render the configured training data → (first n rendered samples, stats dict, tokenizer)."""
-    from tuneforge.data.render import render_records
-    from tuneforge.data.run_records import load_train_records
-    from tuneforge.models.load import load_tokenizer
-
-    template = cfg.model.template if renders_chat(cfg.stage) else None
-    tok = load_tokenizer(cfg.model.name, revision=cfg.model.revision, template=template)
-    records, _, summaries, skipped = load_train_records(cfg)
-    d = cfg.data
-    rendered, rstats = render_records(records, tok, stage=cfg.stage, mask=d.mask, cutoff=d.cutoff_len,
-                                      on_long_answer=d.on_long_answer)
-    lengths = [len(r.input_ids) for r in rendered]
-    trained = [sum(1 for lab in r.labels if lab != IGNORE) for r in rendered]
-    stats = {"datasets": summaries, "skipped_rows": len(skipped), "render": rstats.as_dict(),
-             "tokens": length_stats(lengths, d.cutoff_len), "trained_tokens": length_stats(trained, 10**9)}
-    return rendered[:n], stats, tok

@@ -181,28 +181,8 @@ def render_text(record: Record, tok, cutoff: int) -> list[Rendered]:
             if len(ids[i:i + cutoff]) > 1]
 
 
-def check_kind(records: list[Record], stage: str) -> None:
-    """Stages sft/pt learn from plain conversations or text: refuse preference / KTO rows before rendering any."""
-    if stage not in ("sft", "pt"):
-        return
-    for rec in records:
-        if rec.chosen is not None or rec.rejected is not None:
-            what, kind = "pairwise preference data (chosen/rejected)", "dpo"
-        elif rec.label is not None:
-            what, kind = "KTO data (conversations labelled desirable/undesirable)", "kto"
-        else:
-            continue
-        path, _, line = rec.source.rpartition(":")
-        file = (path if line.isdigit() else rec.source) or None
-        raise DataError(f"this is {what}: it needs a preference stage such as {kind}; for "
-                        f"{'SFT' if stage == 'sft' else 'pre-training'} use a file with plain "
-                        f"{'conversations' if stage == 'sft' else 'text or conversations'}", file=file,
-                        hint=f"point data at a file without {'chosen/rejected' if kind == 'dpo' else 'label'} "
-                             f"columns (first such row: {rec.source}), or train it with a preference stage")
-
-
-def _render_chat_row(rec: Record, tok, mask: str, cutoff: int, on_long_answer: str,
-                     stats: RenderStats) -> Rendered | None:
+def render_row(rec: Record, tok, mask: str, cutoff: int, on_long_answer: str,
+               stats: RenderStats) -> Rendered | None:
     """One chat row, truncated and counted; None when it is dropped."""
     r = render_chat(rec, tok, mask)
     if len(r.input_ids) > cutoff:
@@ -222,32 +202,43 @@ def _render_chat_row(rec: Record, tok, mask: str, cutoff: int, on_long_answer: s
     return r
 
 
-def render_records(records: list[Record], tok, *, stage: str, mask: str, cutoff: int, on_long_answer: str = "cut",
+def render_records(records: list[Record], tok, *, mask: str, cutoff: int, on_long_answer: str = "cut",
                    progress=None) -> tuple[list[Rendered], RenderStats]:
-    """Render a whole dataset; returns kept examples and the counts a user should see.
+    """Render conversations; returns kept examples and the counts a user should see.
 
     `on_long_answer` (config `data.on_long_answer`): `cut` keeps a row whose answer alone exceeds `cutoff` with the
     answer's tail cut, `drop` drops it; both count it in `answer_cut`.
     """
     if on_long_answer not in LONG_ANSWER_POLICIES:
         raise ValueError(f"on_long_answer must be one of {LONG_ANSWER_POLICIES}, got {on_long_answer!r}")
-    check_kind(records, stage)
     out: list[Rendered] = []
     stats = RenderStats()
     for rec in records:
         stats.rows += 1
-        if stage == "pt":
-            text = rec.text if rec.text is not None else "\n".join(m["content"] for m in rec.messages)
-            chunks = render_text(Record(text=text, source=rec.source), tok, cutoff)
-            stats.chunks += len(chunks)
-            out.extend(chunks)
-            continue
-        r = _render_chat_row(rec, tok, mask, cutoff, on_long_answer, stats)
+        r = render_row(rec, tok, mask, cutoff, on_long_answer, stats)
         if r is not None:
             out.append(r)
         if progress:
             progress()
+    return out, _count(out, stats)
+
+
+def render_text_records(records: list[Record], tok, *, cutoff: int) -> tuple[list[Rendered], RenderStats]:
+    """Plain text (a conversation counts as its contents joined by newlines) → cutoff-long chunks, every token
+    trained."""
+    out: list[Rendered] = []
+    stats = RenderStats()
+    for rec in records:
+        stats.rows += 1
+        text = rec.text if rec.text is not None else "\n".join(m["content"] for m in rec.messages)
+        chunks = render_text(Record(text=text, source=rec.source), tok, cutoff)
+        stats.chunks += len(chunks)
+        out.extend(chunks)
+    return out, _count(out, stats)
+
+
+def _count(out: list[Rendered], stats: RenderStats) -> RenderStats:
     stats.kept = len(out)
     stats.tokens = sum(len(r.input_ids) for r in out)
     stats.trained_tokens = sum(sum(1 for lab in r.labels if lab != IGNORE) for r in out)
-    return out, stats
+    return stats

@@ -131,6 +131,10 @@ def _tokenizer_from(src: ModelSource, revision: str | None):
     """Cheapest place to read a tokenizer: files beside a GGUF, its dequantized cache, or the GGUF metadata."""
     from transformers import AutoTokenizer
 
+    if src.kind == "adapter":  # training saves the tokenizer (with its chat template) beside the adapter
+        if (Path(src.path) / "tokenizer_config.json").is_file():
+            return AutoTokenizer.from_pretrained(src.path)
+        return _tokenizer_from(src.base, revision)
     if src.kind != "gguf":
         return AutoTokenizer.from_pretrained(src.path, revision=revision)
     if src.tokenizer_dir:
@@ -178,11 +182,17 @@ def load_tokenizer(name_or_src: str | ModelSource, *, revision: str | None = Non
 
 
 def load_model(name_or_src: str | ModelSource, *, dtype: str = "auto", device: str = "auto",
-               revision: str | None = None, attn_implementation: str | None = "sdpa"):
-    """A causal LM ready to train or generate, on `device` in `dtype` (see pick_dtype)."""
-    from transformers import AutoModelForCausalLM
+               revision: str | None = None, attn_implementation: str | None = "sdpa", head: str = "causal_lm",
+               pad_token_id: int | None = None):
+    """A causal LM ready to train or generate, on `device` in `dtype` (see pick_dtype).
+
+    `head="reward"`: the same backbone with a one-output score head (sequence classification) read at the last
+    non-padding token, which needs `pad_token_id`; a head missing from the checkpoint starts random."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     src = resolve_model(name_or_src) if isinstance(name_or_src, str) else name_or_src
+    if src.kind == "adapter":
+        return _merged(src, dtype=dtype, device=device, head=head, pad_token_id=pad_token_id)
     dev = pick_device(device)
     torch_dtype = pick_dtype(dtype, dev)
     path = local_path(src)
@@ -191,8 +201,17 @@ def load_model(name_or_src: str | ModelSource, *, dtype: str = "auto", device: s
     hf_logging.disable_progress_bar()  # a sub-second "Loading weights" bar is noise
     try:
         try:
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, revision=revision,
-                                                         attn_implementation=attn_implementation)
+            if head == "reward" and _is_reward_checkpoint(path, revision):
+                model = AutoModelForSequenceClassification.from_pretrained(
+                    path, num_labels=1, dtype=torch_dtype, revision=revision, pad_token_id=pad_token_id,
+                    attn_implementation=attn_implementation)
+            elif head == "reward":
+                model = _reward_from_causal(AutoModelForCausalLM.from_pretrained(
+                    path, dtype=torch_dtype, revision=revision, attn_implementation=attn_implementation),
+                    pad_token_id)
+            else:
+                model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, revision=revision,
+                                                             attn_implementation=attn_implementation)
         finally:
             hf_logging.enable_progress_bar()
     except OSError as err:
@@ -200,6 +219,40 @@ def load_model(name_or_src: str | ModelSource, *, dtype: str = "auto", device: s
             raise _hub_error(src, err) from err
         raise ModelError(f"could not load model from {path}: {err}") from err
     return model.to(dev)
+
+
+def _is_reward_checkpoint(path: str, revision: str | None) -> bool:
+    """Whether the checkpoint already holds a sequence-classification (score) head, e.g. a finished rm run."""
+    from transformers import AutoConfig
+
+    archs = AutoConfig.from_pretrained(path, revision=revision).architectures or []
+    return any(a.endswith("ForSequenceClassification") for a in archs)
+
+
+def _reward_from_causal(causal, pad_token_id: int | None):
+    """A one-output score head on a causal LM's backbone. The backbone is copied from the loaded causal LM rather
+    than read by name from the checkpoint: with tied embeddings a checkpoint may store them only as lm_head, which
+    a sequence-classification class would leave random. The head starts small and random (the config's init)."""
+    import copy
+
+    from transformers import AutoModelForSequenceClassification
+
+    config = copy.deepcopy(causal.config)
+    config.num_labels, config.pad_token_id = 1, pad_token_id
+    config.architectures = [type(causal).__name__.replace("ForCausalLM", "ForSequenceClassification")]
+    model = AutoModelForSequenceClassification.from_config(config, dtype=causal.dtype,
+                                                           attn_implementation=config._attn_implementation)
+    prefix = model.base_model_prefix
+    getattr(model, prefix).load_state_dict(getattr(causal, prefix).state_dict())
+    return model
+
+
+def _merged(src: ModelSource, **kwargs):
+    """An earlier run's LoRA adapter merged into its base: the starting point of the next stage."""
+    from peft import PeftModel
+
+    base = load_model(src.base, **kwargs)
+    return PeftModel.from_pretrained(base, src.path).merge_and_unload()
 
 
 def load_for_inference(model: str, adapter: str | None = None, *, dtype: str = "auto", device: str = "auto"):

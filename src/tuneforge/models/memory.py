@@ -110,6 +110,8 @@ def shape_from_gguf(path: str | Path) -> ModelShape:
 def read_model_shape(name: str) -> ModelShape:
     """Shape of model `name` (alias, folder, .gguf, hub id) without loading weights."""
     src = resolve_model(name)
+    while src.kind == "adapter":  # an earlier LoRA run: the merged model has its base's shape
+        src = src.base
     if src.kind == "gguf":
         return shape_from_gguf(src.path)
     if src.kind == "dir":

@@ -26,16 +26,20 @@ TINY_ALIAS = "tinystories-656k"
 class ModelSource:
     """A resolved model location. `kind` is 'dir', 'gguf' or 'hub'."""
 
-    kind: str
-    path: str  # directory, .gguf file, or hub id
+    kind: str  # dir | gguf | hub | adapter (a LoRA run's adapter, merged into `base` when loaded)
+    path: str  # directory, .gguf file, hub id, or adapter folder
     name: str  # what the user asked for (for records and messages)
     tokenizer_dir: str | None = None  # for GGUF: a folder with tokenizer files beside it, if any
+    base: "ModelSource | None" = None  # for an adapter: the model it was trained on
+    run_dir: str | None = None  # a tuneforge run folder this model came from (recorded as the parent run)
 
     @property
     def identity(self) -> str:
-        """Stable identity for the registry: dir path, hub id, or 'gguf:sha256'."""
+        """Stable identity for the registry: dir path, hub id, 'gguf:sha256', or base + adapter weights."""
         if self.kind == "gguf":
             return f"gguf:{file_sha256(self.path)}"
+        if self.kind == "adapter":
+            return f"{self.base.identity}+adapter:{file_sha256(Path(self.path) / 'adapter_model.safetensors')}"
         return self.path
 
 
@@ -93,6 +97,8 @@ def resolve_model(name: str) -> ModelSource:
         raise ModelError(f"'{TINY_ALIAS}' is only available from the shared demo folder",
                          hint="set TUNEFORGE_SHARED to the folder holding models/tinystories-656k")
     p = Path(name).expanduser()
+    if p.is_dir() and (p / "run.json").is_file() and not (p / "config.json").is_file():
+        return _from_run(p, name)
     if p.is_file() and p.suffix == ".gguf":
         return ModelSource("gguf", str(p.resolve()), name, _tokenizer_beside(p.resolve()))
     if p.is_dir():
@@ -109,3 +115,20 @@ def resolve_model(name: str) -> ModelSource:
     if looks_like_path:
         raise ModelError(f"model path {name} does not exist")
     return ModelSource("hub", name, name)
+
+
+def _from_run(run: Path, name: str) -> ModelSource:
+    """An earlier tuneforge run as a model: its final full model, or its LoRA adapter on its recorded base (so
+    sft → dpo and sft → rm → ppo chain runs)."""
+    import json
+
+    info = json.loads((run / "run.json").read_text(encoding="utf-8"))
+    final = Path(info.get("final_dir") or "")
+    if info.get("status") != "succeeded" or not final.is_dir():
+        raise ModelError(f"{run} is a tuneforge run that has no final model (status {info.get('status')})",
+                         hint="finish that run first (run its command again to resume it), or name a checkpoint")
+    if (final / "adapter_config.json").is_file():
+        base = resolve_model(info["base_model"])
+        return ModelSource("adapter", str(final.resolve()), name, base=base, run_dir=str(run.resolve()))
+    src = resolve_model(str(final))
+    return ModelSource(src.kind, src.path, name, src.tokenizer_dir, run_dir=str(run.resolve()))

@@ -28,7 +28,7 @@ def load_trained(cfg, final_dir: Path):
         model = model.merge_and_unload()  # same numbers, no per-layer adapter matmuls while evaluating
     else:
         model, tok = load_for_inference(str(final_dir), dtype=dtype, device=cfg.model.device)
-    if cfg.stage != "pt" and not tok.chat_template:
+    if cfg.stage.type != "pt" and not tok.chat_template:
         ensure_chat_template(tok, cfg.model.template)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token if tok.eos_token is not None else tok.unk_token

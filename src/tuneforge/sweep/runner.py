@@ -79,8 +79,8 @@ def size_config(cfg, size: int, out: Path, data_file: Path, eval_file: Path | No
     """The run config of one size: the subset file as the only training data, the sweep's eval rows as its
     validation data (the trainer reports eval_loss on them), its own output folder, sweep tags."""
     c = cfg.model_copy(deep=True)
-    c.data.train = [{"path": str(data_file), "format": subset_format(cfg.stage)}]
-    c.data.eval = [{"path": str(eval_file), "format": subset_format(cfg.stage)}] if eval_file else []
+    c.data.train = [{"path": str(data_file), "format": subset_format(cfg.stage.type)}]
+    c.data.eval = [{"path": str(eval_file), "format": subset_format(cfg.stage.type)}] if eval_file else []
     c.data.val_size = 0.0  # the sweep chose the eval rows itself
     c.data.max_samples = None
     c.data.mix = "concat"
@@ -176,9 +176,9 @@ def train_size(cfg, size: int, out: Path, pool: Pool, entry: dict, group_id: str
         entry.setdefault("run_id", None)
         entry["run_id"] = entry["run_id"] or _lookup_run_id(group_id, run_dir)
     else:
-        data_file = write_subset(pool, size, out, cfg.stage)
+        data_file = write_subset(pool, size, out, cfg.stage.type)
         with_loss = eval_set is not None and eval_set.with_loss
-        eval_file = write_eval_rows(eval_set, out, cfg.stage) if with_loss else None
+        eval_file = write_eval_rows(eval_set, out, cfg.stage.type) if with_loss else None
         console.rule(f"sweep: size {size} ({size}/{len(pool.records)} rows)")
         result = train(size_config(cfg, size, out, data_file, eval_file), group_id=group_id)
         entry["run_id"] = result.run_id
@@ -220,6 +220,9 @@ def evaluate_size(cfg, entry: dict, eval_set: EvalSet, batch_size: int) -> None:
     entry.update({"metrics": metrics, "eval_key": eval_set.key(), "status": "succeeded"})
 
 
+SWEEP_STAGES = ("pt", "sft")  # the subsets are written as text or conversations
+
+
 def run_sweep(cfg, sizes, *, out: str | Path, config_path: str | None = None, overrides: list[str] | None = None,
               eval_file: str | None = None, labels: list[str] | None = None, mode: str | None = None,
               eval_samples: int | None = None, eval_batch_size: int = 8, eval_loss: bool = True) -> SweepResult:
@@ -227,6 +230,9 @@ def run_sweep(cfg, sizes, *, out: str | Path, config_path: str | None = None, ov
     a foreign sweep folder are errors before any training."""
     from tuneforge.sweep.plot import plot_sweep, primary_metric
 
+    if cfg.stage.type not in SWEEP_STAGES:
+        raise ConfigError(f"sweep trains stage {', '.join(SWEEP_STAGES)} runs; this config's stage is "
+                          f"{cfg.stage.type}", hint="sweep the SFT run that comes before it")
     sizes = parse_sizes(sizes)
     out = Path(out).expanduser().resolve()
     pool = load_pool(cfg)
@@ -235,7 +241,7 @@ def run_sweep(cfg, sizes, *, out: str | Path, config_path: str | None = None, ov
     state = load_state(out, signature(cfg, pool))
     out.mkdir(parents=True, exist_ok=True)
     state.update({"updated": _now(), "config_path": str(config_path) if config_path else None,
-                  "overrides": list(overrides or []), "base_model": cfg.model.name, "stage": cfg.stage,
+                  "overrides": list(overrides or []), "base_model": cfg.model.name, "stage": cfg.stage.type,
                   "method": cfg.method.type, "data_seed": cfg.data.seed, "train_seed": cfg.train.seed,
                   "pool": {"name": pool.name, "fingerprint": pool.fingerprint, "rows": len(pool.records),
                            "held_out": len(pool.held_out), "skipped": pool.skipped},

@@ -10,33 +10,9 @@ from pathlib import Path
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from transformers import TrainerCallback
 
+from tuneforge.stages.trainer import TokenCounter  # noqa: F401  (re-exported)
 from tuneforge.utils.console import console
-from tuneforge.utils.io import atomic_write_json, atomic_write_text
-
-
-class TokenCounter:
-    """Counts real (non-padding) tokens seen by this process; filled by TuneforgeTrainer.training_step.
-
-    Saved in every checkpoint (FILE) and read back on resume, so the counts continue instead of restarting at 0.
-    """
-
-    FILE = "tuneforge_tokens.json"
-
-    def __init__(self, real_tokens: int = 0, padded_tokens: int = 0):
-        self.real_tokens = real_tokens
-        self.padded_tokens = padded_tokens
-
-    def save(self, checkpoint: Path) -> None:
-        if checkpoint.is_dir():
-            atomic_write_json(checkpoint / self.FILE, {"real_tokens": self.real_tokens,
-                                                       "padded_tokens": self.padded_tokens})
-
-    def load(self, checkpoint: Path) -> None:
-        """Continue from a checkpoint's counts (a checkpoint written before counts were saved keeps 0)."""
-        p = Path(checkpoint) / self.FILE
-        if p.is_file():
-            saved = json.loads(p.read_text(encoding="utf-8"))
-            self.real_tokens, self.padded_tokens = int(saved["real_tokens"]), int(saved["padded_tokens"])
+from tuneforge.utils.io import atomic_write_text
 
 
 class ProgressCallback(TrainerCallback):

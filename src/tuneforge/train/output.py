@@ -25,7 +25,7 @@ def default_run_name(cfg, config_path: str | None) -> str:
         return cfg.output.run_name
     if config_path:
         return Path(config_path).stem
-    return f"{cfg.stage}-{cfg.method.type}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return f"{cfg.stage.type}-{cfg.method.type}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def read_run_file(out: Path) -> dict | None:
@@ -149,6 +149,8 @@ def check_resume_config(out: Path, checkpoint: Path, new: dict, mode: str, datas
     from tuneforge.config.schema import RunConfig
 
     old = yaml.safe_load(saved.read_text(encoding="utf-8")) or {}
+    if isinstance(old.get("stage"), str):  # saved before stages took parameters
+        old["stage"] = {"type": old["stage"]}
     defaults = RunConfig.model_construct().model_dump(mode="json")
     changes = config_changes(old, new, defaults) + _data_change(out, list(datasets))
     if not changes:

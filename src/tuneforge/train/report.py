@@ -17,7 +17,8 @@ def _schedule_rows(cfg, data, schedule) -> list[tuple[str, str]]:
         rows.append(("validation", f"{data.stats['val']['kept']} examples; {what} {every(schedule.eval_steps)}"))
     if schedule.load_best:
         better = "higher" if schedule.greater_is_better else "lower"
-        stop = f"; stop after {schedule.patience} evaluations without improvement" if schedule.patience else ""
+        by = f" by more than {schedule.threshold:g}" if schedule.threshold else ""
+        stop = f"; stop after {schedule.patience} evaluations without improving{by}" if schedule.patience else ""
         rows.append(("keep best", f"{schedule.load_best} ({better} is better) → the final adapter/model{stop}"))
     rows += [("derived", note) for note in schedule.notes]
     return rows
@@ -25,7 +26,7 @@ def _schedule_rows(cfg, data, schedule) -> list[tuple[str, str]]:
 
 def print_plan(cfg, data, resolved, device: str, out, resume_ckpt, schedule=None) -> None:
     t = data.stats["train"]
-    table = Table(title=f"tuneforge {cfg.stage} · {cfg.method.type} · {cfg.model.name}", show_header=False)
+    table = Table(title=f"tuneforge {cfg.stage.type} · {cfg.method.type} · {cfg.model.name}", show_header=False)
     table.add_column(style="bold")
     table.add_column()
     table.add_row("data", f"{t['rows']} rows → {t['kept']} examples, {t['tokens']:,} tokens "

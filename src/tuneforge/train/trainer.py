@@ -6,69 +6,21 @@ import os
 from pathlib import Path
 
 import torch
-from torch.utils.data import Dataset
-from transformers import Trainer, TrainingArguments
-from transformers.trainer_callback import PrinterCallback
+from transformers import TrainingArguments
 
 from tuneforge.config.auto import resolve_schedule
-from tuneforge.train.callbacks import TokenCounter
-
-
-class ListDataset(Dataset):
-    """A list of dict examples (input_ids, labels[, position_ids])."""
-
-    def __init__(self, items: list[dict]):
-        self.items = items
-
-    def __len__(self):
-        return len(self.items)
-
-    def __getitem__(self, i):
-        return self.items[i]
-
-
-class TuneforgeTrainer(Trainer):
-    """Trainer that counts real (non-padding) tokens for the throughput shown in the progress bar and logs.
-
-    `eval_collator` batches the validation rows, which are never packed (the training collator may be).
-    """
-
-    def __init__(self, *args, token_counter: TokenCounter | None = None, eval_collator=None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.token_counter = token_counter or TokenCounter()
-        self.eval_collator = eval_collator
-        self.remove_callback(PrinterCallback)  # our ProgressCallback/MetricsCallback show and store the logs
-
-    def get_eval_dataloader(self, eval_dataset=None):
-        train_collator = self.data_collator
-        self.data_collator = self.eval_collator or train_collator
-        try:
-            return super().get_eval_dataloader(eval_dataset)
-        finally:
-            self.data_collator = train_collator
-
-    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
-        inputs = dict(inputs)
-        inputs.pop("n_real", None)
-        return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
-
-    def training_step(self, model, inputs, num_items_in_batch=None):
-        inputs = dict(inputs)
-        n_real = inputs.pop("n_real", None)  # per-row real lengths from PadCollator (not a model input)
-        self.token_counter.real_tokens += int(n_real.sum()) if n_real is not None else int(inputs["input_ids"].numel())
-        self.token_counter.padded_tokens += int(inputs["input_ids"].numel())
-        return super().training_step(model, inputs, num_items_in_batch)
 
 
 def is_distributed() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
-def _schedule_arguments(schedule) -> dict:
+def _schedule_arguments(schedule, eval_on_start: bool = False) -> dict:
     """Evaluation / checkpoint / best-model arguments (see config.auto.resolve_schedule)."""
     save, ev = schedule.save_steps, schedule.eval_steps
     args = {"save_strategy": "steps" if save else "epoch", "save_steps": save or 500,
-            "eval_strategy": ("steps" if ev else "epoch") if schedule.evaluate else "no", "eval_steps": ev or None}
+            "eval_strategy": ("steps" if ev else "epoch") if schedule.evaluate else "no", "eval_steps": ev or None,
+            "eval_on_start": bool(eval_on_start and schedule.evaluate)}
     if schedule.load_best:
         args.update(load_best_model_at_end=True, metric_for_best_model=schedule.load_best,
                     greater_is_better=schedule.greater_is_better)
@@ -101,7 +53,7 @@ def training_arguments(cfg, resolved, out_dir: Path, device: str, n_train: int, 
         logging_steps=t.logging_steps,
         logging_first_step=True,
         save_total_limit=t.save_total_limit,
-        **_schedule_arguments(schedule),
+        **_schedule_arguments(schedule, t.eval_on_start),
         report_to=list(cfg.output.report_to) or "none",
         disable_tqdm=True,
         remove_unused_columns=False,

@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 
 from tuneforge.cli.data_cmd import app
 from tuneforge.data.doctor.lengths import lengths as doctor_lengths
-from tuneforge.data.preview import length_stats, preview
+from tuneforge.data.preview import length_stats
+from tuneforge.stages.preview import preview
 from tuneforge.data.records import Record
 from tuneforge.utils.errors import ConfigError
 

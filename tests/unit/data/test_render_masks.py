@@ -5,10 +5,9 @@ from __future__ import annotations
 import pytest
 
 from tuneforge.data.records import Record
-from tuneforge.data.render import IGNORE, check_kind, render_chat, render_records
+from tuneforge.data.render import IGNORE, render_chat, render_records
 from tuneforge.data.templates import ensure_chat_template
 from tuneforge.models.load import load_tokenizer
-from tuneforge.utils.errors import DataError
 
 # A template whose generation prompt ends in a space: byte-level BPE merges that space into the first answer token.
 SPACE_TEMPLATE = ("{% for m in messages %}{% if m['role'] == 'user' %}Q: {{ m['content'] }}\n"
@@ -61,7 +60,7 @@ def _long_prompt(source):
 
 def test_long_answer_is_counted_as_answer_cut_and_kept_by_default(tiny_tok):
     recs = [_long_answer("d.json:1"), _long_prompt("d.json:2")]
-    out, stats = render_records(recs, tiny_tok, stage="sft", mask="assistant", cutoff=48)
+    out, stats = render_records(recs, tiny_tok, mask="assistant", cutoff=48)
     assert stats.kept == 2 and stats.answer_cut == 1 and stats.truncated == 1 and stats.dropped_long_answer == 0
     assert out[0].answer_cut and not out[1].answer_cut and out[1].truncated
     assert out[0].input_ids[-1] != tiny_tok.eos_token_id  # the cut answer lost its end
@@ -71,37 +70,9 @@ def test_long_answer_is_counted_as_answer_cut_and_kept_by_default(tiny_tok):
 
 def test_on_long_answer_drop_drops_and_names_the_row(tiny_tok):
     recs = [_long_answer("d.json:1"), _long_prompt("d.json:2")]
-    out, stats = render_records(recs, tiny_tok, stage="sft", mask="assistant", cutoff=48, on_long_answer="drop")
+    out, stats = render_records(recs, tiny_tok, mask="assistant", cutoff=48, on_long_answer="drop")
     assert stats.kept == 1 and out[0].source == "d.json:2"
     assert stats.answer_cut == 1 and stats.dropped_long_answer == 1 and stats.dropped_sources == ["d.json:1"]
     assert stats.as_dict()["dropped_long_answer"] == 1
     with pytest.raises(ValueError, match="on_long_answer"):
-        render_records(recs, tiny_tok, stage="sft", mask="assistant", cutoff=48, on_long_answer="skip")
-
-
-NOT_RENDERABLE = Record(messages=[{"role": "user", "content": "no answer"}], source="plain.json:1")
-PAIR = Record(messages=[{"role": "user", "content": "q"}], chosen=[{"role": "assistant", "content": "good"}],
-              rejected=[{"role": "assistant", "content": "bad"}], source="data/dpo.json:57")
-KTO = Record(messages=[{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}], label=True,
-             source="data/kto.json:9")
-
-
-@pytest.mark.parametrize("stage", ["sft", "pt"])
-def test_preference_data_for_sft_is_refused_before_rendering(stage):
-    # the tokenizer is never touched: the kind check runs before the first (unrenderable) row
-    with pytest.raises(DataError) as e:
-        render_records([NOT_RENDERABLE, PAIR], object(), stage=stage, mask="assistant", cutoff=64)
-    msg = str(e.value)
-    assert e.value.file == "data/dpo.json" and "pairwise preference data (chosen/rejected)" in msg
-    assert "needs a preference stage such as dpo" in msg and "data/dpo.json:57" in e.value.hint
-    if stage == "sft":
-        assert "for SFT use a file with plain conversations" in msg
-    with pytest.raises(DataError, match="KTO data .* such as kto") as e:
-        render_records([NOT_RENDERABLE, KTO], object(), stage=stage, mask="assistant", cutoff=64)
-    assert e.value.file == "data/kto.json"
-
-
-def test_preference_stages_pass_the_kind_check():
-    check_kind([PAIR], "dpo")
-    check_kind([KTO], "kto")
-    check_kind([NOT_RENDERABLE], "sft")
+        render_records(recs, tiny_tok, mask="assistant", cutoff=48, on_long_answer="skip")

@@ -70,7 +70,7 @@ def test_named_templates_show_tools_and_train_the_call(tok, name):
 def test_glaive_toolcall_demo_renders_token_exact_with_named_template(tok, glaive):
     ensure_chat_template(tok, "chatml")
     assert any(r.tools for r in glaive) and any(not r.tools for r in glaive)
-    out, stats = render_records(glaive, tok, stage="sft", mask="assistant", cutoff=4096)
+    out, stats = render_records(glaive, tok, mask="assistant", cutoff=4096)
     assert stats.kept == len(glaive) == 12
     for rec, r in zip(glaive, out):
         expected = _expected_ids(tok, rec)

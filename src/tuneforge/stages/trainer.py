@@ -1,0 +1,167 @@
+"""The Trainer every stage builds on: real-token counting, our callbacks, a separate eval collator."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from torch.utils.data import Dataset
+from transformers import Trainer
+from transformers.trainer_callback import PrinterCallback
+
+from tuneforge.utils.io import atomic_write_json
+
+
+class TokenCounter:
+    """Counts real (non-padding) tokens seen by this process; filled by TuneforgeTrainer.training_step.
+
+    Saved in every checkpoint (FILE) and read back on resume, so the counts continue instead of restarting at 0.
+    """
+
+    FILE = "tuneforge_tokens.json"
+
+    def __init__(self, real_tokens: int = 0, padded_tokens: int = 0):
+        self.real_tokens = real_tokens
+        self.padded_tokens = padded_tokens
+
+    def save(self, checkpoint: Path) -> None:
+        if checkpoint.is_dir():
+            atomic_write_json(checkpoint / self.FILE, {"real_tokens": self.real_tokens,
+                                                       "padded_tokens": self.padded_tokens})
+
+    def load(self, checkpoint: Path) -> None:
+        """Continue from a checkpoint's counts (a checkpoint written before counts were saved keeps 0)."""
+        p = Path(checkpoint) / self.FILE
+        if p.is_file():
+            saved = json.loads(p.read_text(encoding="utf-8"))
+            self.real_tokens, self.padded_tokens = int(saved["real_tokens"]), int(saved["padded_tokens"])
+
+
+def item_tokens(item: dict) -> int:
+    """Tokens of one model-ready item: every token-id list it holds (`input_ids`, or both sides of a pair)."""
+    return sum(len(v) for k, v in item.items() if k.endswith("ids") and k != "position_ids")
+
+
+class ListDataset(Dataset):
+    """A list of dict examples (input_ids and labels, or the `<side>_ids`/`<side>_labels` of a pair)."""
+
+    def __init__(self, items: list[dict]):
+        self.items = items
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+
+class TuneforgeTrainer(Trainer):
+    """Trainer that counts real (non-padding) tokens for the throughput shown in the progress bar and logs.
+
+    `eval_collator` batches the validation rows, which are never packed (the training collator may be).
+    """
+
+    def __init__(self, *args, token_counter: TokenCounter | None = None, eval_collator=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.token_counter = token_counter or TokenCounter()
+        self.eval_collator = eval_collator
+        self.remove_callback(PrinterCallback)  # our ProgressCallback/MetricsCallback show and store the logs
+
+    def _get_train_sampler(self, train_dataset=None):
+        """Length grouping measures every item by its tokens (pairs included), not only by `input_ids`."""
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if self.args.train_sampling_strategy == "group_by_length" and isinstance(dataset, ListDataset):
+            from transformers.trainer_pt_utils import LengthGroupedSampler
+
+            return LengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
+                                        dataset=dataset, lengths=[item_tokens(it) for it in dataset.items])
+        return super()._get_train_sampler(train_dataset)
+
+    def _get_eval_sampler(self, eval_dataset):
+        """Validation items are sorted by length already (data_prep): read them in order on one process; length
+        grouping, where it applies, measures items by their tokens as in training."""
+        if isinstance(eval_dataset, ListDataset):
+            if self.args.world_size <= 1:
+                from torch.utils.data import SequentialSampler
+
+                return SequentialSampler(eval_dataset)
+            if self.args.train_sampling_strategy == "group_by_length":
+                import torch
+                from transformers.trainer_pt_utils import LengthGroupedSampler
+
+                return LengthGroupedSampler(self.args.eval_batch_size, dataset=eval_dataset,
+                                            lengths=[item_tokens(it) for it in eval_dataset.items],
+                                            generator=torch.Generator().manual_seed(self.args.seed))
+        return super()._get_eval_sampler(eval_dataset)
+
+    def get_eval_dataloader(self, eval_dataset=None):
+        train_collator = self.data_collator
+        self.data_collator = self.eval_collator or train_collator
+        try:
+            return super().get_eval_dataloader(eval_dataset)
+        finally:
+            self.data_collator = train_collator
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        inputs = dict(inputs)
+        inputs.pop("n_real", None)
+        return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        inputs = dict(inputs)
+        n_real = inputs.pop("n_real", None)  # per-row real lengths from PadCollator (not a model input)
+        self.token_counter.real_tokens += int(n_real.sum()) if n_real is not None else int(inputs["input_ids"].numel())
+        self.token_counter.padded_tokens += int(inputs["input_ids"].numel())
+        return super().training_step(model, inputs, num_items_in_batch)
+
+
+class BatchMetricsTrainer(TuneforgeTrainer):
+    """A Trainer whose `compute_loss` is a batch mean (the Trainer divides it by the accumulation steps) and stores
+    per-row metrics with `store(model, {name: tensor})`: their means since the last log are added to each training
+    log, and their means over an evaluation to its metrics (`eval_<name>`), averaged over every process. Every batch
+    must store the same names (a tensor may be empty)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.model_accepts_loss_kwargs = False
+        self._stored: dict[str, list[dict]] = {"train": [], "eval": []}
+
+    def store(self, model, metrics: dict) -> None:
+        self._stored["train" if model.training else "eval"].append({k: v.detach() for k, v in metrics.items()})
+
+    def averages(self, split: str) -> dict[str, float]:
+        """Means of the stored metrics since the last call, over every process (sums and counts reduced)."""
+        import torch
+
+        rows, self._stored[split] = self._stored[split], []
+        keys = sorted({k for r in rows for k in r})
+        if not keys:
+            return {}
+        totals = torch.zeros(len(keys), 2)
+        for row in rows:
+            for k, v in row.items():
+                totals[keys.index(k)] += torch.tensor([v.float().sum().item(), float(v.numel())])
+        if self.accelerator.num_processes > 1:
+            totals = self.accelerator.reduce(totals.to(self.accelerator.device), reduction="sum").cpu()
+        return {k: s / n for k, (s, n) in zip(keys, totals.tolist()) if n > 0}
+
+    def log(self, logs, *args, **kwargs):
+        if "loss" in logs:  # a training log: add the metrics of the steps since the last one
+            logs = {**logs, **self.averages("train")}
+        return super().log(logs, *args, **kwargs)
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        import torch
+
+        inputs = self._prepare_inputs({k: v for k, v in inputs.items() if k != "n_real"})
+        with torch.no_grad():
+            loss = self.compute_loss(model, inputs)
+        return loss.detach(), None, None
+
+    def evaluation_loop(self, *args, **kwargs):
+        self._stored["eval"] = []
+        output = super().evaluation_loop(*args, **kwargs)
+        prefix = kwargs.get("metric_key_prefix", "eval")
+        output.metrics.update({f"{prefix}_{k}": v for k, v in self.averages("eval").items()})
+        return output
+
