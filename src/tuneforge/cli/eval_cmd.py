@@ -7,7 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-app = typer.Typer(help="Evaluate models: `bench` (MMLU, ARC, ...), `task` (your data), `compare` (before/after).",
+app = typer.Typer(help="Evaluate models: `bench` (MMLU, ARC, ...), `task` (your data), `rm` (a reward model on pairs), "
+                       "`compare` (before/after).",
                   no_args_is_help=True)
 
 _MODEL_HELP = "Model: alias, folder, .gguf or hub id; `MODEL::ADAPTER` evaluates a LoRA adapter on top."
@@ -94,6 +95,28 @@ def task_cmd(
     plan = build_plan([], [data], labels=_split(labels) or None, mode=mode, limit=limit, seed=seed,
                       **_common(0, False, template, batch_size, max_new_tokens, dtype, device, progress))
     run(parse_model_spec(model, adapter), plan, output)
+
+
+@app.command("rm")
+def rm_cmd(
+    model: str = typer.Option(..., "--model", "-m", help="A reward model: an `rm` run folder (LoRA or full) or a "
+                                                        "sequence-classification model folder."),
+    data: str = typer.Option(..., help="Pairs to score: rows with a prompt and chosen/rejected answers."),
+    limit: Optional[int] = typer.Option(None, help="Score only the first N pairs."),
+    cutoff: int = typer.Option(1024, help="Longest rendered side in tokens (the prompt is cut first)."),
+    batch_size: BatchSizeOpt = 8,
+    device: DeviceOpt = "auto",
+    output: OutputOpt = None,
+    progress: ProgressOpt = True,
+) -> None:
+    """Pairwise accuracy of a reward model: the share of pairs where the chosen answer scores higher, and the mean
+    margin r(chosen) − r(rejected). Writes DATA_rm.json into --output (default: MODEL/eval_rm/)."""
+    from tuneforge.eval.rm import evaluate_reward_model, summary
+    from tuneforge.utils.console import console
+
+    result, path = evaluate_reward_model(model, data, limit=limit, cutoff=cutoff, batch_size=batch_size,
+                                         device=device, output=output, progress=progress)
+    console.print(f"{summary(result)}\nresults: {path}")
 
 
 @app.command("compare")

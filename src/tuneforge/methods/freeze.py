@@ -37,6 +37,8 @@ def trainable_names(model, params) -> list[str]:
         keep = [n for n in names if (m := _LAYER.search(n)) and int(m.group(1)) in layers]
     if params.train_embeddings:
         keep += [n for n in names if "embed_tokens" in n or "lm_head" in n]
+    if type(model).__name__.endswith("ForSequenceClassification"):
+        keep += [n for n in names if n.startswith("score.")]  # a reward model's new head always trains
     return sorted(set(keep))
 
 

@@ -5,11 +5,17 @@ from __future__ import annotations
 from tuneforge.utils.errors import ConfigError
 
 
-def lora_config(params):
+def is_reward_model(model) -> bool:
+    """A sequence-classification model (a reward model's scalar head) rather than a causal LM."""
+    return type(model).__name__.endswith("ForSequenceClassification")
+
+
+def lora_config(params, model=None):
+    """`model`: a reward model gets the SEQ_CLS task, whose score head PEFT trains in full (modules_to_save)."""
     from peft import LoraConfig, TaskType
 
     return LoraConfig(
-        task_type=TaskType.CAUSAL_LM,
+        task_type=TaskType.SEQ_CLS if model is not None and is_reward_model(model) else TaskType.CAUSAL_LM,
         r=params.r,
         lora_alpha=params.alpha if params.alpha is not None else 2 * params.r,
         lora_dropout=params.dropout,
@@ -28,7 +34,7 @@ def apply_lora(model, params):
     from peft import get_peft_model
 
     try:
-        peft_model = get_peft_model(model, lora_config(params))
+        peft_model = get_peft_model(model, lora_config(params, model))
     except ValueError as err:
         names = sorted({n.rsplit(".", 1)[-1] for n, _ in model.named_modules() if n})
         raise ConfigError(f"method.lora.target_modules={params.target_modules!r}: {err}",

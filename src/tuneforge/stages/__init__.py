@@ -9,10 +9,11 @@ import difflib
 
 from tuneforge.stages.base import Stage, StageParams
 from tuneforge.stages.pt import PretrainStage
+from tuneforge.stages.rm import RewardStage
 from tuneforge.stages.sft import SftStage
 from tuneforge.utils.errors import ConfigError
 
-STAGES: dict[str, Stage] = {s.name: s for s in (PretrainStage(), SftStage())}
+STAGES: dict[str, Stage] = {s.name: s for s in (PretrainStage(), SftStage(), RewardStage())}
 
 
 def get_stage(name) -> Stage:

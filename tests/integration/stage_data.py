@@ -1,0 +1,21 @@
+"""Small learnable preference data for the stage tests: the chosen answer is always kind, the rejected one unkind,
+about many different animals, so a held-out split asks about animals the run never saw."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+ANIMALS = ["cat", "dog", "bird", "fish", "frog", "bear", "duck", "cow", "pig", "fox", "owl", "bee", "ant", "hen",
+           "goat", "lion", "mouse", "horse", "sheep", "wolf", "deer", "crab", "seal", "bat"]
+
+
+def write_pairs(path: Path, n: int = 48) -> Path:
+    rows = []
+    for i in range(n):
+        a = ANIMALS[i % len(ANIMALS)]
+        rows.append({"instruction": f"Tell me about the {a}.", "chosen": f"The {a} was happy and kind to everyone.",
+                     "rejected": f"The {a} was sad and mean to everyone.", "id": i})
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    return path
+
