@@ -19,3 +19,14 @@ def write_pairs(path: Path, n: int = 48) -> Path:
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
     return path
 
+
+def write_kto(path: Path, n: int = 48) -> Path:
+    """The same preference as unpaired rows: kind answers desirable, unkind ones undesirable (alternating)."""
+    rows = []
+    for i in range(n):
+        a = ANIMALS[i % len(ANIMALS)]
+        kind = i % 2 == 0
+        answer = f"The {a} was happy and kind to everyone." if kind else f"The {a} was sad and mean to everyone."
+        rows.append({"instruction": f"Tell me about the {a}.", "output": answer, "label": kind})
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    return path

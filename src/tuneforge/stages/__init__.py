@@ -8,12 +8,15 @@ from __future__ import annotations
 import difflib
 
 from tuneforge.stages.base import Stage, StageParams
+from tuneforge.stages.kto import KtoStage
+from tuneforge.stages.preference import DpoStage, OrpoStage, SimpoStage
 from tuneforge.stages.pt import PretrainStage
 from tuneforge.stages.rm import RewardStage
 from tuneforge.stages.sft import SftStage
 from tuneforge.utils.errors import ConfigError
 
-STAGES: dict[str, Stage] = {s.name: s for s in (PretrainStage(), SftStage(), RewardStage())}
+STAGES: dict[str, Stage] = {s.name: s for s in (PretrainStage(), SftStage(), RewardStage(), DpoStage(), SimpoStage(),
+                                                OrpoStage(), KtoStage())}
 
 
 def get_stage(name) -> Stage:
