@@ -48,3 +48,19 @@ def test_hello_changes_the_answer_to_its_preview_prompt(tmp_path, fresh_install)
     assert res.exit_code == 0, res.output + repr(res.exception)
     (row,) = json.loads((tmp_path / "hello" / "preview.json").read_text())
     assert "Ahoy" not in row["before"] and "Ahoy, matey!" in row["after"], row
+
+
+STAGE_EXAMPLES = [p for p in EXAMPLES if p.stem in ("rm", "dpo", "simpo", "orpo", "kto")]
+
+
+@pytest.mark.parametrize("example", STAGE_EXAMPLES, ids=[p.stem for p in STAGE_EXAMPLES])
+def test_stage_example_runs_two_steps_on_the_tiny_model(example, tmp_path, tiny_model_dir):
+    from tuneforge.cli import app
+
+    out = tmp_path / example.stem
+    res = CliRunner().invoke(app, ["train", str(example), f"model.name={tiny_model_dir}", "model.template=chatml",
+                                   "train.max_steps=2", f"output.dir={out}"])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    run = json.loads((out / "run.json").read_text())
+    assert run["status"] == "succeeded" and run["stage"] == example.stem
+    assert any(k.startswith("eval_") for k in run["metrics"]), run["metrics"]  # val_size rows were evaluated

@@ -17,10 +17,12 @@ EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yam
 
 def test_there_are_examples_for_each_stage_and_method(fresh_install):
     cfgs = [load_config(p) for p in EXAMPLES]
-    assert {c.stage for c in cfgs} == {"pt", "sft"}
+    from tuneforge.stages import STAGES
+
+    assert {c.stage.type for c in cfgs} == set(STAGES)
     assert {c.method.type for c in cfgs} == {"full", "freeze", "lora"}
     assert {p.stem for p in EXAMPLES} >= {"hello", "quickstart", "sft_lora", "sft_full", "sft_dora", "sft_freeze",
-                                          "pt_lora"}
+                                          "pt_lora", "rm", "dpo", "simpo", "orpo", "kto"}
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])

@@ -32,6 +32,7 @@ _GROUPS = [
     ("tuneforge.cli.sweep_cmd", "register", None),
     ("tuneforge.cli.config_cmd", "app", "config"),
     ("tuneforge.cli.doctor_cmd", "register", None),
+    ("tuneforge.cli.stages_cmd", "register", None),
 ]
 
 

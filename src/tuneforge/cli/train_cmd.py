@@ -12,13 +12,15 @@ TRAIN_HELP = """Fine-tune a model as one YAML config describes; dotted key=value
 Examples:
   tuneforge train examples/quickstart.yaml
   tuneforge train examples/sft_lora.yaml train.epochs=1 method.lora.r=16 data.packing=true
+  tuneforge train examples/dpo.yaml model.name=runs/sft_lora stage.beta=0.2    (DPO after an SFT run)
   torchrun --nproc_per_node 2 -m tuneforge train examples/sft_lora.yaml     (data parallel)
 
 \b
-Sections: stage (pt|sft), model (name, template, dtype), data (train, eval, dataset_info, val_size,
+Sections: stage (pt|sft|rm|dpo|simpo|orpo|kto, with its parameters: `tuneforge stages`), model (name: an
+alias, folder, .gguf, hub id or an earlier run folder; template, dtype), data (train, eval, dataset_info, val_size,
 cutoff_len, mask, packing, on_error), method (type full|freeze|lora, lora.*, freeze.*), train (epochs,
-batch_size, learning_rate — each may be 'auto' —, max_steps, save_steps, eval_steps, load_best,
-early_stopping_patience, resume auto|never|force|PATH), output (dir, overwrite, report_to), eval
+batch_size, learning_rate — each may be 'auto' —, max_steps, save_steps, eval_steps, eval_on_start,
+load_best, early_stopping_patience, resume auto|never|force|PATH), output (dir, overwrite, report_to), eval
 (preview_prompts, classification). See README "Config tour".
 
 \b

@@ -1,0 +1,36 @@
+"""`tuneforge stages`: the training stages, what data each trains on, and their parameters (from the stage table)."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("stages")
+    def stages_cmd(
+        name: str = typer.Argument(None, help="Show one stage's parameters in full (e.g. dpo)."),
+    ) -> None:
+        """List the training stages (`stage:` in a config) with the data they need and their parameters.
+
+        A stage's parameters go beside its name: `stage: {type: dpo, beta: 0.1, loss: ipo}`, or on the command line
+        as `stage=dpo stage.beta=0.1`.
+        """
+        from rich.table import Table
+
+        from tuneforge.stages import STAGES, get_stage
+        from tuneforge.stages.base import KIND_DESCRIPTIONS
+        from tuneforge.utils.console import console
+
+        if name:
+            stage = get_stage(name)
+            table = Table("parameter", "default", "meaning", title=f"stage {stage.name}: {stage.description}")
+            for key, field in stage.Params.model_fields.items():
+                table.add_row(key, repr(field.default), field.description or "")
+            console.print(table)
+            return
+        table = Table("stage", "trains on", "parameters", "what it does")
+        for stage in STAGES.values():
+            kinds = " or ".join(KIND_DESCRIPTIONS[k] for k in stage.accepts)
+            params = ", ".join(f"{k}={f.default!r}" for k, f in stage.Params.model_fields.items()) or "-"
+            table.add_row(stage.name, kinds, params, stage.description)
+        console.print(table)
