@@ -44,8 +44,10 @@ class KtoTrainer(PreferenceTrainer):
     sides = KTO_SIDES
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        logps, _ = self._forward_logps(model, inputs)
-        target, mismatched = split_pairs(logps)
+        rows = {k: split_pairs(inputs[k]) for k in ("input_ids", "attention_mask", "labels")}
+        target, _ = self._forward_logps(model, {k: v[0] for k, v in rows.items()})
+        with torch.no_grad():  # the reference point z carries no gradient: no backward through these rows
+            mismatched, _ = self._forward_logps(model, {k: v[1] for k, v in rows.items()})
         ref_target, ref_mismatched = self.reference_logps(model, inputs)
         r = target - ref_target
         z = (mismatched - ref_mismatched).detach().mean()
