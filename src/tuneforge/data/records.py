@@ -29,6 +29,13 @@ class Record:
     source: str = ""
     extra: dict = field(default_factory=dict)
 
+    def location(self) -> tuple[str | None, int | None]:
+        """(file, line) of `source` ("path:line"); the line is None when the source names no line."""
+        path, _, line = self.source.rpartition(":")
+        if line.isdigit():
+            return path or None, int(line)
+        return self.source or None, None
+
     def normalized(self) -> dict:
         """Content-only view used for fingerprints and duplicate checks (no source, no extra columns)."""
         d = asdict(self)

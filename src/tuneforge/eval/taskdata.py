@@ -13,11 +13,6 @@ from pathlib import Path
 from tuneforge.utils.errors import DataError
 
 
-def _where(record) -> tuple[str | None, int | None]:
-    file, _, line = (record.source or "").rpartition(":")
-    return (file or record.source or None), (int(line) if line.isdigit() else None)
-
-
 def tail(text: str, n: int = 300) -> str:
     """The end of a prompt: where the example-specific input usually is (the instruction comes first)."""
     return text if len(text) <= n else "…" + text[-n:]
@@ -27,7 +22,7 @@ def split_record(record) -> tuple[list[dict], str]:
     """(prompt messages, reference answer) of a chat record; DataError when it does not end with an answer."""
     msgs = list(record.messages or [])
     if not msgs or msgs[-1].get("role") != "assistant" or len(msgs) < 2:
-        file, line = _where(record)
+        file, line = record.location()
         raise DataError("needs a prompt and a reference answer (the last assistant turn) to evaluate", file=file,
                         line=line, field="output", hint="classification and generation tasks use chat/alpaca rows")
     return msgs[:-1], str(msgs[-1].get("content") or "")
@@ -41,7 +36,7 @@ def check_labels(records, labels: list[str]) -> None:
     for rec in records:
         _, ref = split_record(rec)
         if ref.strip() not in labels:
-            file, line = _where(rec)
+            file, line = rec.location()
             raise DataError(f"reference answer {ref.strip()[:40]!r} is not one of the labels {labels}", file=file,
                             line=line, field="output", hint="fix the row, or pass the full label set with --labels")
 

@@ -83,13 +83,12 @@ class Stage:
             kind = record_kind(rec)
             if kind in self.accepts or (kind == "chat" and "text" in self.accepts):
                 continue
-            path, _, line = rec.source.rpartition(":")
             from tuneforge.stages import stages_accepting
 
             others = ", ".join(stages_accepting(kind)) or "none yet"
             wanted = " or ".join(KIND_DESCRIPTIONS[k] for k in self.accepts)
             raise DataError(f"this is {KIND_DESCRIPTIONS[kind]}: stage {self.name} trains on {wanted}; stages for "
-                            f"this data: {others}", file=(path if line.isdigit() else rec.source) or None,
+                            f"this data: {others}", file=rec.location()[0],
                             hint=f"set stage to one of: {others}, or point data at {wanted} "
                                  f"(first such row: {rec.source})")
 

@@ -97,9 +97,9 @@ class KtoStage(PreferenceStage):
             if rec.chosen is not None or rec.rejected is not None:
                 check_pair(rec)
             elif not rec.messages or rec.messages[-1]["role"] != "assistant":
-                path, _, line = rec.source.rpartition(":")
-                raise DataError("a KTO row must end with the assistant answer it labels",
-                                file=path or None, line=int(line) if line.isdigit() else None, field="messages")
+                file, line = rec.location()
+                raise DataError("a KTO row must end with the assistant answer it labels", file=file, line=line,
+                                field="messages")
         labels = {r.label for r in unpaired_rows(records)}
         if len(labels) == 1:
             raise DataError(f"every KTO row is {'desirable' if labels.pop() else 'undesirable'}: KTO needs both "

@@ -17,14 +17,9 @@ from tuneforge.utils.errors import DataError
 SIDES = ("chosen", "rejected")
 
 
-def _where(rec: Record) -> tuple[str | None, int | None]:
-    path, _, line = rec.source.rpartition(":")
-    return (path or rec.source or None, int(line)) if line.isdigit() else (rec.source or None, None)
-
-
 def check_pair(rec: Record) -> None:
     """A pair must have both answers, a prompt, and two different answers (else it teaches nothing)."""
-    file, line = _where(rec)
+    file, line = rec.location()
     for side in SIDES:
         if not getattr(rec, side):
             raise DataError(f"preference row without a {side} answer", file=file, line=line, field=side)

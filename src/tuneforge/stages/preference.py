@@ -12,6 +12,7 @@ rewards/rejected, rewards/margins, rewards/accuracies, logps/chosen, logps/rejec
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 from functools import partial
@@ -121,24 +122,18 @@ def precompute_reference(model, items: list[dict], pad_token_id: int, batch_size
                 it[f"ref_{a}"], it[f"ref_{b}"] = float(c), float(r)
             return
     collate, chosen, rejected = PairCollator(pad_token_id, sides), [], []
-    disable = model.disable_adapter() if hasattr(model, "disable_adapter") else None
+    reference = model.disable_adapter() if hasattr(model, "disable_adapter") else contextlib.nullcontext()
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    with progress_bar(len(items), "reference log-probs") as advance, torch.no_grad():
-        if disable is not None:
-            disable.__enter__()
-        try:
-            for i in range(0, len(items), batch_size):
-                batch = {k: v.to(device) for k, v in collate(items[i:i + batch_size]).items()}
-                out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-                c, r = split_pairs(sequence_logps(out.logits, batch["labels"])[0])
-                chosen += c.tolist()
-                rejected += r.tolist()
-                advance(len(items[i:i + batch_size]))
-        finally:
-            if disable is not None:
-                disable.__exit__(None, None, None)
+    with progress_bar(len(items), "reference log-probs") as advance, torch.no_grad(), reference:
+        for i in range(0, len(items), batch_size):
+            batch = {k: v.to(device) for k, v in collate(items[i:i + batch_size]).items()}
+            out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+            c, r = split_pairs(sequence_logps(out.logits, batch["labels"])[0])
+            chosen += c.tolist()
+            rejected += r.tolist()
+            advance(len(items[i:i + batch_size]))
     model.train(was_training)
     for it, c, r in zip(items, chosen, rejected):
         it[f"ref_{a}"], it[f"ref_{b}"] = c, r

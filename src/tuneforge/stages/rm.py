@@ -65,10 +65,9 @@ class RewardStage(PairwiseStage):
 
             value = rec.extra.get(params.margin_column)
             if not isinstance(value, (int, float)) or isinstance(value, bool):
-                path, _, line = rec.source.rpartition(":")
+                file, line = rec.location()
                 raise DataError(f"stage.margin_column={params.margin_column}: expected a number, got {value!r}",
-                                file=path or None, line=int(line) if line.isdigit() else None,
-                                field=params.margin_column)
+                                file=file, line=line, field=params.margin_column)
             out["margin"] = float(value)
         return out
 
@@ -105,8 +104,7 @@ def score_pairs(model, tok, records, *, cutoff: int = 1024, batch_size: int = 8,
     from tuneforge.stages.pairs import PairCollator, render_pairs
     from tuneforge.utils.progress import progress_bar
 
-    for rec in records:
-        RewardStage().check_records([rec])
+    RewardStage().check_records(records)
     pairs, stats = render_pairs(records, tok, cutoff)
     items = [{"chosen_ids": c.input_ids, "chosen_labels": c.labels, "rejected_ids": r.input_ids,
               "rejected_labels": r.labels} for _, c, r in pairs]
