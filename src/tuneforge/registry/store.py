@@ -8,8 +8,10 @@ The schema is created or upgraded by the packaged Alembic migrations the first t
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
+import sqlite3
 import threading
 import time
 from contextlib import contextmanager
@@ -47,6 +49,21 @@ def registry_url(url: str | None = None) -> str:
     return f"sqlite:///{tuneforge_home() / 'registry.db'}"
 
 
+def _enable_wal(cur) -> None:
+    """Switch the file to WAL once (the mode is stored in the file). Switching needs an exclusive lock for which SQLite
+    does not call the busy handler, so two processes creating a fresh registry at once retry here instead of failing."""
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S
+    for attempt in itertools.count():
+        try:
+            if cur.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                cur.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err).lower() and "busy" not in str(err).lower() or time.monotonic() > deadline:
+                raise
+            time.sleep(min(0.5, 0.01 * 2 ** attempt) * (0.5 + random.random()))
+
+
 def _sqlite_setup(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record):  # pragma: no cover - exercised through every sqlite test
@@ -55,7 +72,7 @@ def _sqlite_setup(engine: Engine) -> None:
         cur.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
         cur.execute("PRAGMA foreign_keys = ON")
         if engine.url.database not in (None, "", ":memory:"):
-            cur.execute("PRAGMA journal_mode = WAL")
+            _enable_wal(cur)
             cur.execute("PRAGMA synchronous = NORMAL")
         cur.close()
 

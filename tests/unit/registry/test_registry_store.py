@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import sqlite3
+
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
 
+from tuneforge.registry import store as store_mod
 from tuneforge.registry.records import Base
 from tuneforge.registry.store import RegistryError, Store, open_store, registry_url
 
@@ -56,3 +59,37 @@ def test_sqlite_runs_in_wal_mode_with_busy_timeout(tmp_path):
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 10_000
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+
+
+class _LockedThenFree:
+    """A cursor whose journal-mode switch reports 'database is locked' a few times, as SQLite does (without calling
+    the busy handler) when two processes create the same fresh registry file at once."""
+
+    def __init__(self, failures: int):
+        self.failures, self.switched = failures, False
+
+    def execute(self, sql: str):
+        if sql == "PRAGMA journal_mode = WAL":
+            if self.failures:
+                self.failures -= 1
+                raise sqlite3.OperationalError("database is locked")
+            self.switched = True
+        return self
+
+    def fetchone(self):
+        return ("wal" if self.switched else "delete",)
+
+
+def test_wal_switch_waits_out_a_concurrent_creator():
+    cur = _LockedThenFree(failures=3)
+    store_mod._enable_wal(cur)
+    assert cur.switched
+
+
+def test_wal_switch_leaves_other_errors_alone():
+    class Broken(_LockedThenFree):
+        def execute(self, sql):
+            raise sqlite3.OperationalError("disk I/O error")
+
+    with pytest.raises(sqlite3.OperationalError, match="disk I/O"):
+        store_mod._enable_wal(Broken(0))
