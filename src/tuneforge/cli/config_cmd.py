@@ -88,12 +88,13 @@ def resolved_auto(cfg) -> tuple[dict, str | None]:
     from tuneforge.config.auto import resolve_auto
     from tuneforge.data.run_records import load_train_records
     from tuneforge.models.load import pick_device
+    from tuneforge.stages import get_stage
 
     resolved = {}
     if cfg.method.type == "lora" and cfg.method.lora.alpha is None:
         resolved["method.lora.alpha"] = f"{2 * cfg.method.lora.r} (2 × r)"
     try:
-        records = load_train_records(cfg)[0]
+        records = load_train_records(cfg, prompts=get_stage(cfg.stage).trains_on_prompts)[0]
     except TuneforgeError as err:
         return resolved, f"auto values need the training data: {err.message}"
     device = pick_device(cfg.model.device)

@@ -61,10 +61,11 @@ def _setting(cfg, device: str):
     from tuneforge.config.auto import resolve_auto
     from tuneforge.data.run_records import load_train_records
     from tuneforge.models.memory import TrainSetting
+    from tuneforge.stages import get_stage
 
     note = None
     try:
-        n_rows = len(load_train_records(cfg)[0])
+        n_rows = len(load_train_records(cfg, prompts=get_stage(cfg.stage).trains_on_prompts)[0])
     except TuneforgeError as err:
         n_rows, note = 0, f"training data not loaded ({err.message}); auto values assume a small dataset"
     bf16 = device.startswith("cuda") and _cuda_bf16()

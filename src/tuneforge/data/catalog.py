@@ -224,7 +224,7 @@ def _reason(e: DataError) -> str:
 
 
 def _rows_to_records(rows: Iterator[RawRow], plan: _Plan, on_error: str, limit: int | None,
-                     skipped: list[DataError]) -> tuple[list[Record], FormatSpec | None]:
+                     skipped: list[DataError], prompts: bool = False) -> tuple[list[Record], FormatSpec | None]:
     records: list[Record] = []
     spec: FormatSpec | None = None
     for row in rows:
@@ -236,7 +236,7 @@ def _rows_to_records(rows: Iterator[RawRow], plan: _Plan, on_error: str, limit: 
             if spec is None:
                 try:
                     spec = resolve_format(plan.format, row.data, columns=plan.columns, tags=plan.tags,
-                                          ranking=plan.ranking, kto=plan.kto)
+                                          ranking=plan.ranking, kto=plan.kto, prompts=prompts)
                 except DataError as e:  # dataset-level: never skippable, but say which file it came from
                     raise DataError(_reason(e), file=row.file, line=row.line, field=e.field, hint=e.hint) from None
             records.append(to_record(row.data, spec, file=row.file, line=row.line))
@@ -248,7 +248,7 @@ def _rows_to_records(rows: Iterator[RawRow], plan: _Plan, on_error: str, limit: 
 
 
 def load_dataset(spec: DatasetEntry | dict, *, dataset_info: str | Path | None = None, on_error: str = "raise",
-                 seed: int = 42) -> LoadResult:
+                 seed: int = 42, prompts: bool = False) -> LoadResult:
     """Load one dataset into Records.
 
     on_error="raise": the first bad row raises DataError (file, line, field); "skip": bad rows are collected in
@@ -264,7 +264,7 @@ def load_dataset(spec: DatasetEntry | dict, *, dataset_info: str | Path | None =
     skipped: list[DataError] = []
     rows = read_rows(plan.location, split=plan.split, subset=plan.subset, folder=plan.folder)
     limit = spec.max_samples if plan.num_samples is None else None
-    records, fmt = _rows_to_records(rows, plan, on_error, limit, skipped)
+    records, fmt = _rows_to_records(rows, plan, on_error, limit, skipped, prompts)
     if plan.num_samples is not None:
         records = sample_to(records, plan.num_samples, seed)
     if spec.max_samples is not None:
@@ -292,7 +292,7 @@ def _as_spec(s) -> DatasetEntry:
 
 
 def load_datasets(specs, *, dataset_info: str | Path | None = None, on_error: str = "raise", mix: str = "concat",
-                  seed: int = 42, max_samples: int | None = None) -> LoadResult:
+                  seed: int = 42, max_samples: int | None = None, prompts: bool = False) -> LoadResult:
     """Load several datasets (DatasetEntry or dicts) and mix them into one LoadResult.
 
     Each dataset is first scaled by its `ratio` (seeded), then combined by `mix`: "concat" (in order) or
@@ -301,7 +301,8 @@ def load_datasets(specs, *, dataset_info: str | Path | None = None, on_error: st
     specs = [specs] if isinstance(specs, (DatasetEntry, dict)) else list(specs)
     if not specs:
         raise DataError("no datasets given", field="data")
-    results = [load_dataset(_as_spec(s), dataset_info=dataset_info, on_error=on_error, seed=seed) for s in specs]
+    results = [load_dataset(_as_spec(s), dataset_info=dataset_info, on_error=on_error, seed=seed, prompts=prompts)
+               for s in specs]
     groups = []
     for i, (s, res) in enumerate(zip(map(_as_spec, specs), results)):
         groups.append(res.records if s.ratio is None else apply_ratio(res.records, s.ratio, seed + i))

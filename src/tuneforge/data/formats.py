@@ -54,6 +54,7 @@ class FormatSpec:
     kto: bool = False
     columns: dict = field(default_factory=dict)
     tags: dict = field(default_factory=dict)
+    prompts: bool = False  # rows without an answer are prompts (RL stages), not errors
 
     @property
     def name(self) -> str:
@@ -71,10 +72,11 @@ def _check_keys(given: dict | None, allowed: tuple, what: str) -> dict:
 
 
 def resolve_format(fmt: str, first_row: dict | None, *, columns: dict | None = None, tags: dict | None = None,
-                   ranking: bool | None = None, kto: bool | None = None) -> FormatSpec:
+                   ranking: bool | None = None, kto: bool | None = None, prompts: bool = False) -> FormatSpec:
     """Decide how to read a dataset: `fmt` is one of FORMATS; `auto` parts are detected from the first row's keys.
 
     `ranking` / `kto` (from a registry entry) override detection. Column and tag overrides use LLaMA-Factory keys.
+    `prompts`: the stage trains on prompts, so a row without an answer is a prompt (TRL's `{"prompt": ...}` rows too).
     """
     if fmt not in FORMATS:
         close = difflib.get_close_matches(fmt, FORMATS, n=1)
@@ -87,10 +89,12 @@ def resolve_format(fmt: str, first_row: dict | None, *, columns: dict | None = N
         raise DataError(f"multimodal datasets are not supported (columns: {', '.join(media)})", field="columns",
                         hint="tuneforge trains text-only models; drop the media columns to train on the text alone")
     row = first_row or {}
-    kind = fmt if fmt in KINDS else _detect_kind(row, columns, tags)
+    kind = fmt if fmt in KINDS else _detect_kind(row, columns, tags, prompts)
     if kind == "text" and "prompt" in columns and "text" not in columns:
         columns["text"] = columns.pop("prompt")  # LLaMA-Factory names the pre-training text column `prompt`
     cols = {**DEFAULT_COLUMNS[kind], **columns}
+    if kind == "openai" and prompts and cols["messages"] not in row and isinstance(row.get("prompt"), list):
+        cols["messages"] = "prompt"  # TRL's conversational prompt-only rows: {"prompt": [messages]}
     if kind == "openai" and cols["messages"] not in row and "input" in row and "preferred_output" in row:
         # OpenAI's preference fine-tuning layout: {"input": {"messages": [...]}, "preferred_output": [...], ...}
         cols.update(messages="input", chosen="preferred_output", rejected="non_preferred_output")
@@ -103,10 +107,11 @@ def resolve_format(fmt: str, first_row: dict | None, *, columns: dict | None = N
                         hint="set format: pairwise or format: kto")
     if kind == "text" and (ranking or kto):
         raise DataError("plain-text data has no answers to rank or label", field="format")
-    return FormatSpec(kind, bool(ranking), bool(kto), cols, {**DEFAULT_TAGS, **tags} if kind == "sharegpt" else {})
+    tag_map = {**DEFAULT_TAGS, **tags} if kind == "sharegpt" else {}
+    return FormatSpec(kind, bool(ranking), bool(kto), cols, tag_map, prompts and not (ranking or kto))
 
 
-def _detect_kind(row: dict, columns: dict, tags: dict) -> str:
+def _detect_kind(row: dict, columns: dict, tags: dict, prompts: bool = False) -> str:
     if "messages" in columns or "conversations" in row or "messages" in row:
         col = columns.get("messages") or ("conversations" if "conversations" in row else "messages")
         msgs = row.get(col)
@@ -123,8 +128,9 @@ def _detect_kind(row: dict, columns: dict, tags: dict) -> str:
         return "text"  # LLaMA-Factory pre-training entries map only `prompt` (e.g. wiki_demo, c4_demo)
     if {"prompt", "query", "response", "history"} & set(columns) or "instruction" in row or "output" in row:
         return "alpaca"
-    if "prompt" in row and ("completion" in row or "chosen" in row):
-        return "alpaca"  # TRL prompt/completion and prompt/chosen/rejected layouts
+    if "prompt" in row and ("completion" in row or "chosen" in row or prompts):
+        # TRL prompt/completion, prompt/chosen/rejected and prompt-only layouts (a list of messages: conversational)
+        return "openai" if prompts and isinstance(row["prompt"], list) else "alpaca"
     if "text" in row or "text" in columns:
         return "text"
     raise DataError(f"cannot detect the data format from columns {sorted(row)}", field="format",
@@ -137,7 +143,7 @@ def _prepare(spec: FormatSpec, row: dict) -> FormatSpec:
     if spec.kind == "alpaca" and c["prompt"] == "instruction" and c["prompt"] not in row and "prompt" in row:
         cols = {**c, "prompt": "prompt", "query": "input",
                 "response": "completion" if "completion" in row else c["response"]}
-        return FormatSpec(spec.kind, spec.ranking, spec.kto, cols, spec.tags)
+        return FormatSpec(spec.kind, spec.ranking, spec.kto, cols, spec.tags, spec.prompts)
     return spec
 
 
@@ -213,7 +219,7 @@ def _alpaca(ctx: _Ctx, spec: FormatSpec) -> Record:
     if spec.ranking:
         rec.chosen = [_answer(ctx, c["chosen"])]
         rec.rejected = [_answer(ctx, c["rejected"])]
-    else:
+    elif not (spec.prompts and not (ctx.get(c["response"], (str,)) or "").strip()):
         messages.append(_answer(ctx, c["response"]))
     return rec
 
@@ -269,7 +275,8 @@ def _chat(ctx: _Ctx, spec: FormatSpec) -> Record:
             raise ctx.err("wrong type: expected {'messages': [...]}", col)
     read = _sharegpt_message if spec.kind == "sharegpt" else _openai_message
     messages = [read(ctx, spec, m, f"{col}[{i}]") for i, m in enumerate(raw)]
-    check_order(messages, ranking=spec.ranking, err=lambda msg, i: ctx.err(msg, f"{col}[{i}]" if i >= 0 else col))
+    check_order(messages, ranking=spec.ranking, prompts=spec.prompts,
+                err=lambda msg, i: ctx.err(msg, f"{col}[{i}]" if i >= 0 else col))
     if spec.kind == "sharegpt" and not (messages and messages[0]["role"] == "system"):
         system = ctx.get(c["system"], (str,))
         if system and system.strip():
@@ -338,11 +345,11 @@ def _openai_message(ctx: _Ctx, spec: FormatSpec, msg, where: str) -> dict:
 _PROMPT_SIDE, _ANSWER_SIDE = ("user", "observation", "tool"), ("assistant", "function_call")
 
 
-def check_order(messages: list[dict], *, ranking: bool, err) -> None:
+def check_order(messages: list[dict], *, ranking: bool, err, prompts: bool = False) -> None:
     """Check turn order: optional leading system, then prompt-side and answer-side turns alternate from a user turn.
 
     Consecutive `tool` results are one turn (parallel calls). A conversation ends on an answer, a preference prompt
-    on a user turn. `err(message, index)` builds the DataError (index -1 = the whole list).
+    on a user turn; with `prompts`, on either. `err(message, index)` builds the DataError (index -1 = the whole list).
     """
     start = 1 if messages and messages[0]["role"] == "system" else 0
     if len(messages) == start:
@@ -361,7 +368,7 @@ def check_order(messages: list[dict], *, ranking: bool, err) -> None:
         prev = side
     if ranking and prev:
         raise err("a preference prompt must end with a user turn (answers go in chosen/rejected)", len(messages) - 1)
-    if not ranking and not prev:
+    if not ranking and not prev and not prompts:
         raise err(f"conversation ends with a '{messages[-1]['role']}' turn instead of an assistant answer",
                   len(messages) - 1)
 

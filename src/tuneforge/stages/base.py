@@ -44,6 +44,8 @@ def record_kind(rec: Record) -> str:
         return "unpaired"
     if rec.text is not None and not rec.messages:
         return "text"
+    if rec.messages and rec.messages[-1]["role"] not in ("assistant", "function_call"):
+        return "prompt"
     return "chat"
 
 
@@ -68,6 +70,11 @@ class Stage:
     metrics: ClassVar[tuple[str, ...]] = ("eval_loss",)  # what an evaluation logs (train.load_best may name them)
     auto_metric: ClassVar[str] = "eval_loss"  # train.load_best: auto
     lr_scale: ClassVar[float] = 1.0  # auto learning rate = the method's SFT rate × this
+
+    @property
+    def trains_on_prompts(self) -> bool:
+        """Rows without an answer load as prompts for this stage (instead of failing as incomplete)."""
+        return "prompt" in self.accepts
 
     def params(self, section) -> StageParams:
         """Validate the keys written beside `type` under `stage:`; unknown keys get "did you mean"."""

@@ -15,7 +15,7 @@ def preview(cfg, n: int = 3):
     stage, params = stage_and_params(cfg)
     template = cfg.model.template if stage.needs_chat_template else None
     tok = load_tokenizer(cfg.model.name, revision=cfg.model.revision, template=template)
-    records, _, summaries, skipped = load_train_records(cfg)
+    records, _, summaries, skipped = load_train_records(cfg, prompts=stage.trains_on_prompts)
     stage.check_records(records)
     d = cfg.data
     rendered, rstats = stage.render_for_preview(records, tok, d, params)

@@ -36,7 +36,7 @@ def _packed(items: list[dict], cutoff: int) -> tuple[list[dict], dict]:
 
 def prepare_data(cfg, tok, stage, params) -> PreparedData:
     """Records → model-ready items for `stage` (a tuneforge.stages.Stage with its validated `params`)."""
-    records, val_records, summaries, skipped = load_train_records(cfg)
+    records, val_records, summaries, skipped = load_train_records(cfg, prompts=stage.trains_on_prompts)
     stage.check_records(records + val_records)
     d = cfg.data
     train = stage.prepare(records, tok, d, params)

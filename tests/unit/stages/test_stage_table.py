@@ -11,7 +11,8 @@ from tuneforge.stages import STAGES, get_stage, stage_and_params, stages_accepti
 from tuneforge.stages.base import record_kind
 from tuneforge.utils.errors import ConfigError, DataError
 
-NOT_RENDERABLE = Record(messages=[{"role": "user", "content": "no answer"}], source="plain.json:1")
+CHAT = Record(messages=[{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}], source="plain.json:1")
+PROMPT = Record(messages=[{"role": "user", "content": "no answer"}], source="prompts.json:4")
 PAIR = Record(messages=[{"role": "user", "content": "q"}], chosen=[{"role": "assistant", "content": "good"}],
               rejected=[{"role": "assistant", "content": "bad"}], source="data/dpo.json:57")
 KTO = Record(messages=[{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}], label=True,
@@ -41,13 +42,13 @@ def test_unknown_stage_and_unknown_stage_key_say_what_is_valid():
 
 
 def test_record_kinds():
-    assert [record_kind(r) for r in (NOT_RENDERABLE, PAIR, KTO, TEXT)] == ["chat", "pairwise", "unpaired", "text"]
+    assert [record_kind(r) for r in (CHAT, PAIR, KTO, TEXT, PROMPT)] == ["chat", "pairwise", "unpaired", "text", "prompt"]
 
 
 @pytest.mark.parametrize("name", ["sft", "pt"])
 def test_preference_data_for_sft_or_pt_is_refused_naming_file_line_and_the_stages_that_take_it(name):
     with pytest.raises(DataError) as e:
-        STAGES[name].check_records([NOT_RENDERABLE, PAIR])
+        STAGES[name].check_records([CHAT, PAIR])
     msg = str(e.value)
     assert e.value.file == "data/dpo.json" and "pairwise preference data (chosen/rejected)" in msg
     assert f"stage {name} trains on" in msg and "data/dpo.json:57" in e.value.hint
@@ -55,13 +56,13 @@ def test_preference_data_for_sft_or_pt_is_refused_naming_file_line_and_the_stage
     for other in stages_accepting("pairwise"):
         assert other in msg
     with pytest.raises(DataError, match="KTO data") as e:
-        STAGES[name].check_records([NOT_RENDERABLE, KTO])
+        STAGES[name].check_records([CHAT, KTO])
     assert e.value.file == "data/kto.json"
 
 
 def test_kind_check_accepts_what_each_stage_trains_on():
-    STAGES["sft"].check_records([NOT_RENDERABLE])
-    STAGES["pt"].check_records([TEXT, NOT_RENDERABLE])  # conversations are read as text
+    STAGES["sft"].check_records([CHAT])
+    STAGES["pt"].check_records([TEXT, CHAT])  # conversations are read as text
     with pytest.raises(DataError, match="plain text"):
         STAGES["sft"].check_records([TEXT])
 
