@@ -57,6 +57,19 @@ def test_eval_rm_scores_pairs(rm_run, tiny_model_dir):
     assert result["n"] == 48 and result["accuracy"] >= 0.9
 
 
+def test_a_trained_rm_run_is_a_reward_function_for_the_rl_stages(rm_run):
+    from tuneforge.stages.rewards import RewardSpec, build_reward
+
+    res, _ = rm_run
+    score = build_reward(RewardSpec(name="rm", model=str(res.output_dir), batch_size=3))
+    prompts = [[{"role": "user", "content": f"Tell me about the {a}."}] for a in ("owl", "seal", "crab", "bat")]
+    kind = score(prompts, [[{"role": "assistant", "content": f"The {a} was happy and kind to everyone."}]
+                           for a in ("owl", "seal", "crab", "bat")])
+    unkind = score(prompts, [f"The {a} was sad and mean to everyone." for a in ("owl", "seal", "crab", "bat")])
+    assert len(kind) == len(unkind) == 4 and all(isinstance(x, float) for x in kind)
+    assert sum(k > u for k, u in zip(kind, unkind)) >= 3  # the learned preference, through the reward function
+
+
 def test_freeze_rm_changes_only_the_trainable_layers_and_the_head(tmp_path, tiny_model_dir):
     cfg = tiny_config(tmp_path, tiny_model_dir, "stage=rm", "method.type=freeze", "method.freeze.trainable_layers=1",
                       "train.max_steps=3", data=write_pairs(tmp_path / "pairs.jsonl"))
