@@ -106,6 +106,14 @@ class Stage:
         """→ (list of Rendered with the trained tokens labelled, RenderStats.as_dict()); `data preview` shows them."""
         raise NotImplementedError
 
+    def check_plan(self, cfg, params: StageParams, batch_size: int, world_size: int) -> None:
+        """Refuse a run that cannot work once the batch size is known (auto resolved), before any model loads."""
+
+    def sequences_per_item(self, params: StageParams) -> int:
+        """Batch slots one prepared item fills (an RL prompt fills one per sampled completion); the step count of
+        an epoch is items × this / global batch."""
+        return 1
+
     def load_model(self, src, *, dtype: str, device: str, revision: str | None, tok):
         """The model this stage trains; a causal LM unless the stage needs another head."""
         from tuneforge.models.load import load_model

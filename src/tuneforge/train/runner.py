@@ -114,8 +114,10 @@ def train(cfg, config_path: str | None = None, extra_callbacks: list | None = No
 
     bf16_ok = device.startswith("cuda") and torch.cuda.is_bf16_supported()
     resolved = resolve_auto(cfg.train, cfg.method.type, data.n_train_rows, device, bf16_ok, lr_scale=stage.lr_scale)
+    stage.check_plan(cfg, stage_params, resolved.batch_size, dist.world_size())
     task_callbacks = _task_callbacks(cfg, data, eval_callbacks)  # validated now, before weights load
-    schedule = _schedule(cfg, data, resolved, stage, sum(len(getattr(cb, "records", ())) for cb in task_callbacks))
+    scored_rows = sum(len(getattr(cb, "records", ())) for cb in task_callbacks)
+    schedule = _schedule(cfg, data, resolved, stage, stage_params, scored_rows)
     resolved.chosen.update(schedule.chosen)
     filled = _filled_config(cfg, resolved, schedule)
     out, resume_ckpt = dist.decide(lambda: _output_folder(cfg, filled, data, config_path))
@@ -203,9 +205,9 @@ def _task_callbacks(cfg, data: PreparedData, eval_callbacks) -> list:
     return list(eval_callbacks(cfg, data.val_records, every))
 
 
-def _schedule(cfg, data: PreparedData, resolved, stage, scored_rows: int) -> Schedule:
+def _schedule(cfg, data: PreparedData, resolved, stage, params, scored_rows: int) -> Schedule:
     per_step = resolved.batch_size * cfg.train.grad_accum * dist.world_size()
-    steps_per_epoch = math.ceil(len(data.train) / per_step)
+    steps_per_epoch = math.ceil(len(data.train) * stage.sequences_per_item(params) / per_step)
     total = cfg.train.max_steps if cfg.train.max_steps > 0 else math.ceil(resolved.epochs * steps_per_epoch)
     return resolve_schedule(cfg.train, has_validation=bool(data.val),
                             has_classification=cfg.eval.classification is not None,
