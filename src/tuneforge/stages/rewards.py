@@ -201,3 +201,14 @@ def build_reward(spec: RewardSpec) -> Callable:
     bound = functools.partial(fn, **spec.args)
     bound.__name__ = spec.name
     return bound
+
+
+def reward_metrics(fns) -> dict[str, float]:
+    """What the reward functions want logged beside the rewards (e.g. a judge's unparsable answers): a reward
+    callable may carry `metrics()` → {name: number}; the RL stages add these to every training log."""
+    out: dict[str, float] = {}
+    for fn in fns:
+        report = getattr(fn, "metrics", None)
+        if callable(report):
+            out.update(report())
+    return out
