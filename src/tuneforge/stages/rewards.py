@@ -11,7 +11,8 @@ weight and its own arguments:
 
 Built-ins: label_match (the completion equals the row's label), regex (the completion matches a pattern),
 number_match (the last number equals the label's last number, GSM8K style), length (a penalty away from a
-target length in characters), rm (a trained reward-model run scores prompt + completion).
+target length in characters), rm (a trained reward-model run scores prompt + completion), judge (RLAIF: a local
+model or an OpenAI-compatible endpoint scores each completion with an editable rubric; see `tuneforge.stages.judge`).
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ class RewardSpec(BaseModel):
     """One reward of an RL stage: `name` plus the function's own keyword arguments."""
 
     model_config = ConfigDict(extra="allow")
-    name: str = Field(description="label_match, regex, number_match, length, rm, or module:function / file.py:function")
+    name: str = Field(description="label_match, regex, number_match, length, rm, judge, or module:function / "
+                                  "file.py:function")
     weight: float = Field(1.0, description="weight of this reward in the sum")
 
     @property
@@ -48,7 +50,8 @@ def completion_text(completion) -> str:
     return "".join(m.get("content", "") for m in completion if isinstance(m, dict))
 
 
-def _labels(columns: dict, n: int) -> list:
+def row_labels(columns: dict, n: int) -> list:
+    """The reference answer of each row (the `label`, `answer` or `solution` column), None where there is none."""
     for key in ("label", "answer", "solution"):
         if key in columns:
             return list(columns[key])
@@ -58,7 +61,7 @@ def _labels(columns: dict, n: int) -> list:
 def label_match(prompts, completions, completion_ids=None, *, ignore_case: bool = True, **columns):
     """1.0 when the completion (stripped) equals the row's label, else 0.0; None for rows without a label."""
     out = []
-    for completion, label in zip(completions, _labels(columns, len(completions))):
+    for completion, label in zip(completions, row_labels(columns, len(completions))):
         if label is None:
             out.append(None)
             continue
@@ -82,7 +85,7 @@ def _last_number(text: str) -> float | None:
 def number_match(prompts, completions, completion_ids=None, **columns):
     """1.0 when the completion's last number equals the label's last number (GSM8K style), else 0.0."""
     out = []
-    for completion, label in zip(completions, _labels(columns, len(completions))):
+    for completion, label in zip(completions, row_labels(columns, len(completions))):
         want = _last_number(str(label)) if label is not None else None
         if want is None:
             out.append(None)
@@ -137,7 +140,8 @@ def _load_custom(name: str) -> Callable:
     target, _, func = name.rpartition(":")
     if not target or not func:
         raise ConfigError(f"reward '{name}' is neither a built-in nor module:function",
-                          hint=f"built-ins: {', '.join([*BUILTINS, 'rm'])}; or my_rewards:fmt / path/to/file.py:fmt")
+                          hint=f"built-ins: {', '.join([*BUILTINS, 'rm', 'judge'])}; "
+                               "or my_rewards:fmt / path/to/file.py:fmt")
     try:
         if target.endswith(".py"):
             spec = importlib.util.spec_from_file_location(Path(target).stem, target)
@@ -164,6 +168,10 @@ def check_reward(spec: RewardSpec) -> None:
                               hint="rewards: [{name: rm, model: runs/my-rm}]")
         if not Path(str(model)).exists():
             raise ConfigError(f"reward rm: no run folder {model}", hint="train one with stage: rm first")
+    elif spec.name == "judge":
+        from tuneforge.stages.judge import check_judge
+
+        check_judge(spec.args)
     else:
         fn = BUILTINS.get(spec.name) or _load_custom(spec.name)
         _check_args(fn, spec.args, spec.name, strict=spec.name in BUILTINS)
@@ -195,6 +203,10 @@ def build_reward(spec: RewardSpec) -> Callable:
     check_reward(spec)
     if spec.name == "rm":
         return rm_reward(**spec.args)
+    if spec.name == "judge":
+        from tuneforge.stages.judge import build_judge
+
+        return build_judge(spec.args)
     fn = BUILTINS.get(spec.name) or _load_custom(spec.name)
     if not spec.args:
         return fn
