@@ -30,3 +30,10 @@ def write_kto(path: Path, n: int = 48) -> Path:
         rows.append({"instruction": f"Tell me about the {a}.", "output": answer, "label": kind})
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
     return path
+
+
+def write_prompts(path: Path, n: int = 32) -> Path:
+    """Prompt-only rows (no answer) for the RL stages, about many different animals."""
+    rows = [{"instruction": f"Tell me a story about the {ANIMALS[i % len(ANIMALS)]}.", "id": i} for i in range(n)]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    return path

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 EXAMPLES = sorted(p for p in (Path(__file__).resolve().parents[2] / "examples").glob("*.yaml")
                   if p.name != "quickstart.yaml")
-ONE_STEP = ["train.max_steps=1", "train.batch_size=2", "data.cutoff_len=64", "eval.preview_prompts=[]"]
+ONE_STEP = ["train.max_steps=1", "train.batch_size=4", "data.cutoff_len=64", "eval.preview_prompts=[]"]
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=[p.stem for p in EXAMPLES])
@@ -25,6 +25,8 @@ def test_example_trains_one_step(example, tmp_path, fresh_install):
 
     out = tmp_path / example.stem
     extra = ["eval.classification.max_samples=4"] if "classification:" in example.read_text() else []
+    if "max_completion_length:" in example.read_text():  # RL: the prompts must leave room for the completion
+        extra.append("data.cutoff_len=128")
     res = CliRunner().invoke(app, ["train", str(example), *ONE_STEP, *extra, f"output.dir={out}"])
     assert res.exit_code == 0, res.output + repr(res.exception)
 
@@ -50,7 +52,7 @@ def test_hello_changes_the_answer_to_its_preview_prompt(tmp_path, fresh_install)
     assert "Ahoy" not in row["before"] and "Ahoy, matey!" in row["after"], row
 
 
-STAGE_EXAMPLES = [p for p in EXAMPLES if p.stem in ("rm", "dpo", "simpo", "orpo", "kto")]
+STAGE_EXAMPLES = [p for p in EXAMPLES if p.stem in ("rm", "dpo", "simpo", "orpo", "kto", "grpo")]
 
 
 @pytest.mark.parametrize("example", STAGE_EXAMPLES, ids=[p.stem for p in STAGE_EXAMPLES])

@@ -8,6 +8,7 @@ from __future__ import annotations
 import difflib
 
 from tuneforge.stages.base import Stage, StageParams
+from tuneforge.stages.grpo import GrpoStage
 from tuneforge.stages.kto import KtoStage
 from tuneforge.stages.preference import DpoStage, OrpoStage, SimpoStage
 from tuneforge.stages.pt import PretrainStage
@@ -16,7 +17,7 @@ from tuneforge.stages.sft import SftStage
 from tuneforge.utils.errors import ConfigError
 
 STAGES: dict[str, Stage] = {s.name: s for s in (PretrainStage(), SftStage(), RewardStage(), DpoStage(), SimpoStage(),
-                                                OrpoStage(), KtoStage())}
+                                                OrpoStage(), KtoStage(), GrpoStage())}
 
 
 def get_stage(name) -> Stage:

@@ -44,9 +44,10 @@ class ProgressCallback(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kw):
         if logs and "loss" in logs:
             self.last = logs
-        if logs and "eval_loss" in logs and self.progress is not None:
-            self.progress.console.print(f"[cyan]eval[/cyan] step {state.global_step}: "
-                                        f"eval_loss {logs['eval_loss']:.4f}")
+        shown = [k for k in ("eval_reward", "eval_loss") if k in (logs or {})]  # RL stages: the reward first
+        if shown and self.progress is not None:
+            self.progress.console.print(f"[cyan]eval[/cyan] step {state.global_step}: {shown[0]} "
+                                        f"{logs[shown[0]]:.4f}")
 
     def on_step_end(self, args, state, control, **kw):
         if self.progress is None:
@@ -54,6 +55,8 @@ class ProgressCallback(TrainerCallback):
         info = ""
         if self.last:
             info = f"loss {self.last.get('loss', float('nan')):.4f}  lr {self.last.get('learning_rate', 0):.2e}  "
+            if "reward" in self.last:  # RL stages: the reward is what moves
+                info += f"reward {self.last['reward']:.3f}  "
         info += f"{self.tokens_per_second() * args.world_size:,.0f} tok/s"
         self.progress.update(self.task, completed=state.global_step, info=info)
 

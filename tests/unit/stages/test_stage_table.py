@@ -42,7 +42,8 @@ def test_unknown_stage_and_unknown_stage_key_say_what_is_valid():
 
 
 def test_record_kinds():
-    assert [record_kind(r) for r in (CHAT, PAIR, KTO, TEXT, PROMPT)] == ["chat", "pairwise", "unpaired", "text", "prompt"]
+    kinds = [record_kind(r) for r in (CHAT, PAIR, KTO, TEXT, PROMPT)]
+    assert kinds == ["chat", "pairwise", "unpaired", "text", "prompt"]
 
 
 @pytest.mark.parametrize("name", ["sft", "pt"])
