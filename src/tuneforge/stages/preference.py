@@ -67,6 +67,27 @@ def sequence_logps(logits, labels):
     return (token_logps * mask).sum(-1), mask.sum(-1).clamp(min=1)
 
 
+def answer_logps(model, input_ids, attention_mask, labels):
+    """sequence_logps of the labelled tokens, with logits computed only from the batch's first labelled position on:
+    the prompt before it needs none, and the [batch, length, vocabulary] logits are most of a pair step's memory."""
+    width = labels.shape[1]
+    labelled = (labels != IGNORE).any(0).nonzero()
+    start = int(labelled[0]) if len(labelled) else width - 1
+    keep = min(width, width - start + 1)  # the logit at position t scores token t + 1
+    if keep < width and _accepts_logits_to_keep(model):
+        out = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=keep)
+        return sequence_logps(out.logits, labels[:, width - keep:])
+    return sequence_logps(model(input_ids=input_ids, attention_mask=attention_mask).logits, labels)
+
+
+def _accepts_logits_to_keep(model) -> bool:
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = getattr(base, "module", base)  # DDP
+    return "logits_to_keep" in inspect.signature(base.forward).parameters
+
+
 class PreferenceTrainer(BatchMetricsTrainer):
     """Trainer for pair losses. `loss_fn(pc, pr, nc, nr, rc, rr) -> (losses, chosen rewards, rejected rewards)`;
     `reference`: "adapter" (PEFT adapter disabled), "copy" (`ref_model`), "cached" (in the batch) or None."""
@@ -78,8 +99,7 @@ class PreferenceTrainer(BatchMetricsTrainer):
         self.loss_fn, self.reference, self.ref_model, self.sft_weight = loss_fn, reference, ref_model, sft_weight
 
     def _forward_logps(self, model, inputs):
-        out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
-        return sequence_logps(out.logits, inputs["labels"])
+        return answer_logps(model, inputs["input_ids"], inputs["attention_mask"], inputs["labels"])
 
     def reference_logps(self, model, inputs):
         first, second = self.sides
@@ -129,8 +149,8 @@ def precompute_reference(model, items: list[dict], pad_token_id: int, batch_size
     with progress_bar(len(items), "reference log-probs") as advance, torch.no_grad(), reference:
         for i in range(0, len(items), batch_size):
             batch = {k: v.to(device) for k, v in collate(items[i:i + batch_size]).items()}
-            out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-            c, r = split_pairs(sequence_logps(out.logits, batch["labels"])[0])
+            logps, _ = answer_logps(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
+            c, r = split_pairs(logps)
             chosen += c.tolist()
             rejected += r.tolist()
             advance(len(items[i:i + batch_size]))
