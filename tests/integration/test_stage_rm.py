@@ -55,6 +55,14 @@ def test_eval_rm_scores_pairs(rm_run, tiny_model_dir):
     assert r.exit_code == 0, r.output
     result = json.loads((tmp / "rm_eval" / "pairs_rm.json").read_text())
     assert result["n"] == 48 and result["accuracy"] >= 0.9
+    from tuneforge.registry import queries
+    from tuneforge.registry.store import open_store
+
+    store = open_store()
+    train_id = json.loads((res.output_dir / "run.json").read_text())["run_id"]
+    (eval_id,) = queries.children(store, train_id)  # recorded as an evaluation of the rm run
+    (ev,) = queries.evals(store, eval_id)
+    assert ev["name"] == "rm:pairs" and ev["metrics"]["accuracy"] == result["accuracy"]
 
 
 def test_a_trained_rm_run_is_a_reward_function_for_the_rl_stages(rm_run):

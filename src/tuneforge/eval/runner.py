@@ -142,7 +142,7 @@ def default_output(spec: ModelSpec, what: str) -> Path:
     return tuneforge_home() / "eval" / f"{stamp}-{model_slug}-{slug}"
 
 
-def _parent_run(spec: ModelSpec) -> str | None:
+def parent_run(spec: ModelSpec) -> str | None:
     """The registered training run that produced the adapter (or the model folder), for lineage."""
     try:
         from tuneforge.registry.lineage import producing_run
@@ -167,7 +167,7 @@ def _start_recorder(spec: ModelSpec, plan: EvalPlan, out: Path):
     except Exception:  # noqa: BLE001 - identity is informative only
         identity = spec.model
     datasets = [(d.name, d.fingerprint, len(d.records), "eval") for d in plan.datasets]
-    parent = None if RunRecorder.disabled() else _parent_run(spec)
+    parent = None if RunRecorder.disabled() else parent_run(spec)
     return RunRecorder.start(kind="eval", config={**plan.settings(), "adapter": spec.adapter}, base_model=spec.model,
                              base_model_identity=identity, datasets=datasets, output_dir=str(out), tags=["eval"],
                              parent_run_id=parent)
