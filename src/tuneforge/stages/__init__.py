@@ -10,6 +10,7 @@ import difflib
 from tuneforge.stages.base import Stage, StageParams
 from tuneforge.stages.grpo import GrpoStage
 from tuneforge.stages.kto import KtoStage
+from tuneforge.stages.ppo import PpoStage
 from tuneforge.stages.preference import DpoStage, OrpoStage, SimpoStage
 from tuneforge.stages.pt import PretrainStage
 from tuneforge.stages.rm import RewardStage
@@ -17,7 +18,7 @@ from tuneforge.stages.sft import SftStage
 from tuneforge.utils.errors import ConfigError
 
 STAGES: dict[str, Stage] = {s.name: s for s in (PretrainStage(), SftStage(), RewardStage(), DpoStage(), SimpoStage(),
-                                                OrpoStage(), KtoStage(), GrpoStage())}
+                                                OrpoStage(), KtoStage(), GrpoStage(), PpoStage())}
 
 
 def get_stage(name) -> Stage:

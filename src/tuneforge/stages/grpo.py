@@ -23,8 +23,8 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from tuneforge.data.records import Record
 from tuneforge.stages.base import Prepared, Stage, StageParams
+from tuneforge.stages.prompts import prompt_and_label, prompt_ids
 from tuneforge.stages.rewards import RewardSpec, build_reward, check_reward, reward_metrics
 from tuneforge.utils.errors import ConfigError, DataError
 
@@ -60,18 +60,6 @@ class GrpoParams(StageParams):
         return self
 
 
-def prompt_and_label(rec: Record) -> tuple[list[dict], str | None]:
-    """The prompt turns of a row and, for a row that has one, its final answer as the label."""
-    msgs = rec.messages
-    if msgs and msgs[-1]["role"] == "assistant":
-        return msgs[:-1], msgs[-1]["content"]
-    return msgs, None
-
-
-def _prompt_ids(tok, prompt: list[dict]) -> list[int]:
-    return list(tok.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True, return_dict=False))
-
-
 class GrpoStage(Stage):
     name = "grpo"
     description = "GRPO / RLOO: G sampled completions per prompt, scored by reward functions, group-relative " \
@@ -101,7 +89,7 @@ class GrpoStage(Stage):
         items, prompt_tokens, longest = [], 0, 0
         for rec in records:
             prompt, label = prompt_and_label(rec)
-            n = len(_prompt_ids(tok, prompt))
+            n = len(prompt_ids(rec, prompt, tok))
             if n + params.max_completion_length > data_cfg.cutoff_len:
                 file, line = rec.location()
                 raise DataError(f"the prompt has {n} tokens, which with stage.max_completion_length="
@@ -120,7 +108,7 @@ class GrpoStage(Stage):
         shown = []
         for rec in records:
             prompt, label = prompt_and_label(rec)
-            ids = _prompt_ids(tok, prompt)
+            ids = prompt_ids(rec, prompt, tok)
             shown.append(Rendered(ids, [IGNORE] * len(ids)))
         stats = self.prepare(records, tok, data_cfg, params).stats
         return shown, {k: stats[k] for k in ("rows", "kept", "truncated", "answer_cut", "dropped_long_answer",

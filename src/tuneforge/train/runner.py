@@ -290,7 +290,7 @@ def _fit(run: _Run, model, callbacks: list) -> TrainResult:
                           f"run the same command again to resume.")
         dist.barrier()  # no rank exits before rank 0 has written the status (torchrun kills the others on exit)
         return TrainResult(run.out, "interrupted", None, metrics, run.recorder.run_id if run.recorder else None)
-    metrics.update(_final_eval(trainer, run.schedule))
+    metrics.update(_final_eval(trainer, run.schedule, run.stage.metrics))
     return _finish(trainer, run, metrics)
 
 
@@ -318,7 +318,7 @@ def _eval_logs_at(history: list[dict], step: int) -> dict:
     return found
 
 
-def _final_eval(trainer, schedule: Schedule) -> dict:
+def _final_eval(trainer, schedule: Schedule, metrics: tuple[str, ...]) -> dict:
     """Evaluation metrics of the final artifact: the best step's (train.load_best), else the last step's, measured
     now when the last evaluation happened before the last step."""
     if not schedule.evaluate:
@@ -326,7 +326,7 @@ def _final_eval(trainer, schedule: Schedule) -> dict:
     st = trainer.state
     step = st.best_global_step if schedule.load_best and st.best_model_checkpoint else st.global_step
     found = _eval_logs_at(st.log_history, step)
-    if "eval_loss" not in found:
+    if not any(m in found for m in metrics):  # the stage's own metrics (eval_loss, eval_reward, ...)
         found.update(trainer.evaluate())  # all ranks evaluate together
     return {k: v for k, v in found.items() if not k.endswith(("_runtime", "_per_second"))}
 
