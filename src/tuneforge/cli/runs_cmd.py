@@ -99,7 +99,7 @@ def _show_payload(store, rid: str) -> dict:
 
 
 @app.command("show")
-def show_cmd(run_id: str = typer.Argument(..., help="Run id or unique prefix."), as_json: bool = JSON) -> None:
+def show_cmd(run_id: str = typer.Argument(..., help="Run id, unique prefix, or run folder."), as_json: bool = JSON) -> None:
     """Everything recorded about one run."""
     store = open_store()
     d = _show_payload(store, run_id)
@@ -196,7 +196,7 @@ def _add_children(branch: Tree, n: dict, root_fps: set[str]) -> None:
 
 
 @app.command("lineage")
-def lineage_cmd(run_id: str = typer.Argument(..., help="Run id or unique prefix."), as_json: bool = JSON) -> None:
+def lineage_cmd(run_id: str = typer.Argument(..., help="Run id, unique prefix, or run folder."), as_json: bool = JSON) -> None:
     """Tree from the datasets through parent/child runs to exported models."""
     store = open_store()
     data = lin.lineage(store, run_id)
@@ -212,7 +212,7 @@ def lineage_cmd(run_id: str = typer.Argument(..., help="Run id or unique prefix.
 
 
 @app.command("rm")
-def rm_cmd(run_id: str = typer.Argument(..., help="Run id or unique prefix."),
+def rm_cmd(run_id: str = typer.Argument(..., help="Run id, unique prefix, or run folder."),
            yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask; delete the record and its artifacts."),
            keep_files: bool = typer.Option(False, "--keep-files", help="Delete the record only, keep artifact files.")
            ) -> None:

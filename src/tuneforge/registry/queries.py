@@ -7,9 +7,11 @@ Reading is also where crashed runs are found: a `running` run whose owner proces
 from __future__ import annotations
 
 import datetime as dt
+import json
 import socket
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete, or_, select, update
@@ -86,10 +88,14 @@ def reap_dead_runs(store: Store) -> list[str]:
 
 
 def resolve_run_id(store: Store, id_or_prefix: str) -> str:
-    """The full id for an id or unique id prefix; a clear error when none or several match."""
+    """The full id for an id, a unique id prefix, or a run folder (its run.json); a clear error when none or several
+    match."""
     prefix = id_or_prefix.strip()
     if not prefix:
         raise RegistryError("empty run id")
+    folder_id = _run_folder_id(prefix)
+    if folder_id:
+        return resolve_run_id(store, folder_id)
     with store.session() as s:
         if s.get(Run, prefix) is not None:
             return prefix
@@ -102,6 +108,17 @@ def resolve_run_id(store: Store, id_or_prefix: str) -> str:
         raise RegistryError(f"run id prefix {prefix!r} is ambiguous: {', '.join(ids[:5])}...",
                             hint="type more characters of the id")
     return ids[0]
+
+
+def _run_folder_id(path: str) -> str | None:
+    """The run id a run folder's run.json records (None when `path` is no such folder)."""
+    run_file = Path(path) / "run.json"
+    if not run_file.is_file():
+        return None
+    try:
+        return json.loads(run_file.read_text(encoding="utf-8")).get("run_id")
+    except (OSError, ValueError):
+        return None
 
 
 def list_runs(store: Store, *, status: str | None = None, base_model: str | None = None,

@@ -101,6 +101,14 @@ def test_lineage_tree(lineage_runs):
     assert "alpaca" in text and "prefs" in text and "merged" in text
 
 
+def test_a_run_folder_names_its_run(lineage_runs, tmp_path):
+    sft, dpo, _ = lineage_runs
+    (tmp_path / "dpo_run").mkdir()
+    (tmp_path / "dpo_run" / "run.json").write_text(json.dumps({"run_id": dpo, "status": "succeeded"}))
+    d = json.loads(_run(["lineage", str(tmp_path / "dpo_run"), "--json"]).stdout)
+    assert d["root"] == sft and d["tree"]["children"][0]["id"] == dpo
+
+
 def test_rm_asks_and_never_deletes_without_confirmation(lineage_runs, store, tmp_path):
     sft, dpo, export = lineage_runs
     res = _run(["rm", export])  # CliRunner has no terminal: refuse
