@@ -84,3 +84,13 @@ def test_full_tuning_with_a_kl_term_starts_at_the_reference(tmp_path, tiny_model
                       "train.learning_rate=1e-2", data=write_prompts(tmp_path / "p.jsonl"))
     kl = [r["kl"] for r in _rows(train(cfg).output_dir) if "kl" in r]
     assert len(kl) == 3 and abs(kl[0]) < 1e-6 and kl[-1] > 1e-3, kl  # policy = reference at step 0, then moves
+
+
+def test_data_preview_shows_the_prompts_with_nothing_trained(tmp_path, tiny_model_dir):
+    from tuneforge.stages.preview import preview
+
+    cfg = tiny_config(tmp_path, tiny_model_dir, *RL, data=write_prompts(tmp_path / "p.jsonl", n=5))
+    shown, stats, tok = preview(cfg, n=2)
+    assert len(shown) == 2 and stats["render"]["rows"] == 5
+    assert all(set(r.labels) == {-100} for r in shown)
+    assert "Tell me a story about the cat." in tok.decode(shown[0].input_ids)
