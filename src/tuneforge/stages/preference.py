@@ -21,8 +21,8 @@ from typing import Literal
 import torch
 from pydantic import Field, model_validator
 
-from tuneforge.data.render import IGNORE
 from tuneforge.stages.base import StageParams
+from tuneforge.stages.logps import answer_logps
 from tuneforge.stages.pairs import SIDES, PairCollator, PairwiseStage, split_pairs
 from tuneforge.stages.pref_losses import dpo_loss, orpo_loss, simpo_loss
 from tuneforge.stages.trainer import BatchMetricsTrainer, ListDataset
@@ -56,36 +56,6 @@ class SimpoParams(StageParams):
 
 class OrpoParams(StageParams):
     beta: float = Field(0.1, gt=0, description="weight λ of the odds-ratio term beside the SFT loss")
-
-
-def sequence_logps(logits, labels):
-    """(summed log-prob of the labelled tokens, their count) per row; labels are the input ids, -100 elsewhere."""
-    logits, labels = logits[:, :-1].float(), labels[:, 1:]
-    mask = labels != IGNORE
-    picked = logits.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    token_logps = picked - torch.logsumexp(logits, dim=-1)
-    return (token_logps * mask).sum(-1), mask.sum(-1).clamp(min=1)
-
-
-def answer_logps(model, input_ids, attention_mask, labels):
-    """sequence_logps of the labelled tokens, with logits computed only from the batch's first labelled position on:
-    the prompt before it needs none, and the [batch, length, vocabulary] logits are most of a pair step's memory."""
-    width = labels.shape[1]
-    labelled = (labels != IGNORE).any(0).nonzero()
-    start = int(labelled[0]) if len(labelled) else width - 1
-    keep = min(width, width - start + 1)  # the logit at position t scores token t + 1
-    if keep < width and _accepts_logits_to_keep(model):
-        out = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=keep)
-        return sequence_logps(out.logits, labels[:, width - keep:])
-    return sequence_logps(model(input_ids=input_ids, attention_mask=attention_mask).logits, labels)
-
-
-def _accepts_logits_to_keep(model) -> bool:
-    import inspect
-
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    base = getattr(base, "module", base)  # DDP
-    return "logits_to_keep" in inspect.signature(base.forward).parameters
 
 
 class PreferenceTrainer(BatchMetricsTrainer):

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tuneforge.stages.pref_losses import dpo_loss, log_odds, orpo_loss, simpo_loss
-from tuneforge.stages.preference import sequence_logps
+from tuneforge.stages.logps import sequence_logps
 from tuneforge.stages.rm import reward_loss
 
 PC, PR, RC, RR = [-4.0, -7.5], [-6.0, -7.0], [-5.0, -7.0], [-5.5, -6.0]  # summed log-probs of two pairs
