@@ -64,7 +64,8 @@ def _tf(args, sft: bool) -> dict:
         f"data.cutoff_len={args.cutoff}", "data.mask=last", "method.type=lora", f"method.lora.r={args.r}",
         "method.lora.target_modules=all-linear", f"train.batch_size={args.batch * (2 if sft else 1)}",
         f"train.max_steps={args.steps}", f"train.learning_rate={args.lr}", "train.group_by_length=false",
-        "train.warmup_ratio=0", f"output.dir={tmp / 'run'}", "output.report_to=[]", "output.plot=false"])
+        "train.warmup_ratio=0", f"output.dir={tmp / 'run'}", "output.report_to=[]", "output.plot=false",
+        f"train.gradient_checkpointing={args.gc == 'on'}"])
     res = train(cfg, extra_callbacks=[timer])
     return {"step_s": timer.times, "loss": [r.get("loss") for r in _metrics(res.output_dir)]}
 
@@ -88,6 +89,7 @@ def _trl(args) -> dict:
     timer = step_timer()
     tmp = tempfile.mkdtemp()
     cfg = DPOConfig(output_dir=tmp, per_device_train_batch_size=args.batch, max_steps=args.steps,
+                    gradient_checkpointing=args.gc == "on",
                     learning_rate=args.lr, max_length=args.cutoff, beta=0.1, report_to="none", use_cpu=True,
                     logging_steps=1, save_strategy="no", seed=42, data_seed=42, warmup_steps=0,
                     lr_scheduler_type="cosine", disable_tqdm=True)
@@ -132,6 +134,9 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=5e-5)
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--gc", choices=("on", "off"), default="off",
+                   help="gradient checkpointing, the same on both sides (TRL's own default is on, tuneforge's auto is "
+                        "off on CPU)")
     p.add_argument("--quick", action="store_true", help="smoke run: 4 steps, 1 round, cutoff 128")
     p.add_argument("--out", default=str(ROOT / "bench" / "dpo_results.json"))
     p.add_argument("--run", choices=CONTESTANTS, help=argparse.SUPPRESS)
@@ -150,7 +155,8 @@ def main() -> None:
         model = export_model(args.model, Path(os.environ.get("TUNEFORGE_ANCHORS", "/tmp/tuneforge-anchors"))
                              / f"model-{Path(args.model).name}")
         pairs = _write_pairs(args, tmp / "pairs.jsonl")
-        passed = [f"--{k}={getattr(args, k)}" for k in ("rows", "batch", "steps", "cutoff", "r", "lr", "threads")]
+        passed = [f"--{k}={getattr(args, k)}" for k in ("rows", "batch", "steps", "cutoff", "r", "lr", "threads",
+                                                                  "gc")]
         passed += [f"--model={model}", f"--pairs={pairs}"]
         python = Path(sys.executable)
         contestants = {"tf_dpo": python, "trl_dpo": anchor_python(), "tf_sft": python}

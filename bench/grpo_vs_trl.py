@@ -50,6 +50,7 @@ def _tf(args, data: Path, out: Path) -> dict:
         f"data.train={data}", "data.cutoff_len=512", "method.type=lora", f"method.lora.r={args.r}",
         "method.lora.target_modules=all-linear", f"train.batch_size={args.batch}", f"train.max_steps={args.steps}",
         f"train.learning_rate={args.lr}", "train.warmup_ratio=0", "train.logging_steps=1", "train.seed=42",
+        f"train.gradient_checkpointing={args.gc == 'on'}",
         f"output.dir={out}", "output.report_to=[]", "output.plot=false", "eval.preview_prompts=[]"])
     res = train(cfg, extra_callbacks=[timer])
     logs = [json.loads(x) for x in (res.output_dir / "metrics.jsonl").read_text().splitlines()]
@@ -72,6 +73,7 @@ def _trl(args, data: Path, out: Path) -> dict:
                       task_type="CAUSAL_LM")
     timer = step_timer()
     cfg = GRPOConfig(output_dir=str(out), per_device_train_batch_size=args.batch, max_steps=args.steps,
+                     gradient_checkpointing=args.gc == "on",
                      learning_rate=args.lr, num_generations=args.g, max_completion_length=args.completion,
                      temperature=1.0, beta=0.0, report_to="none", use_cpu=True, logging_steps=1, save_strategy="no",
                      seed=42, warmup_steps=0, lr_scheduler_type="cosine", disable_tqdm=True)
@@ -122,6 +124,9 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=1e-5)
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--gc", choices=("on", "off"), default="off",
+                   help="gradient checkpointing, the same on both sides (TRL's own default is on, tuneforge's auto is "
+                        "off on CPU)")
     p.add_argument("--quick", action="store_true", help="smoke run: 3 steps, 1 round, completions of 8 tokens")
     p.add_argument("--out", default=str(HERE.parent / "grpo_results.json"))
     p.add_argument("--run", choices=CONTESTANTS, help=argparse.SUPPRESS)
@@ -141,7 +146,8 @@ def main() -> None:
                              / f"model-{Path(args.model).name}")
         prompts = tmp / "prompts.jsonl"
         prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in _prompts(args)))
-        passed = [f"--{k}={getattr(args, k)}" for k in ("g", "batch", "completion", "steps", "r", "lr", "threads")]
+        passed = [f"--{k}={getattr(args, k)}" for k in ("g", "batch", "completion", "steps", "r", "lr", "threads",
+                                                                  "gc")]
         passed += [f"--model={model}", f"--prompts={prompts}"]
         contestants = {"tf_grpo": Path(sys.executable), "trl_grpo": anchor_python()}
         results = run_rounds(HERE, contestants, args.rounds, passed, tmp, args.warmup)
