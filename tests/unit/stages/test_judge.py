@@ -84,10 +84,11 @@ def test_endpoint_scores_are_normalised_and_unparsable_answers_are_counted(serve
     assert judge.metrics() == {"judge/calls": 3, "judge/cache_hits": 0, "judge/unparsed": 1, "judge/failed": 0,
                                "judge/unparsed_share": pytest.approx(1 / 3)}
     assert reward_metrics([judge])["judge/unparsed"] == 1
-    first = server.judged()[0]
-    assert first["path"] == "/v1/chat/completions" and first["model"] == "judge-1" and first["temperature"] == 0
-    assert "say something" in first["messages"][0]["content"] and "Reference answer, if there is one: hi" in \
-        first["messages"][0]["content"]
+    asked = server.judged()  # up to 4 requests run at once: the server sees them in any order
+    assert all(r["path"] == "/v1/chat/completions" and r["model"] == "judge-1" and r["temperature"] == 0
+               for r in asked)
+    (kind,) = [r["messages"][0]["content"] for r in asked if "a kind reply" in r["messages"][0]["content"]]
+    assert "say something" in kind and "Reference answer, if there is one: hi" in kind
 
 
 def test_parse_score_takes_the_first_number_and_only_inside_the_scale():
