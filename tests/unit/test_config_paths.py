@@ -114,3 +114,28 @@ def test_variables_expand_once(tmp_path, monkeypatch):
     monkeypatch.setenv("DEMO", "/odd/$HOME")  # a value holding '$' is taken literally, not expanded again
     cfg = load_config(_yaml(tmp_path, "data: {train: '${DEMO}/a.jsonl'}\n"), ["train.epochs=1"])
     assert cfg.data.train[0].path == "/odd/$HOME/a.jsonl"
+
+
+def test_reward_files_resolve_against_the_yaml_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg_dir = tmp_path / "configs"
+    (cfg_dir / "runs" / "rm").mkdir(parents=True)
+    text = """
+stage:
+  type: grpo
+  rewards:
+    - {name: my_rewards.py:short}
+    - {name: label_match}
+    - {name: my_pkg.rewards:fmt}
+    - {name: rm, model: runs/rm}
+    - {name: judge, endpoint: "http://127.0.0.1:1/v1", api_model: m, rubric_file: rubric.txt}
+data: {train: a.jsonl}
+"""
+    cfg = load_config(str(_yaml(cfg_dir, text)))
+    rewards = cfg.stage.model_extra["rewards"]
+    assert rewards[0]["name"] == f"{cfg_dir.resolve() / 'my_rewards.py'}:short"
+    assert [r["name"] for r in rewards[1:3]] == ["label_match", "my_pkg.rewards:fmt"]
+    assert rewards[3]["model"] == str((cfg_dir / "runs" / "rm").resolve())
+    assert rewards[4]["rubric_file"] == str((cfg_dir / "rubric.txt").resolve())
+    override = load_config(None, ["stage=grpo", "stage.rewards=[{name: x.py:f}]", "data.train=a.jsonl"])
+    assert override.stage.model_extra["rewards"][0]["name"] == "x.py:f"  # overrides stay relative to the cwd

@@ -161,11 +161,15 @@ def expand_path(value: str, key: str, source: str) -> str:
 
 # How a relative path is resolved: "data" (a file/folder, or left alone when it looks like a hub id), "model" (an
 # existing folder, ./x, ../x or a .gguf; else an alias or hub id), "jinja" (a .jinja file; else a template name),
-# "file" (always a path), "cwd" (expanded only: relative to the working directory).
+# "file" (always a path), "cwd" (expanded only: relative to the working directory), "function" (a reward named
+# `file.py:function`: the file is a path; `module:function` and built-in names are left alone).
 _SUFFIXES = {"data": DATA_FILE_SUFFIXES, "model": (".gguf",), "file": (), "jinja": ()}
 
 
 def _resolve_one(value: str, base: Path | None, rule: str) -> str:
+    if rule == "function":
+        target, sep, func = value.rpartition(":")
+        return _resolve_one(target, base, "file") + sep + func if sep and target.endswith(".py") else value
     p = Path(value)
     if base is None or rule == "cwd" or p.is_absolute() or (rule == "jinja" and p.suffix != ".jinja"):
         return value
@@ -194,10 +198,20 @@ def _path_settings(data: dict):
     yield ("data", "dataset_info"), "data.dataset_info", section, "dataset_info", "file"
     classification = _sub(_sub(data, "eval"), "classification")
     yield ("eval", "classification", "data"), "eval.classification.data", classification, "data", "data"
+    yield from _reward_paths(_sub(data, "stage"))
     yield ("output", "dir"), "output.dir", _sub(data, "output"), "dir", "cwd"
     train = _sub(data, "train")
     if train.get("resume") not in ("auto", "never", "force"):  # keywords, not paths
         yield ("train", "resume"), "train.resume", train, "resume", "cwd"
+
+
+def _reward_paths(stage: dict):
+    """The paths inside an RL stage's rewards: a `file.py:function`, an rm run folder, a judge's rubric file."""
+    rewards = stage.get("rewards")
+    for i, reward in enumerate(rewards if isinstance(rewards, list) else []):
+        if isinstance(reward, dict):
+            for field, rule in (("name", "function"), ("model", "model"), ("rubric_file", "file")):
+                yield ("stage", "rewards"), f"stage.rewards[{i}].{field}", reward, field, rule
 
 
 def _sub(data: dict, key: str) -> dict:

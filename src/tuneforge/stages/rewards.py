@@ -9,6 +9,9 @@ weight and its own arguments:
 
     stage: {type: grpo, rewards: [{name: label_match}, {name: regex, pattern: "^[01]$", weight: 0.5}]}
 
+A relative `file.py` (and an rm run folder, a judge's rubric_file) written in a config file resolves against that
+file's folder, like data paths; given on the command line, against the working directory.
+
 Built-ins: label_match (the completion equals the row's label), regex (the completion matches a pattern),
 number_match (the last number equals the label's last number, GSM8K style), length (a penalty away from a
 target length in characters), rm (a trained reward-model run scores prompt + completion), judge (RLAIF: a local
