@@ -24,7 +24,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from tuneforge.stages.base import Prepared, Stage, StageParams
-from tuneforge.stages.prompts import prompt_and_label, prompt_ids
+from tuneforge.stages.prompts import prompt_rows
 from tuneforge.stages.rewards import RewardSpec, build_reward, check_reward, reward_metrics
 from tuneforge.utils.errors import ConfigError, DataError
 
@@ -86,33 +86,18 @@ class GrpoStage(Stage):
         return params.num_generations
 
     def prepare(self, records, tok, data_cfg, params: GrpoParams) -> Prepared:
-        items, prompt_tokens, longest = [], 0, 0
-        for rec in records:
-            prompt, label = prompt_and_label(rec)
-            n = len(prompt_ids(rec, prompt, tok))
-            if n + params.max_completion_length > data_cfg.cutoff_len:
-                file, line = rec.location()
-                raise DataError(f"the prompt has {n} tokens, which with stage.max_completion_length="
-                                f"{params.max_completion_length} does not fit data.cutoff_len={data_cfg.cutoff_len}",
-                                file=file, line=line, field="prompt",
-                                hint="raise data.cutoff_len, lower stage.max_completion_length, or shorten the row")
-            prompt_tokens, longest = prompt_tokens + n, max(longest, n)
-            items.append({**rec.extra, "prompt": prompt, "label": label})
-        stats = {"rows": len(records), "kept": len(items), "truncated": 0, "answer_cut": 0, "dropped_no_target": 0,
-                 "dropped_long_answer": 0, "tokens": prompt_tokens, "trained_tokens": 0, "longest_prompt": longest}
+        rows = list(_fitting_prompts(records, tok, data_cfg, params))
+        items = [{**rec.extra, "prompt": prompt, "label": label} for rec, prompt, label, _ in rows]
+        lengths = [len(ids) for *_, ids in rows]
+        stats = {**_row_counts(len(records), len(items)), "tokens": sum(lengths), "trained_tokens": 0,
+                 "longest_prompt": max(lengths, default=0)}
         return Prepared(items, stats)
 
     def render_for_preview(self, records, tok, data_cfg, params: GrpoParams):
         from tuneforge.data.render import IGNORE, Rendered
 
-        shown = []
-        for rec in records:
-            prompt, label = prompt_and_label(rec)
-            ids = prompt_ids(rec, prompt, tok)
-            shown.append(Rendered(ids, [IGNORE] * len(ids)))
-        stats = self.prepare(records, tok, data_cfg, params).stats
-        return shown, {k: stats[k] for k in ("rows", "kept", "truncated", "answer_cut", "dropped_long_answer",
-                                             "dropped_no_target")}
+        shown = [Rendered(ids, [IGNORE] * len(ids)) for *_, ids in _fitting_prompts(records, tok, data_cfg, params)]
+        return shown, _row_counts(len(records), len(shown))
 
     def collators(self, tok, data_cfg, params):
         return None, None
@@ -142,6 +127,24 @@ class GrpoStage(Stage):
         trainer.token_counter = counter
         trainer.remove_callback(PrinterCallback)  # our ProgressCallback/MetricsCallback show and store the logs
         return trainer
+
+
+def _fitting_prompts(records, tok, data_cfg, params: GrpoParams):
+    """prompt_rows, refusing (file:line) a prompt that leaves no room for max_completion_length within cutoff_len."""
+    for rec, prompt, label, ids in prompt_rows(records, tok):
+        if len(ids) + params.max_completion_length > data_cfg.cutoff_len:
+            file, line = rec.location()
+            raise DataError(f"the prompt has {len(ids)} tokens, which with stage.max_completion_length="
+                            f"{params.max_completion_length} does not fit data.cutoff_len={data_cfg.cutoff_len}",
+                            file=file, line=line, field="prompt",
+                            hint="raise data.cutoff_len, lower stage.max_completion_length, or shorten the row")
+        yield rec, prompt, label, ids
+
+
+def _row_counts(rows: int, kept: int) -> dict:
+    """The RenderStats counts of prompt data: every row kept whole, nothing cut or dropped."""
+    return {"rows": rows, "kept": kept, "truncated": 0, "answer_cut": 0, "dropped_long_answer": 0,
+            "dropped_no_target": 0}
 
 
 def _trl_config(config_cls, args, params: GrpoParams):

@@ -53,7 +53,7 @@ from tuneforge.stages.base import Prepared, Stage, StageParams
 from tuneforge.stages.ppo_math import (AdaptiveKLController, FixedKLController, entropy_from_logits, gae_advantages,
                                        kl_penalty_rewards, masked_mean, masked_whiten, policy_loss, token_logprobs,
                                        value_loss)
-from tuneforge.stages.prompts import prompt_and_label, prompt_ids
+from tuneforge.stages.prompts import prompt_rows
 from tuneforge.stages.rewards import RewardSpec, build_reward, check_reward, reward_metrics
 from tuneforge.stages.trainer import BatchMetricsTrainer, ListDataset
 from tuneforge.utils.errors import ConfigError, DataError
@@ -520,9 +520,7 @@ class PpoStage(Stage):
     def prepare(self, records, tok, data_cfg, params) -> Prepared:
         _check_budget(params, data_cfg)
         items, too_long = [], []
-        for rec in records:
-            messages, label = prompt_and_label(rec)
-            ids = prompt_ids(rec, messages, tok)
+        for rec, messages, label, ids in prompt_rows(records, tok):
             if len(ids) + params.max_completion_length > data_cfg.cutoff_len:
                 too_long.append((rec, len(ids)))
                 continue
@@ -537,10 +535,8 @@ class PpoStage(Stage):
         is shown with a note (training refuses it)."""
         stats, shown = RenderStats(), []
         budget = data_cfg.cutoff_len - params.max_completion_length
-        for rec in records:
+        for rec, messages, label, ids in prompt_rows(records, tok):
             stats.rows += 1
-            messages, label = prompt_and_label(rec)
-            ids = prompt_ids(rec, messages, tok)
             note = f" · over the prompt budget of {budget} tokens" if len(ids) > budget else ""
             note += " · label " + repr(label)[:40] if label is not None else ""
             shown.append(Rendered(ids, [IGNORE] * len(ids), f"{rec.source} · prompt{note}"))

@@ -3,6 +3,8 @@ has one, as the label the reward functions receive."""
 
 from __future__ import annotations
 
+from typing import Iterator
+
 from tuneforge.data.records import Record
 from tuneforge.data.render import template_messages
 from tuneforge.data.templates import encode_prompt, uses_tools
@@ -23,3 +25,10 @@ def prompt_ids(rec: Record, messages: list[dict], tok) -> list[int]:
         raise DataError("this row has tool schemas ('tools') but the chat template ignores them", file=file,
                         line=line, field="tools", hint="set model.template to a named template (chatml, llama3, ...)")
     return encode_prompt(tok, template_messages(messages, tok), rec.tools)
+
+
+def prompt_rows(records: list[Record], tok) -> Iterator[tuple[Record, list[dict], str | None, list[int]]]:
+    """(record, prompt turns, label, generation-prompt token ids) of every row, in order."""
+    for rec in records:
+        messages, label = prompt_and_label(rec)
+        yield rec, messages, label, prompt_ids(rec, messages, tok)
