@@ -107,28 +107,29 @@ def rm_reward(model: str, device: str = "auto", cutoff: int = 1024, batch_size: 
     the rm stage rendered its training pairs, scored in batches."""
     import torch
 
+    from tuneforge.data.collate import PadCollator
     from tuneforge.data.records import Record
     from tuneforge.data.render import render_chat, truncate
     from tuneforge.stages.rm import load_reward_model
 
     rm, tok = load_reward_model(model, device=device)
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
 
-    def ids(prompt, completion) -> list[int]:
+    collate = PadCollator(tok.pad_token_id if tok.pad_token_id is not None else 0)
+
+    def rendered(prompt, completion) -> dict:
         messages = prompt if isinstance(prompt, list) else [{"role": "user", "content": str(prompt)}]
         rec = Record(messages=[*messages, {"role": "assistant", "content": completion_text(completion)}])
         r = render_chat(rec, tok)
-        return (truncate(r, cutoff) if len(r.input_ids) > cutoff else r).input_ids
+        r = truncate(r, cutoff) if len(r.input_ids) > cutoff else r
+        return {"input_ids": r.input_ids, "labels": r.labels}
 
     def score(prompts, completions, completion_ids=None, **columns):
-        rows, out = [ids(p, c) for p, c in zip(prompts, completions)], []
+        rows, out = [rendered(p, c) for p, c in zip(prompts, completions)], []
         for i in range(0, len(rows), batch_size):
-            chunk = rows[i:i + batch_size]
-            width = max(map(len, chunk))
-            input_ids = torch.tensor([r + [pad] * (width - len(r)) for r in chunk], device=rm.device)
-            mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in chunk], device=rm.device)
+            batch = collate(rows[i:i + batch_size])
             with torch.no_grad():
-                out += rm(input_ids=input_ids, attention_mask=mask).logits[:, 0].float().tolist()
+                out += rm(input_ids=batch["input_ids"].to(rm.device),
+                          attention_mask=batch["attention_mask"].to(rm.device)).logits[:, 0].float().tolist()
         return out
 
     score.__name__ = f"rm:{Path(model).name}"
