@@ -61,8 +61,8 @@ def _tf(args, sft: bool) -> dict:
     timer = step_timer()
     cfg = load_config(None, [
         f"stage={'sft' if sft else 'dpo'}", f"model.name={args.model}", f"data.train={data}",
-        f"data.cutoff_len={args.cutoff}", "data.mask=last", "method.type=lora", f"method.lora.r={args.r}",
-        "method.lora.target_modules=all-linear", f"train.batch_size={args.batch * (2 if sft else 1)}",
+        f"data.cutoff_len={args.cutoff}", "data.mask=last", "method.type=lora", f"method.r={args.r}",
+        "method.target_modules=all-linear", f"train.batch_size={args.batch * (2 if sft else 1)}",
         f"train.max_steps={args.steps}", f"train.learning_rate={args.lr}", "train.group_by_length=false",
         "train.warmup_ratio=0", f"output.dir={tmp / 'run'}", "output.report_to=[]", "output.plot=false",
         f"train.gradient_checkpointing={args.gc == 'on'}"])

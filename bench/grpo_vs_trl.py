@@ -47,8 +47,8 @@ def _tf(args, data: Path, out: Path) -> dict:
     cfg = load_config(None, [
         "stage=grpo", f"stage.rewards=[{{name: '{HERE}:brevity'}}]", f"stage.num_generations={args.g}",
         f"stage.max_completion_length={args.completion}", "stage.temperature=1.0", f"model.name={args.model}",
-        f"data.train={data}", "data.cutoff_len=512", "method.type=lora", f"method.lora.r={args.r}",
-        "method.lora.target_modules=all-linear", f"train.batch_size={args.batch}", f"train.max_steps={args.steps}",
+        f"data.train={data}", "data.cutoff_len=512", "method.type=lora", f"method.r={args.r}",
+        "method.target_modules=all-linear", f"train.batch_size={args.batch}", f"train.max_steps={args.steps}",
         f"train.learning_rate={args.lr}", "train.warmup_ratio=0", "train.logging_steps=1", "train.seed=42",
         f"train.gradient_checkpointing={args.gc == 'on'}",
         f"output.dir={out}", "output.report_to=[]", "output.plot=false", "eval.preview_prompts=[]"])

@@ -103,7 +103,7 @@ def bench_config(spec: dict, packing: bool, out_dir: str):
     overrides = [
         f"model.name={spec['model']}", f"model.template={spec['template']}",
         f"data.train={json.dumps(spec['data'])}", f"data.cutoff_len={spec['cutoff']}", f"data.packing={packing}",
-        "method.type=lora", "method.lora.r=8", "method.lora.target_modules=all-linear", "method.lora.dropout=0.0",
+        "method.type=lora", "method.r=8", "method.target_modules=all-linear", "method.dropout=0.0",
         "train.precision=fp32", "train.gradient_checkpointing=false", f"train.batch_size={spec['batch_size']}",
         f"train.learning_rate={spec['lr']}", "train.epochs=1", f"train.max_steps={spec['steps']}",
         f"train.seed={spec['seed']}", f"output.dir={out_dir}", "output.overwrite=true",

@@ -72,7 +72,7 @@ def main() -> None:
     pairs = _write([_as_pair(r, ("0", "1")) for r in rows[args.rows:2 * args.rows]], out / "pairs.jsonl")
     dev = args.data / "dev.jsonl"
     common = ["model.name=smollm2-135m-instruct", "data.cutoff_len=128", "data.mask=last", "method.type=lora",
-              "method.lora.r=16", "train.batch_size=8", "train.epochs=1", "output.report_to=[]",
+              "method.r=16", "train.batch_size=8", "train.epochs=1", "output.report_to=[]",
               "output.overwrite=true"]
     report = {"rows": args.rows, "dev": str(dev), "dev_limit": args.dev_limit}
     report["base_accuracy"] = _accuracy(out / "eval_base", "smollm2-135m-instruct", None, dev, args.dev_limit)

@@ -13,6 +13,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from tuneforge.config.load import load_config
+from tuneforge.methods import METHODS
+
 
 EXAMPLES = sorted(p for p in (Path(__file__).resolve().parents[2] / "examples").glob("*.yaml")
                   if p.name != "quickstart.yaml")
@@ -33,7 +36,7 @@ def test_example_trains_one_step(example, tmp_path, fresh_install):
 
     run = json.loads((out / "run.json").read_text())
     assert run["status"] == "succeeded", run
-    final = out / ("adapter" if "type: lora" in example.read_text() else "model")
+    final = out / METHODS[load_config(example).method.type].artifact
     assert any(final.glob("*.safetensors")), sorted(p.name for p in out.rglob("*"))
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in rows if "loss" in r]
@@ -67,3 +70,20 @@ def test_stage_example_runs_two_steps_on_the_tiny_model(example, tmp_path, tiny_
     run = json.loads((out / "run.json").read_text())
     assert run["status"] == "succeeded" and run["stage"] == example.stem
     assert any(k.startswith("eval_") for k in run["metrics"]), run["metrics"]  # val_size rows were evaluated
+
+
+METHOD_EXAMPLES = [p for p in EXAMPLES if p.stem.startswith("sft_")]
+
+
+@pytest.mark.parametrize("example", METHOD_EXAMPLES, ids=[p.stem for p in METHOD_EXAMPLES])
+def test_method_example_runs_two_steps_on_the_tiny_model(example, tmp_path, tiny_model_dir):
+    from tuneforge.cli import app
+
+    out = tmp_path / example.stem
+    res = CliRunner().invoke(app, ["train", str(example), f"model.name={tiny_model_dir}", "model.template=chatml",
+                                   "train.max_steps=2", "data.cutoff_len=64", "eval.classification.max_samples=4"
+                                   if "classification:" in example.read_text() else "eval.preview_prompts=[]",
+                                   f"output.dir={out}"])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    run = json.loads((out / "run.json").read_text())
+    assert run["status"] == "succeeded" and f"sft_{run['method']}" in (example.stem, "sft_lora")

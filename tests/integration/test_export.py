@@ -131,7 +131,7 @@ def test_full_model_export_is_identical(tiny_model_dir, adapter_dir, tmp_path):
     report = merge_adapter(str(tiny_model_dir), None, str(tmp_path / "full"), template="chatml", device="cpu")
     assert report.passed and report.max_abs_diff == 0.0
     assert json.loads((tmp_path / "full" / "tuneforge_export.json").read_text())["kind"] == "full"
-    with pytest.raises(ModelError, match="is a LoRA adapter folder"):
+    with pytest.raises(ModelError, match="is an adapter folder"):
         merge_adapter(str(adapter_dir), None, str(tmp_path / "x"))
 
 

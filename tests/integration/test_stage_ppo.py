@@ -45,7 +45,7 @@ class Snapshot(TrainerCallback):
         self.after = {n: p.detach().clone() for n, p in model.named_parameters()}
 
 
-@pytest.mark.parametrize("method", [["method.type=lora"], ["method.type=freeze", "method.freeze.trainable_layers=1"]],
+@pytest.mark.parametrize("method", [["method.type=lora"], ["method.type=freeze", "method.trainable_layers=1"]],
                          ids=["lora", "freeze"])
 def test_kl_is_zero_at_the_first_step_and_only_trainable_tensors_move(tmp_path, tiny_model_dir, method):
     snap = Snapshot()

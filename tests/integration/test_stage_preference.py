@@ -53,7 +53,7 @@ def test_kto_on_unpaired_rows_raises_the_desirable_over_undesirable_margin(tmp_p
 
 
 def test_dpo_freeze_keeps_frozen_weights_and_precomputed_reference_equals_a_copy(tmp_path, tiny_model_dir):
-    common = ("stage=dpo", "method.type=freeze", "method.freeze.trainable_layers=1", "train.max_steps=4",
+    common = ("stage=dpo", "method.type=freeze", "method.trainable_layers=1", "train.max_steps=4",
               "train.learning_rate=1e-3")
     copy_run = train(tiny_config(tmp_path / "copy", tiny_model_dir, *common,
                                  data=write_pairs(tmp_path / "pairs.jsonl")))

@@ -79,7 +79,7 @@ def test_a_trained_rm_run_is_a_reward_function_for_the_rl_stages(rm_run):
 
 
 def test_freeze_rm_changes_only_the_trainable_layers_and_the_head(tmp_path, tiny_model_dir):
-    cfg = tiny_config(tmp_path, tiny_model_dir, "stage=rm", "method.type=freeze", "method.freeze.trainable_layers=1",
+    cfg = tiny_config(tmp_path, tiny_model_dir, "stage=rm", "method.type=freeze", "method.trainable_layers=1",
                       "train.max_steps=3", data=write_pairs(tmp_path / "pairs.jsonl"))
     res = train(cfg)
     after = load_file(str(res.final_dir / "model.safetensors"))

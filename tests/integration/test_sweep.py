@@ -31,7 +31,7 @@ def _write_rows(path: Path, n: int, start: int = 0) -> Path:
 def _overrides(model_dir: Path, train: Path) -> list[str]:
     return [f"model.name={model_dir}", "model.template=chatml", f"data.train={train}", "data.cutoff_len=48",
             "output.tensorboard=false", "train.batch_size=4", "train.learning_rate=5e-3", "train.epochs=1",
-            "train.warmup_ratio=0", "method.lora.r=4"]
+            "train.warmup_ratio=0", "method.r=4"]
 
 
 @pytest.fixture

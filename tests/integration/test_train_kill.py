@@ -131,7 +131,7 @@ def _adapter(run_dir: Path) -> dict:
 @pytest.mark.slow
 def test_sigkill_then_same_command_resumes_to_the_uninterrupted_result(tmp_path, tiny_model_dir, monkeypatch):
     monkeypatch.setenv("TUNEFORGE_NO_REGISTRY", "1")  # like the subprocess runs: only the training is compared
-    overrides = ["train.epochs=10", "train.save_steps=2", "train.save_total_limit=3", "method.lora.dropout=0.1"]
+    overrides = ["train.epochs=10", "train.save_steps=2", "train.save_total_limit=3", "method.dropout=0.1"]
     straight = train(tiny_config(tmp_path / "straight", tiny_model_dir, *overrides))
     (tmp_path / "killed").mkdir()
     data = write_story_data(tmp_path / "killed" / "stories.jsonl")
@@ -139,7 +139,7 @@ def test_sigkill_then_same_command_resumes_to_the_uninterrupted_result(tmp_path,
     cmd = [sys.executable, "-m", "tuneforge", "train", f"model.name={tiny_model_dir}", "model.template=chatml",
            f"data.train={data}", "data.cutoff_len=64", f"output.dir={out}", "output.tensorboard=false",
            "train.batch_size=4", "train.learning_rate=5e-3", "train.warmup_ratio=0", "train.logging_steps=1",
-           "method.type=lora", "method.lora.r=4", *overrides]
+           "method.type=lora", "method.r=4", *overrides]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TUNEFORGE_NO_REGISTRY": "1"}  # threads as in the in-process run
     proc = _start(cmd, env)
     _wait_for(lambda: any((c / "trainer_state.json").is_file() for c in _checkpoints(out)), proc, "a checkpoint")

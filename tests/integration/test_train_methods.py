@@ -33,7 +33,7 @@ def test_lora_loss_drops_and_only_adapter_trains(tmp_path, tiny_model_dir):
 
 
 def test_freeze_trains_only_last_layer(tmp_path, tiny_model_dir):
-    cfg = tiny_config(tmp_path, tiny_model_dir, "method.type=freeze", "method.freeze.trainable_layers=1",
+    cfg = tiny_config(tmp_path, tiny_model_dir, "method.type=freeze", "method.trainable_layers=1",
                       "train.learning_rate=1e-3")
     res = train(cfg)
     before = _base_state(tiny_model_dir)
@@ -69,15 +69,15 @@ def test_rslora_scales_live_modules_by_alpha_over_sqrt_r(tmp_path, tiny_model_di
     from peft.tuners.lora import LoraLayer
 
     capture = CaptureModel()
-    res = train(tiny_config(tmp_path, tiny_model_dir, f"method.lora.use_rslora={str(use_rslora).lower()}",
-                            "method.lora.alpha=8", "train.max_steps=1"), extra_callbacks=[capture])
+    res = train(tiny_config(tmp_path, tiny_model_dir, f"method.use_rslora={str(use_rslora).lower()}",
+                            "method.alpha=8", "train.max_steps=1"), extra_callbacks=[capture])
     assert res.status == "succeeded"
     layers = [m for m in capture.model.modules() if isinstance(m, LoraLayer)]
     assert layers and all(m.scaling["default"] == pytest.approx(scaling) for m in layers)
 
 
 def test_dora_trains_a_magnitude_vector_per_module(tmp_path, tiny_model_dir):
-    res = train(tiny_config(tmp_path, tiny_model_dir, "method.lora.use_dora=true", "train.max_steps=3"))
+    res = train(tiny_config(tmp_path, tiny_model_dir, "method.use_dora=true", "train.max_steps=3"))
     adapter = load_file(str(res.final_dir / "adapter_model.safetensors"))
     magnitudes = {k: v for k, v in adapter.items() if "lora_magnitude_vector" in k}
     lora_a = [k for k in adapter if "lora_A" in k]

@@ -21,7 +21,7 @@ def _adapter(res):
 
 
 def test_resume_matches_uninterrupted_run(tmp_path, tiny_model_dir):
-    common = ("train.epochs=2", "train.save_steps=2", "method.lora.dropout=0.1")  # dropout: RNG state matters
+    common = ("train.epochs=2", "train.save_steps=2", "method.dropout=0.1")  # dropout: RNG state matters
     straight = train(tiny_config(tmp_path / "a", tiny_model_dir, *common))
     cfg_b = tiny_config(tmp_path / "b", tiny_model_dir, *common)
     first = train(cfg_b, extra_callbacks=[StopAt(3)])

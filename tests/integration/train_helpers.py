@@ -32,8 +32,9 @@ def tiny_config(tmp_path: Path, model_dir: Path, *overrides: str, data: Path | N
     data = data or write_story_data(tmp_path / "stories.jsonl")
     base = [f"model.name={model_dir}", "model.template=chatml", f"data.train={data}", "data.cutoff_len=64",
             f"output.dir={tmp_path / 'run'}", "output.tensorboard=false", "train.batch_size=4",
-            "train.learning_rate=5e-3", "train.epochs=2", "train.warmup_ratio=0", "train.logging_steps=1",
-            "method.type=lora", "method.lora.r=4"]
+            "train.learning_rate=5e-3", "train.epochs=2", "train.warmup_ratio=0", "train.logging_steps=1"]
+    if not any(o.startswith(("method.type=", "method=")) for o in overrides):  # LoRA r4 unless a method is given
+        base += ["method.type=lora", "method.r=4"]
     return load_config(None, base + list(overrides))
 
 

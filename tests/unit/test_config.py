@@ -7,6 +7,7 @@ import pytest
 from tuneforge.config.auto import auto_batch_size, auto_epochs, resolve_auto
 from tuneforge.config.load import load_config
 from tuneforge.config.schema import TrainSection
+from tuneforge.methods import METHODS, method_and_params
 from tuneforge.utils.errors import ConfigError
 
 
@@ -19,9 +20,9 @@ def _write(tmp_path, text):
 def test_yaml_plus_dotted_overrides(tmp_path):
     (tmp_path / "d.jsonl").write_text("{}\n")
     p = _write(tmp_path, "data:\n  train: d.jsonl\nmethod:\n  type: lora\n")
-    cfg = load_config(p, ["train.learning_rate=3e-4", "method.lora.r=4", "data.packing=true"])
+    cfg = load_config(p, ["train.learning_rate=3e-4", "method.r=4", "data.packing=true"])
     assert cfg.train.learning_rate == pytest.approx(3e-4)
-    assert cfg.method.lora.r == 4 and cfg.data.packing is True
+    assert method_and_params(cfg)[1].r == 4 and cfg.data.packing is True
     # relative dataset paths resolve against the YAML file's folder
     assert cfg.data.train[0].path == str((tmp_path / "d.jsonl").resolve())
 
@@ -44,10 +45,10 @@ def test_type_and_range_errors_name_the_key(tmp_path):
     p = _write(tmp_path, "data:\n  train: x.jsonl\n")
     with pytest.raises(ConfigError, match=r"train\.epochs.*'abc'"):
         load_config(p, ["train.epochs=abc"])
-    with pytest.raises(ConfigError, match=r"method\.lora\.r"):
-        load_config(p, ["method.lora.r=0"])
-    with pytest.raises(ConfigError, match=r"method\.type"):
-        load_config(p, ["method.type=qlora9"])
+    with pytest.raises(ConfigError, match=r"method\.r: Input should be greater than or equal to 1"):
+        method_and_params(load_config(p, ["method.lora.r=0"]))  # methods validate their own keys
+    with pytest.raises(ConfigError, match=r"unknown method 'qlora9'"):
+        method_and_params(load_config(p, ["method.type=qlora9"]))
 
 
 def test_missing_data_and_bad_yaml(tmp_path):
@@ -70,11 +71,11 @@ def test_auto_rules():
     assert auto_epochs(100_000) == 1
     assert auto_batch_size(50, "cpu") == 4 and auto_batch_size(100_000, "cpu") == 8
     assert auto_batch_size(100_000, "cuda") == 16
-    r = resolve_auto(TrainSection(), "lora", 1000, "cpu")
+    r = resolve_auto(TrainSection(), METHODS["lora"], 1000, "cpu")
     assert r.epochs == 3 and r.batch_size == 4 and r.precision == "fp32" and r.gradient_checkpointing is False
     assert r.learning_rate == pytest.approx(2e-4 * (4 / 8) ** 0.5)
     assert set(r.chosen) >= {"epochs", "batch_size", "learning_rate"}
-    fixed = resolve_auto(TrainSection(epochs=2, batch_size=3, learning_rate=1e-5), "full", 10, "cpu")
+    fixed = resolve_auto(TrainSection(epochs=2, batch_size=3, learning_rate=1e-5), METHODS["full"], 10, "cpu")
     assert (fixed.epochs, fixed.batch_size, fixed.learning_rate) == (2, 3, 1e-5)
     assert "epochs" not in fixed.chosen
 

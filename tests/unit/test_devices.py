@@ -7,6 +7,7 @@ import torch
 
 from tuneforge.config.auto import resolve_auto
 from tuneforge.config.load import load_config
+from tuneforge.methods import METHODS, get_method
 from tuneforge.models import load as model_load
 from tuneforge.models.load import pick_device, resolve_load_dtype
 from tuneforge.train.trainer import training_arguments
@@ -24,7 +25,7 @@ def test_pick_device_prefers_cuda_then_mps(monkeypatch, cuda, mps, expected):
 def _arguments(tmp_path, device: str):
     cfg = load_config(None, ["data.train=train.jsonl", "train.batch_size=2", "train.epochs=1", "train.learning_rate=1e-3",
                              f"output.dir={tmp_path / 'run'}"])
-    resolved = resolve_auto(cfg.train, cfg.method.type, 8, device)
+    resolved = resolve_auto(cfg.train, get_method(cfg.method), 8, device)
     return training_arguments(cfg, resolved, tmp_path, device, 8)
 
 
@@ -48,23 +49,23 @@ def test_only_the_cpu_device_forces_the_trainer_onto_the_cpu(tmp_path, device, f
     ("float32", "lora", "cuda", True, "bf16", "float32"),
 ])
 def test_resolve_load_dtype(model_dtype, method, device, bf16_ok, precision, expected):
-    assert resolve_load_dtype(model_dtype, method, device, bf16_ok, precision=precision) == expected
+    frozen = METHODS[method].frozen_base
+    assert resolve_load_dtype(model_dtype, frozen, device, bf16_ok, precision=precision) == expected
 
 
 def test_resolve_load_dtype_names_the_key_for_an_unknown_dtype():
     with pytest.raises(ModelError, match="model.dtype='int3'") as err:
-        resolve_load_dtype("int3", "lora", "cuda", True)
+        resolve_load_dtype("int3", True, "cuda", True)
     assert "bfloat16" in str(err.value)
 
 
 def test_lora_on_a_half_precision_base_trains_float32_weights(tiny_model_dir):
     from transformers import AutoModelForCausalLM
 
-    from tuneforge.config.schema import LoraParams
-    from tuneforge.methods.lora import apply_lora
+    from tuneforge.methods.lora import LoraParams
 
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.bfloat16)
-    model = apply_lora(base, LoraParams(r=4, use_dora=True, modules_to_save=["norm"]))
+    model = METHODS["lora"].apply(base, LoraParams(r=4, use_dora=True, modules_to_save=["norm"]))
     trainable = {n: p.dtype for n, p in model.named_parameters() if p.requires_grad}
     assert any("modules_to_save" in n for n in trainable) and any("magnitude" in n for n in trainable)
     assert set(trainable.values()) == {torch.float32}, trainable

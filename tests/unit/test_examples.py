@@ -20,7 +20,10 @@ def test_there_are_examples_for_each_stage_and_method(fresh_install):
     from tuneforge.stages import STAGES
 
     assert {c.stage.type for c in cfgs} == set(STAGES)
-    assert {c.method.type for c in cfgs} == {"full", "freeze", "lora"}
+    from tuneforge.methods import METHODS
+
+    assert {c.method.type for c in cfgs} == set(METHODS)
+    assert {p.stem for p in EXAMPLES} >= {f"sft_{m}" for m in METHODS if m != "lora"}
     assert {p.stem for p in EXAMPLES} >= {"hello", "quickstart", "sft_lora", "sft_full", "sft_dora", "sft_freeze",
                                           "pt_lora", "rm", "dpo", "simpo", "orpo", "kto"}
 

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from tuneforge.config.auto import resolve_auto, resolve_schedule
+from tuneforge.methods import METHODS
 from tuneforge.config.load import load_config
 from tuneforge.models.load import load_tokenizer
 from tuneforge.models.source import resolve_model
@@ -30,7 +31,7 @@ def test_plan_shows_the_derived_schedule(tmp_path, tiny_model_dir, capsys):
     ensure_chat_template(tok, "chatml")
     data = prepare_data(cfg, tok, *stage_and_params(cfg))
     schedule = resolve_schedule(cfg.train, has_validation=bool(data.val))
-    print_plan(cfg, data, resolve_auto(cfg.train, "lora", data.n_train_rows, "cpu"), "cpu", Path("out"), None,
+    print_plan(cfg, data, resolve_auto(cfg.train, METHODS["lora"], data.n_train_rows, "cpu"), "cpu", Path("out"), None,
                schedule)
     shown = " ".join(capsys.readouterr().err.split())
     assert "validation" in shown and "eval loss every 5 steps" in shown

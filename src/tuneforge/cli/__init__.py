@@ -33,6 +33,7 @@ _GROUPS = [
     ("tuneforge.cli.config_cmd", "app", "config"),
     ("tuneforge.cli.doctor_cmd", "register", None),
     ("tuneforge.cli.stages_cmd", "register", None),
+    ("tuneforge.cli.methods_cmd", "register", None),
 ]
 
 

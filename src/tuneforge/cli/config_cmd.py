@@ -73,6 +73,37 @@ def schema_rows(model: type[BaseModel] = RunConfig, prefix: str = "") -> list[di
     return rows
 
 
+def plugin_rows(cfg=None) -> list[dict]:
+    """Rows for the parameters of the configured stage and method (their plug-ins own them: tuneforge.stages /
+    tuneforge.methods), or of the default ones without a config; `stage.type` / `method.type` list every choice."""
+    from tuneforge.methods import METHODS, get_method
+    from tuneforge.stages import STAGES, get_stage
+
+    rows = []
+    for section, table, plugin in (("stage", STAGES, get_stage(cfg.stage if cfg else "sft")),
+                                   ("method", METHODS, get_method(cfg.method if cfg else "lora"))):
+        rows.append({"key": f"{section}.type", "type": "|".join(table), "default": "sft" if section == "stage"
+                     else "lora", "help": f"the {section} (`tuneforge {section}s` lists them)", "entries": False})
+        rows += [{**r, "help": f"({section} {plugin.name}) {r['help']}"}
+                 for r in schema_rows(plugin.Params, f"{section}.")]
+    return rows
+
+
+def all_rows(cfg=None) -> list[dict]:
+    """The run config's keys (the schema), with the configured stage's and method's parameters in their place."""
+    plugins: dict[str, list[dict]] = {}
+    for r in plugin_rows(cfg):
+        plugins.setdefault(r["key"].split(".")[0], []).append(r)
+    rows = []
+    for r in schema_rows():
+        section = r["key"].split(".")[0]
+        if section not in plugins:
+            rows.append(r)
+        else:
+            rows += plugins.pop(section, None) or []
+    return rows
+
+
 def _value_at(data: Any, key: str) -> Any:
     for part in key.split("."):
         if part.endswith("[]"):
@@ -88,20 +119,35 @@ def resolved_auto(cfg) -> tuple[dict, str | None]:
     from tuneforge.config.auto import resolve_auto
     from tuneforge.data.run_records import load_train_records
     from tuneforge.models.load import pick_device
+    from tuneforge.methods import method_and_params
     from tuneforge.stages import get_stage
 
     resolved = {}
-    if cfg.method.type == "lora" and cfg.method.lora.alpha is None:
-        resolved["method.lora.alpha"] = f"{2 * cfg.method.lora.r} (2 × r)"
+    method, params = method_and_params(cfg)
+    if getattr(params, "alpha", 0) is None:
+        rank = getattr(params, "r", None) or params.target_r
+        resolved["method.alpha"] = f"{2 * rank} (2 × {'r' if hasattr(params, 'r') else 'target_r'})"
     try:
         records = load_train_records(cfg, prompts=get_stage(cfg.stage).trains_on_prompts)[0]
     except TuneforgeError as err:
         return resolved, f"auto values need the training data: {err.message}"
     device = pick_device(cfg.model.device)
     bf16 = device.startswith("cuda") and _cuda_bf16()
-    chosen = resolve_auto(cfg.train, cfg.method.type, len(records), device, bf16).chosen
+    chosen = resolve_auto(cfg.train, method, len(records), device, bf16).chosen
     resolved.update({f"train.{k}": v for k, v in chosen.items()})
     return resolved, None
+
+
+def _spelled_out(cfg) -> dict:
+    """The config as data, with the stage's and the method's parameters spelled out (defaults included)."""
+    from tuneforge.methods import method_and_params, method_section
+    from tuneforge.stages import stage_and_params
+
+    data = cfg.model_dump(mode="json")
+    stage, params = stage_and_params(cfg)
+    data["stage"] = {"type": stage.name, **params.model_dump(mode="json")}
+    data["method"] = method_section(*method_and_params(cfg))
+    return data
 
 
 def _cuda_bf16() -> bool:
@@ -142,10 +188,10 @@ def show_cmd(
     from tuneforge.config.load import config_arguments, load_config
 
     config, overrides = config_arguments(config, overrides)
-    rows, note = schema_rows(), None
-    if config or overrides:
-        cfg = load_config(config, overrides)
-        data = cfg.model_dump(mode="json")
+    cfg = load_config(config, overrides) if config or overrides else None
+    rows, note = all_rows(cfg), None
+    if cfg is not None:
+        data = _spelled_out(cfg)
         resolved, note = resolved_auto(cfg)
         for r in rows:
             value = _value_at(data, r["key"])

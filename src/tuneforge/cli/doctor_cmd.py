@@ -60,6 +60,7 @@ def _setting(cfg, device: str):
     """TrainSetting for `cfg` with its auto values resolved (the data is loaded to count rows; not the model)."""
     from tuneforge.config.auto import resolve_auto
     from tuneforge.data.run_records import load_train_records
+    from tuneforge.methods import method_and_params
     from tuneforge.models.memory import TrainSetting
     from tuneforge.stages import get_stage
 
@@ -69,14 +70,14 @@ def _setting(cfg, device: str):
     except TuneforgeError as err:
         n_rows, note = 0, f"training data not loaded ({err.message}); auto values assume a small dataset"
     bf16 = device.startswith("cuda") and _cuda_bf16()
-    r = resolve_auto(cfg.train, cfg.method.type, n_rows, device, bf16)
-    lora, freeze = cfg.method.lora, cfg.method.freeze
-    targets = lora.target_modules if isinstance(lora.target_modules, str) else tuple(lora.target_modules)
-    return TrainSetting(method=cfg.method.type, batch_size=r.batch_size, seq_len=cfg.data.cutoff_len,
+    method, params = method_and_params(cfg)
+    r = resolve_auto(cfg.train, method, n_rows, device, bf16)
+    return TrainSetting(method=method.name, batch_size=r.batch_size, seq_len=cfg.data.cutoff_len,
                         precision=r.precision, gradient_checkpointing=r.gradient_checkpointing,
-                        device="cpu" if not device.startswith("cuda") else "cuda", lora_r=lora.r,
-                        lora_targets=targets, trainable_layers=freeze.trainable_layers,
-                        train_embeddings=freeze.train_embeddings), note
+                        device="cpu" if not device.startswith("cuda") else "cuda", frozen_base=method.frozen_base,
+                        trainable=lambda shape: method.estimate_trainable(shape, params),
+                        trainable_layers=getattr(params, "trainable_layers", 2),
+                        train_embeddings=getattr(params, "train_embeddings", False)), note
 
 
 def _cuda_bf16() -> bool:
@@ -88,11 +89,14 @@ def _cuda_bf16() -> bool:
 def memory_check(cfg, dev: dict) -> dict:
     """The estimate for `cfg` on its device against that device's free memory, with cheaper settings if needed."""
     from tuneforge.models.load import pick_device
+    from dataclasses import replace
+
     from tuneforge.models.memory import cheaper_settings, estimate_training_memory, read_model_shape
 
     device = pick_device(cfg.model.device)
     setting, note = _setting(cfg, device)
     shape = read_model_shape(cfg.model.name)
+    setting = replace(setting, trainable=setting.trainable(shape))  # the method counts from the model's shape
     est = estimate_training_memory(shape, setting)
     if device.startswith("cuda") and dev["cuda"]:
         index = int(device.split(":")[1]) if ":" in device else 0

@@ -11,7 +11,7 @@ TRAIN_HELP = """Fine-tune a model as one YAML config describes; dotted key=value
 \b
 Examples:
   tuneforge train examples/quickstart.yaml
-  tuneforge train examples/sft_lora.yaml train.epochs=1 method.lora.r=16 data.packing=true
+  tuneforge train examples/sft_lora.yaml train.epochs=1 method.r=16 data.packing=true
   tuneforge train examples/dpo.yaml model.name=runs/sft_lora stage.beta=0.2    (DPO after an SFT run)
   torchrun --nproc_per_node 2 -m tuneforge train examples/sft_lora.yaml     (data parallel)
 

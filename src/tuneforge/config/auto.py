@@ -5,9 +5,10 @@ Rules (documented in README "Auto values"):
   large sets get fewer so it sees at most ~25,000 examples (at least 1 epoch). This is the rule the OpenAI
   fine-tuning API documents for its `n_epochs: auto`.
 - batch_size: about 0.2% of the training rows, rounded to a power of two, within [4, 16] (capped at 8 on CPU).
-- learning_rate: by method — lora 2e-4, freeze 5e-5, full 2e-5 — times sqrt(batch_size / 8).
-- gradient_checkpointing: off on CPU (it trades compute for memory, and CPU runs are compute bound); on for full
-  fine-tuning on a GPU.
+- learning_rate: the method's base rate (its `base_lr`: lora 2e-4, freeze 5e-5, full 2e-5, ...; `tuneforge methods`
+  lists them) times sqrt(batch_size / 8), times the stage's factor.
+- gradient_checkpointing: off on CPU (it trades compute for memory, and CPU runs are compute bound); on a GPU for
+  methods that train the base weights themselves (full, freeze, bitfit).
 - precision: fp32 on CPU; bf16 on GPUs that support it, else fp16.
 """
 
@@ -19,7 +20,6 @@ from dataclasses import dataclass, field
 _TARGET_EPOCHS = 3
 _MIN_EXAMPLES, _MAX_EXAMPLES = 100, 25_000
 _MIN_EPOCHS, _MAX_EPOCHS = 1, 25
-_BASE_LR = {"lora": 2e-4, "freeze": 5e-5, "full": 2e-5}
 
 
 @dataclass
@@ -47,14 +47,15 @@ def auto_batch_size(n_rows: int, device: str) -> int:
     return int(min(max(bs, 4), 8 if device == "cpu" else 16))
 
 
-def auto_learning_rate(method: str, batch_size: int) -> float:
-    return _BASE_LR[method] * math.sqrt(batch_size / 8)
+def auto_learning_rate(base_lr: float, batch_size: int) -> float:
+    return base_lr * math.sqrt(batch_size / 8)
 
 
-def resolve_auto(train, method: str, n_rows: int, device: str, has_cuda_bf16: bool = False, *,
+def resolve_auto(train, method, n_rows: int, device: str, has_cuda_bf16: bool = False, *,
                  lr_scale: float = 1.0) -> Resolved:
-    """Fill every `auto` of a TrainSection; returns values plus the reasons for those that were auto. `lr_scale`:
-    the stage's factor on the method's base rate (preference stages train at a lower rate than SFT)."""
+    """Fill every `auto` of a TrainSection; returns values plus the reasons for those that were auto. `method`: the
+    configured tuneforge.methods.Method (its name, base_lr and frozen_base); `lr_scale`: the stage's factor on the
+    method's base rate (preference stages train at a lower rate than SFT)."""
     chosen: dict[str, str] = {}
     epochs = train.epochs
     if epochs == "auto":
@@ -66,13 +67,13 @@ def resolve_auto(train, method: str, n_rows: int, device: str, has_cuda_bf16: bo
         chosen["batch_size"] = f"{bs} (~0.2% of {n_rows} rows, within [4, {8 if device == 'cpu' else 16}])"
     lr = train.learning_rate
     if lr == "auto":
-        lr = auto_learning_rate(method, bs) * lr_scale
+        lr = auto_learning_rate(method.base_lr, bs) * lr_scale
         stage = f" × stage {lr_scale:g}" if lr_scale != 1 else ""
-        chosen["learning_rate"] = f"{lr:.2e} ({method} base {_BASE_LR[method]:.0e} × sqrt({bs}/8){stage})"
+        chosen["learning_rate"] = f"{lr:.2e} ({method.name} base {method.base_lr:.0e} × sqrt({bs}/8){stage})"
     gc = train.gradient_checkpointing
     if gc == "auto":
-        gc = device.startswith("cuda") and method == "full"
-        chosen["gradient_checkpointing"] = f"{gc} ({'GPU full fine-tune' if gc else 'compute-bound device/method'})"
+        gc = device.startswith("cuda") and not method.frozen_base
+        chosen["gradient_checkpointing"] = f"{gc} ({'GPU, base weights train' if gc else 'compute-bound device/method'})"
     prec = train.precision
     if prec == "auto":
         prec = "fp32" if not device.startswith("cuda") else ("bf16" if has_cuda_bf16 else "fp16")

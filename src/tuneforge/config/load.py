@@ -23,7 +23,7 @@ from tuneforge.utils.paths import DATA_FILE_SUFFIXES
 def parse_override(item: str) -> tuple[list[str], Any]:
     """`train.learning_rate=1e-4` → (["train", "learning_rate"], 1e-4). Values are parsed as YAML scalars/lists."""
     if "=" not in item:
-        raise ConfigError(f"override '{item}' is not key=value", hint="e.g. train.epochs=3 method.lora.r=16")
+        raise ConfigError(f"override '{item}' is not key=value", hint="e.g. train.epochs=3 method.r=16")
     key, raw = item.split("=", 1)
     if not key.strip():
         raise ConfigError(f"override '{item}' has an empty key")

@@ -26,6 +26,21 @@ def did_you_mean(value: str, choices) -> str:
     return f" — did you mean '{close[0]}'?" if close else ""
 
 
+def params_error(err, section: str, owner: str, valid) -> str:
+    """A plug-in's parameter ValidationError as one line per problem: `section.key: …`, with "did you mean" for an
+    unknown key (`owner` names the plug-in, e.g. "stage dpo")."""
+    lines = []
+    valid = sorted(valid)
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"])
+        if e["type"] == "extra_forbidden":
+            lines.append(f"{section}.{key}: unknown key for {owner}{did_you_mean(key, valid)} "
+                         f"(valid: {', '.join(valid) or 'none'})")
+        else:
+            lines.append(f"{section}.{key}: {e['msg']}")
+    return "; ".join(lines)
+
+
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -91,26 +106,25 @@ class DataSection(Section):
         return out
 
 
-class LoraParams(Section):
-    r: int = Field(8, ge=1, description="LoRA rank")
-    alpha: float | None = Field(None, description="default 2*r")
-    dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the LoRA input")
-    target_modules: Union[str, list[str]] = Field("all-linear", description="'all-linear' or module names")
-    use_rslora: bool = Field(False, description="rank-stabilized scaling alpha/sqrt(r)")
-    use_dora: bool = Field(False, description="weight-decomposed LoRA (DoRA)")
-    modules_to_save: list[str] | None = Field(None, description="modules trained fully beside the adapter")
+class MethodSection(BaseModel):
+    """`method: lora` or `method: {type: ia3, target_modules: [...]}`. The keys beside `type` are the method's own
+    parameters, validated by that method (tuneforge.methods), which owns them; the config layer only carries them.
+    The older nested form `method: {type: lora, lora: {r: 16}}` is read as `method: {type: lora, r: 16}`."""
 
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+    type: str = Field("lora", description="full, freeze, lora, dora, ia3, prompt … (`tuneforge methods` lists them)")
 
-class FreezeParams(Section):
-    trainable_layers: int = Field(2, description="train the last N decoder layers (negative: the first N)")
-    trainable_modules: list[str] | None = Field(None, description="name patterns to train instead of layers")
-    train_embeddings: bool = Field(False, description="also train the token embeddings")
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, v):
+        return {"type": v} if isinstance(v, str) else v
 
+    @property
+    def params(self) -> dict:
+        return dict(self.model_extra or {})
 
-class MethodSection(Section):
-    type: Literal["full", "freeze", "lora"] = Field("lora", description="full weights, last layers only, or LoRA")
-    lora: LoraParams = Field(default_factory=LoraParams)
-    freeze: FreezeParams = Field(default_factory=FreezeParams)
+    def __str__(self) -> str:
+        return self.type
 
 
 class TrainSection(Section):

@@ -58,7 +58,9 @@ class LoglikScorer:
                  max_logit_elems: int = 1 << 26):
         self.model, self.tok = model, tokenizer
         self.batch_size = max(1, batch_size)
-        self.share_context = share_context
+        # A prompt-based adapter (prompt / p-tuning / prefix) owns the start of the sequence and its cache: every
+        # sequence is scored whole, with the virtual tokens' positions cut from the logits.
+        self.share_context = share_context and not _prompt_learning(model)
         self.max_logit_elems = max_logit_elems  # bounds batch_rows * seq_len * vocab (fp32 logits memory)
         self.device = next(model.parameters()).device
         cfg = getattr(model, "config", None)
@@ -160,7 +162,7 @@ class LoglikScorer:
             ids[r, : len(s)] = torch.tensor(s)
             mask[r, : len(s)] = 1
         ids, mask = ids.to(self.device), mask.to(self.device)
-        logits = self.model(input_ids=ids, attention_mask=mask).logits[:, :-1]
+        logits = self.model(input_ids=ids, attention_mask=mask).logits[:, -ids.shape[1]:-1]
         lps = self._token_logprobs(logits, ids[:, 1:]).cpu()
         flat = [float(lps[r, st - 1: len(s) - 1].sum()) for r, (s, st) in enumerate(rows)]
         return self._regroup(encs, flat)
@@ -225,3 +227,8 @@ class LoglikScorer:
             out.append(flat[k: k + len(e.seqs)])
             k += len(e.seqs)
         return out
+
+
+def _prompt_learning(model) -> bool:
+    config = getattr(model, "active_peft_config", None)
+    return bool(getattr(config, "is_prompt_learning", False))

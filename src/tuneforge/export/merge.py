@@ -97,15 +97,17 @@ def _cast_parameters(model, dtype: torch.dtype) -> None:
 
 def _refuse_adapter_as_model(model: str, adapter: str | None) -> None:
     if adapter is None and (Path(model) / "adapter_config.json").is_file():
-        raise ModelError(f"{model} is a LoRA adapter folder, not a model",
+        raise ModelError(f"{model} is an adapter folder, not a model",
                          hint="pass it as --adapter and the base model it was trained on as --model")
 
 
 def _merged_in_memory(model: str, adapter: str | None, *, template: str, check_samples: int, device: str,
                       dtype: torch.dtype, template_text: str | None = None) -> _Merged:
-    from tuneforge.models.load import load_for_inference
+    from tuneforge.models.load import load_for_inference, refuse_unmergeable
 
     _refuse_adapter_as_model(model, adapter)
+    if adapter:
+        refuse_unmergeable(adapter, "export merges adapters into the model")
     src, tok = load_for_inference(model, adapter, dtype="float32", device=device)
     if template_text is not None:  # re-checking an export: render with exactly the template it ships
         tok.chat_template = template_text

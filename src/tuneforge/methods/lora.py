@@ -1,51 +1,76 @@
-"""LoRA (with rsLoRA and DoRA flags) through PEFT."""
+"""LoRA and its family through PEFT: rsLoRA scaling, DoRA (`dora` is LoRA with use_dora on), LoRA+ (the B matrices
+learn `lr_ratio` times faster, through optimizer parameter groups) and layer / module selection."""
 
 from __future__ import annotations
 
-from tuneforge.utils.errors import ConfigError
+from typing import Union
+
+from pydantic import Field
+
+from tuneforge.methods.base import MethodParams
+from tuneforge.methods.peft_base import PeftMethod
 
 
-def is_reward_model(model) -> bool:
-    """A sequence-classification model (a reward model's scalar head) rather than a causal LM."""
-    return type(model).__name__.endswith("ForSequenceClassification")
+class LoraParams(MethodParams):
+    r: int = Field(8, ge=1, description="LoRA rank")
+    alpha: float | None = Field(None, description="scaling numerator; default 2*r")
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the LoRA input")
+    target_modules: Union[str, list[str]] = Field(
+        "all-linear", description="'all-linear', module names (q_proj, v_proj, ...), or one regular expression "
+                                  "matched against full module names")
+    layers_to_transform: list[int] | None = Field(None, description="only these decoder layer indices get adapters")
+    use_rslora: bool = Field(False, description="rank-stabilized scaling alpha/sqrt(r)")
+    use_dora: bool = Field(False, description="weight-decomposed LoRA (DoRA): a trained magnitude per output")
+    modules_to_save: list[str] | None = Field(None, description="modules trained fully beside the adapter")
+    lr_ratio: float | None = Field(None, ge=1, description="LoRA+: the B matrices learn this many times faster than "
+                                                           "A (the paper suggests 16); null: plain LoRA")
 
 
-def lora_config(params, model=None):
-    """`model`: a reward model gets the SEQ_CLS task, whose score head PEFT trains in full (modules_to_save)."""
-    from peft import LoraConfig, TaskType
+class LoraMethod(PeftMethod):
+    name = "lora"
+    description = "low-rank adapters beside the frozen linear layers (rsLoRA, DoRA, LoRA+ options)"
+    Params = LoraParams
+    base_lr = 2e-4
 
-    return LoraConfig(
-        task_type=TaskType.SEQ_CLS if model is not None and is_reward_model(model) else TaskType.CAUSAL_LM,
-        r=params.r,
-        lora_alpha=params.alpha if params.alpha is not None else 2 * params.r,
-        lora_dropout=params.dropout,
-        target_modules=params.target_modules,
-        use_rslora=params.use_rslora,
-        use_dora=params.use_dora,
-        modules_to_save=params.modules_to_save,
-        bias="none",
-    )
+    def peft_config(self, params, task_type, total_steps: int):
+        from peft import LoraConfig
+
+        return LoraConfig(task_type=task_type, **lora_kwargs(params))
+
+    def optimizer(self, model, args, params):
+        if not params.lr_ratio:
+            return None
+        from peft.optimizers import create_loraplus_optimizer
+        from transformers import Trainer
+
+        cls, kwargs = Trainer.get_optimizer_cls_and_kwargs(args, model)
+        kwargs.pop("lr", None)
+        return create_loraplus_optimizer(model, cls, lr=args.learning_rate, loraplus_lr_ratio=params.lr_ratio,
+                                         weight_decay=args.weight_decay, **kwargs)
+
+    def estimate_trainable(self, shape, params) -> int:
+        from tuneforge.models.memory import TrainSetting, trainable_params
+
+        targets = params.target_modules if isinstance(params.target_modules, str) else tuple(params.target_modules)
+        n = trainable_params(shape, TrainSetting(method="lora", lora_r=params.r, lora_targets=targets))
+        if params.layers_to_transform:
+            n = n * len(params.layers_to_transform) // max(shape.n_layers, 1)
+        return n
 
 
-def apply_lora(model, params):
-    """Wrap `model` with LoRA adapters. The base may be in half precision (see models.load.resolve_load_dtype); every
-    trainable weight (adapters, DoRA magnitudes, modules_to_save copies) is kept in float32, which mixed-precision
-    training needs (fp16 gradient scaling refuses half-precision parameters)."""
-    from peft import get_peft_model
-
-    try:
-        peft_model = get_peft_model(model, lora_config(params, model))
-    except ValueError as err:
-        names = sorted({n.rsplit(".", 1)[-1] for n, _ in model.named_modules() if n})
-        raise ConfigError(f"method.lora.target_modules={params.target_modules!r}: {err}",
-                          hint=f"use 'all-linear' or some of: {', '.join(names[:20])}") from err
-    _trainable_in_float32(peft_model)
-    return peft_model
+class DoraParams(LoraParams):
+    use_dora: bool = Field(True, description="weight-decomposed LoRA (DoRA): a trained magnitude per output")
 
 
-def _trainable_in_float32(model) -> None:
-    import torch
+class DoraMethod(LoraMethod):
+    name = "dora"
+    description = "LoRA with a trained magnitude per output channel (weight-decomposed); slower steps than LoRA"
+    Params = DoraParams
 
-    for p in model.parameters():
-        if p.requires_grad and p.is_floating_point() and p.dtype != torch.float32:
-            p.data = p.data.float()
+
+def lora_kwargs(params) -> dict:
+    """The LoraConfig arguments shared by LoRA, DoRA and AdaLoRA."""
+    return dict(r=params.r, lora_alpha=params.alpha if params.alpha is not None else 2 * params.r,
+                lora_dropout=params.dropout, target_modules=params.target_modules, use_rslora=params.use_rslora,
+                use_dora=params.use_dora, modules_to_save=params.modules_to_save,
+                layers_to_transform=params.layers_to_transform, bias="none")

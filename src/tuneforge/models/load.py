@@ -42,29 +42,30 @@ def pick_dtype(dtype: str = "auto", device: str = "cpu") -> torch.dtype:
     return torch.float32
 
 
-# Methods whose base weights stay frozen: with mixed precision on a GPU they can be stored in half precision (the
-# trainable LoRA weights are kept in float32 by methods.lora). `full` and `freeze` update base weights themselves, and
-# mixed-precision training needs float32 master copies of whatever the optimizer updates, so they load in float32
-# (freeze could keep its frozen layers in half precision, but one dtype per model keeps AMP and saving simple).
-_FROZEN_BASE_METHODS = {"lora"}
+# A method whose base weights stay frozen (an adapter method: Method.frozen_base) can store them in half precision
+# with mixed precision on a GPU (its trainable weights are kept in float32 by methods.peft_base). `full`, `freeze` and
+# `bitfit` update base weights themselves, and mixed-precision training needs float32 master copies of whatever the
+# optimizer updates, so they load in float32 (freeze could keep its frozen layers in half precision, but one dtype
+# per model keeps AMP and saving simple).
 _HALF_BY_PRECISION = {"bf16": "bfloat16", "fp16": "float16"}
 
 
-def resolve_load_dtype(model_dtype: str, method: str, device: str, bf16_ok: bool, *, precision: str = "auto") -> str:
+def resolve_load_dtype(model_dtype: str, frozen_base: bool, device: str, bf16_ok: bool, *,
+                       precision: str = "auto") -> str:
     """The dtype the base weights load in for training (a name accepted by `pick_dtype`).
 
     - an explicit `model.dtype` wins;
     - `auto` on CPU and MPS: float32;
-    - `auto` on CUDA: half precision for LoRA, whose base is frozen (bfloat16 when the GPU supports it, else
-      float16; `precision`, the resolved train.precision, picks it when given, and fp32 keeps float32), float32 for
-      full and freeze fine-tuning.
+    - `auto` on CUDA: half precision when the method keeps the base frozen (`frozen_base`: LoRA and the other
+      adapters; bfloat16 when the GPU supports it, else float16; `precision`, the resolved train.precision, picks it
+      when given, and fp32 keeps float32), float32 for methods that train base weights (full, freeze, bitfit).
     """
     if model_dtype != "auto":
         if model_dtype not in _DTYPES:
             raise ModelError(f"model.dtype={model_dtype!r} is not a dtype",
                              hint=f"set model.dtype to auto or one of {', '.join(sorted(_DTYPES))}")
         return model_dtype
-    if not device.startswith("cuda") or method not in _FROZEN_BASE_METHODS or precision == "fp32":
+    if not device.startswith("cuda") or not frozen_base or precision == "fp32":
         return "float32"
     if precision in _HALF_BY_PRECISION:
         return _HALF_BY_PRECISION[precision]
@@ -247,9 +248,27 @@ def _reward_from_causal(causal, pad_token_id: int | None):
     return model
 
 
+# PEFT adapter types that add virtual tokens instead of changing weights: nothing to merge into the base.
+_PROMPT_ADAPTERS = ("PROMPT_TUNING", "P_TUNING", "PREFIX_TUNING", "MULTITASK_PROMPT_TUNING", "ADAPTION_PROMPT")
+
+
+def refuse_unmergeable(adapter: str, doing: str) -> None:
+    """ModelError when the adapter folder holds a prompt-based adapter, which cannot be merged into weights."""
+    import json
+
+    peft_type = json.loads((Path(adapter) / "adapter_config.json").read_text(encoding="utf-8")).get("peft_type")
+    if peft_type in _PROMPT_ADAPTERS:
+        raise ModelError(f"{adapter} is a {peft_type.lower().replace('_', ' ')} adapter: it adds trained virtual "
+                         f"tokens and changes no weight, so it cannot be merged ({doing})",
+                         hint="use it as an adapter (chat/generate/eval --adapter), or train with method lora or "
+                              "ia3 to get a mergeable result")
+
+
 def _merged(src: ModelSource, **kwargs):
     """An earlier run's LoRA adapter merged into its base: the starting point of the next stage."""
     from peft import PeftModel
+
+    refuse_unmergeable(src.path, "to start the next stage from it")
 
     base = load_model(src.base, **kwargs)
     return PeftModel.from_pretrained(base, src.path).merge_and_unload()

@@ -22,6 +22,7 @@ terms use the same formulas and are not calibrated yet.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -140,6 +141,12 @@ class TrainSetting:
     lora_targets: str | tuple[str, ...] = "all-linear"
     trainable_layers: int = 2
     train_embeddings: bool = False
+    trainable: int | Callable | None = None  # the method's own count, or f(ModelShape) -> count (tuneforge.methods)
+    frozen_base: bool | None = None  # base weights never train (default: method == "lora")
+
+    @property
+    def base_frozen(self) -> bool:
+        return self.frozen_base if self.frozen_base is not None else self.method == "lora"
 
 
 @dataclass(frozen=True)
@@ -154,6 +161,8 @@ class MemoryEstimate:
 
 
 def trainable_params(shape: ModelShape, s: TrainSetting) -> int:
+    if s.trainable is not None:
+        return s.trainable(shape) if callable(s.trainable) else s.trainable
     if s.method == "full":
         return shape.n_params
     if s.method == "freeze":
@@ -190,10 +199,11 @@ def estimate_training_memory(shape: ModelShape, s: TrainSetting) -> MemoryEstima
         raise ModelError(f"unknown precision '{s.precision}'", hint="use fp32, bf16 or fp16")
     wbytes = _PRECISION_BYTES[s.precision]
     trainable = trainable_params(shape, s)
+    frozen = s.base_frozen
     terms = {
         "runtime": CPU_RUNTIME_BYTES if s.device == "cpu" else CUDA_CONTEXT_BYTES,
-        "weights": shape.n_params * wbytes + (trainable * 4 if s.method == "lora" else 0),
-        "gradients": trainable * (4 if s.method == "lora" else wbytes),
+        "weights": shape.n_params * wbytes + (trainable * 4 if frozen else 0),
+        "gradients": trainable * (4 if frozen else wbytes),
         "optimizer": trainable * ADAMW_STATE_BYTES,
         "activations": activation_bytes(shape, s),
         "logits": s.batch_size * s.seq_len * shape.vocab * 4 * LOGIT_COPIES,
@@ -204,8 +214,9 @@ def estimate_training_memory(shape: ModelShape, s: TrainSetting) -> MemoryEstima
 def cheaper_settings(shape: ModelShape, s: TrainSetting, budget: int, grad_accum: int = 1) -> list[tuple[str, int]]:
     """Changes that lower the estimate, as (advice, estimated bytes), those within `budget` first, smallest first."""
     options = []
-    if s.method != "lora":
-        options.append(("method.type=lora (train adapters, not the weights)", replace(s, method="lora")))
+    if not s.base_frozen:
+        options.append(("method.type=lora (train adapters, not the weights)",
+                        replace(s, method="lora", trainable=None, frozen_base=None)))
     if s.batch_size > 1:
         b = max(1, s.batch_size // 4)
         options.append((f"train.batch_size={b} train.grad_accum={grad_accum * s.batch_size // b} (same effective "

@@ -12,12 +12,12 @@ labelled desirable or undesirable, KTO), `prompt` (a prompt; an answer, when pre
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from tuneforge.config.schema import params_error
 from tuneforge.data.records import Record
 from tuneforge.utils.errors import ConfigError, DataError
 
@@ -82,7 +82,7 @@ class Stage:
         try:
             return self.Params(**raw)
         except ValidationError as err:
-            raise ConfigError(_describe(err, self)) from None
+            raise ConfigError(params_error(err, "stage", f"stage {self.name}", self.Params.model_fields)) from None
 
     def check_records(self, records: list[Record]) -> None:
         """Refuse rows of a kind this stage cannot train on, before anything renders or loads (file:line)."""
@@ -128,18 +128,3 @@ class Stage:
               out_dir):
         """The Trainer for this stage (a TuneforgeTrainer subclass, so real tokens are counted the same way)."""
         raise NotImplementedError
-
-
-def _describe(err: ValidationError, stage: Stage) -> str:
-    lines = []
-    valid = sorted(stage.Params.model_fields)
-    for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"])
-        if e["type"] == "extra_forbidden":
-            close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
-            guess = f" — did you mean '{close[0]}'?" if close else ""
-            lines.append(f"stage.{key}: unknown key for stage {stage.name}{guess} "
-                         f"(valid: {', '.join(valid) or 'none'})")
-        else:
-            lines.append(f"stage.{key}: {e['msg']}")
-    return "; ".join(lines)

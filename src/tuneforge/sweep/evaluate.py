@@ -17,15 +17,17 @@ from tuneforge.utils.errors import ModelError
 def load_trained(cfg, final_dir: Path):
     """(model, tokenizer) of a finished run: `final_dir` is OUTPUT/adapter (LoRA) or OUTPUT/model."""
     from tuneforge.data.templates import ensure_chat_template
+    from tuneforge.methods import get_method
     from tuneforge.models.load import load_for_inference
 
     if not Path(final_dir).is_dir():
         raise ModelError(f"the finished run has no {Path(final_dir).name} folder at {final_dir}",
                          hint="delete the size's folder so the sweep trains it again")
     dtype = cfg.model.dtype
-    if cfg.method.type == "lora":
+    if (Path(final_dir) / "adapter_config.json").is_file():
         model, tok = load_for_inference(cfg.model.name, adapter=str(final_dir), dtype=dtype, device=cfg.model.device)
-        model = model.merge_and_unload()  # same numbers, no per-layer adapter matmuls while evaluating
+        if get_method(cfg.method).mergeable:
+            model = model.merge_and_unload()  # same numbers, no per-layer adapter matmuls while evaluating
     else:
         model, tok = load_for_inference(str(final_dir), dtype=dtype, device=cfg.model.device)
     if cfg.stage.type != "pt" and not tok.chat_template:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from tuneforge.utils.errors import ConfigError
+from tuneforge.utils.errors import ConfigError, TuneforgeError
 from tuneforge.utils.io import atomic_write_json
 
 RUN_FILE = "run.json"
@@ -140,6 +140,17 @@ def _data_change(out: Path, datasets: list) -> list[tuple[str, object, object]]:
     return [("data (content fingerprint)", ",".join(f[:12] for f in before), ",".join(f[:12] for f in now))]
 
 
+def _spelled_out(method):
+    """A saved `method:` section with every parameter of its method spelled out, as runs save it now."""
+    from tuneforge.config.schema import MethodSection
+    from tuneforge.methods import method_and_params, method_section
+
+    try:
+        return method_section(*method_and_params(MethodSection.model_validate(method or {})))
+    except (ValueError, TuneforgeError):
+        return method
+
+
 def check_resume_config(out: Path, checkpoint: Path, new: dict, mode: str, datasets: list = ()) -> None:
     """Refuse to resume an interrupted run with a different resolved config or different data (the old optimizer
     would continue on new settings), unless train.resume=force. Runs saved without config.yaml resume."""
@@ -151,6 +162,7 @@ def check_resume_config(out: Path, checkpoint: Path, new: dict, mode: str, datas
     old = yaml.safe_load(saved.read_text(encoding="utf-8")) or {}
     if isinstance(old.get("stage"), str):  # saved before stages took parameters
         old["stage"] = {"type": old["stage"]}
+    old["method"] = _spelled_out(old.get("method"))  # saved before methods were plug-ins: nested sections
     defaults = RunConfig.model_construct().model_dump(mode="json")
     changes = config_changes(old, new, defaults) + _data_change(out, list(datasets))
     if not changes:

@@ -14,10 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from tuneforge.config import compat
 from tuneforge.config.auto import Schedule, resolve_auto, resolve_schedule
 from tuneforge.config.load import save_config
-from tuneforge.config.schema import check_load_best
-from tuneforge.methods import apply_method, count_parameters
+from tuneforge.config.schema import MethodSection, check_load_best
+from tuneforge.methods import count_parameters, method_and_params, method_section
 from tuneforge.models.load import load_tokenizer, pick_device, resolve_load_dtype
 from tuneforge.models.source import resolve_model
 from tuneforge.stages import stage_and_params
@@ -57,8 +58,8 @@ def _start_recorder(cfg, src, data: PreparedData, out: Path, group_id=None, pare
                              parent_run_id=parent_run_id)
 
 
-def _save_final(trainer, tok, out: Path, method: str) -> Path:
-    final = out / ("adapter" if method == "lora" else "model")
+def _save_final(trainer, tok, out: Path, artifact: str) -> Path:
+    final = out / artifact
     trainer.model.config.use_cache = True
     trainer.save_model(str(final))
     tok.save_pretrained(str(final))
@@ -92,6 +93,8 @@ class _Run:
     before: list | None
     stage: object  # tuneforge.stages.Stage
     stage_params: object  # its validated parameters
+    method: object  # tuneforge.methods.Method
+    method_params: object  # its validated parameters
 
 
 def train(cfg, config_path: str | None = None, extra_callbacks: list | None = None, *,
@@ -107,19 +110,20 @@ def train(cfg, config_path: str | None = None, extra_callbacks: list | None = No
     set_threads_for_cpu()
     # transformers/peft call their own deprecated alias internally; users cannot act on this warning.
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-    stage, stage_params = _check_config(cfg)
-    src, tok, data = _load_data(cfg, stage, stage_params)
     device = dist.local_device(pick_device(cfg.model.device))
+    stage, stage_params, method, method_params = _check_config(cfg, device)
+    src, tok, data = _load_data(cfg, stage, stage_params)
     import torch
 
     bf16_ok = device.startswith("cuda") and torch.cuda.is_bf16_supported()
-    resolved = resolve_auto(cfg.train, cfg.method.type, data.n_train_rows, device, bf16_ok, lr_scale=stage.lr_scale)
+    resolved = resolve_auto(cfg.train, method, data.n_train_rows, device, bf16_ok, lr_scale=stage.lr_scale)
     stage.check_plan(cfg, stage_params, resolved.batch_size, dist.world_size())
     task_callbacks = _task_callbacks(cfg, data, eval_callbacks)  # validated now, before weights load
     scored_rows = sum(len(getattr(cb, "records", ())) for cb in task_callbacks)
-    schedule = _schedule(cfg, data, resolved, stage, stage_params, scored_rows)
+    steps_per_epoch, total_steps = _steps(cfg, data, resolved, stage, stage_params)
+    schedule = _schedule(cfg, data, steps_per_epoch, total_steps, stage, scored_rows)
     resolved.chosen.update(schedule.chosen)
-    filled = _filled_config(cfg, resolved, schedule)
+    filled = _filled_config(cfg, resolved, schedule, method_section(method, method_params))
     out, resume_ckpt = dist.decide(lambda: _output_folder(cfg, filled, data, config_path))
     main = dist.is_main()
     started = time.time()
@@ -128,8 +132,8 @@ def train(cfg, config_path: str | None = None, extra_callbacks: list | None = No
         save_config(filled, out / "config.yaml")
         print_plan(cfg, data, resolved, device, out, resume_ckpt, schedule)
 
-    # Base weights: float32 on CPU/MPS and for full/freeze; a frozen LoRA base in bf16/fp16 on CUDA.
-    model = stage.load_model(src, dtype=resolve_load_dtype(cfg.model.dtype, cfg.method.type, device, bf16_ok,
+    # Base weights: float32 on CPU/MPS and for methods that train them; a frozen adapter base in bf16/fp16 on CUDA.
+    model = stage.load_model(src, dtype=resolve_load_dtype(cfg.model.dtype, method.frozen_base, device, bf16_ok,
                                                            precision=resolved.precision),
                              device=device, revision=cfg.model.revision, tok=tok)
     before = _preview_before(cfg, model, tok) if main and not resume_ckpt else None
@@ -139,10 +143,10 @@ def train(cfg, config_path: str | None = None, extra_callbacks: list | None = No
     from transformers import set_seed
 
     set_seed(cfg.train.seed)
-    model = apply_method(model, cfg.method)
+    model = method.apply(model, method_params, total_steps=total_steps, tok=tok)
     params = count_parameters(model)
     if main:
-        console.print(f"[bold]{cfg.method.type}[/bold]: {params}")
+        console.print(f"[bold]{method.name}[/bold]: {params}")
     if resume_ckpt and parent_run_id is None:  # a resumed run continues the interrupted one: link them
         parent_run_id = (read_run_file(out) or {}).get("run_id")
     if src.run_dir and parent_run_id is None:  # model.name is an earlier run (sft → dpo): it is the parent
@@ -153,7 +157,7 @@ def train(cfg, config_path: str | None = None, extra_callbacks: list | None = No
     if main:
         write_run_file(out, _run_info(status="running", metrics={}, **info))
     run = _Run(cfg, filled, resolved, schedule, data, tok, device, out, resume_ckpt, recorder, info, before, stage,
-               stage_params)
+               stage_params, method, method_params)
     try:  # from here on the run is recorded: any failure marks it failed (or interrupted) in run.json + registry
         return _fit(run, model, task_callbacks + list(extra_callbacks or []))
     except BaseException as err:
@@ -165,22 +169,25 @@ def train(cfg, config_path: str | None = None, extra_callbacks: list | None = No
         raise
 
 
-def _check_config(cfg):
-    """Checks that span sections and the stage's own (configs built in code are checked here too); trackers
-    installed. Returns the stage and its validated parameters."""
+def _check_config(cfg, device: str):
+    """Checks that span sections, the stage's and the method's own, and the compatibility table (configs built in
+    code are checked here too); trackers installed. Returns the stage and the method with their validated
+    parameters."""
     stage, params = stage_and_params(cfg)
+    method, method_params = method_and_params(cfg)
     try:
         check_load_best(cfg, metrics=stage.metrics)
     except ValueError as err:
         raise ConfigError(str(err)) from None
     check_stage_compat(cfg, stage)
+    compat.check(cfg, device=device, world_size=dist.world_size())
     import importlib.util
 
     missing = [t for t in cfg.output.report_to if importlib.util.find_spec(t) is None]
     if missing:
         raise ConfigError(f"output.report_to names {', '.join(missing)}, which is not installed",
                           hint=f"pip install {' '.join(missing)}, or remove it from output.report_to")
-    return stage, params
+    return stage, params, method, method_params
 
 
 def _load_data(cfg, stage, params):
@@ -205,10 +212,15 @@ def _task_callbacks(cfg, data: PreparedData, eval_callbacks) -> list:
     return list(eval_callbacks(cfg, data.val_records, every))
 
 
-def _schedule(cfg, data: PreparedData, resolved, stage, params, scored_rows: int) -> Schedule:
+def _steps(cfg, data: PreparedData, resolved, stage, params) -> tuple[int, int]:
+    """(optimizer steps per epoch, optimizer steps in the run)."""
     per_step = resolved.batch_size * cfg.train.grad_accum * dist.world_size()
     steps_per_epoch = math.ceil(len(data.train) * stage.sequences_per_item(params) / per_step)
     total = cfg.train.max_steps if cfg.train.max_steps > 0 else math.ceil(resolved.epochs * steps_per_epoch)
+    return steps_per_epoch, total
+
+
+def _schedule(cfg, data: PreparedData, steps_per_epoch: int, total: int, stage, scored_rows: int) -> Schedule:
     return resolve_schedule(cfg.train, has_validation=bool(data.val),
                             has_classification=cfg.eval.classification is not None,
                             steps_per_epoch=steps_per_epoch, total_steps=total, auto_metric=stage.auto_metric,
@@ -225,8 +237,9 @@ def _eval_cost_steps(data: PreparedData, steps_per_epoch: int, scored_rows: int)
     return val * _FORWARD_SHARE / max(train_per_step, 1)
 
 
-def _filled_config(cfg, resolved, schedule: Schedule):
+def _filled_config(cfg, resolved, schedule: Schedule, method: dict):
     filled = cfg.model_copy(deep=True)
+    filled.method = MethodSection(**method)
     filled.train.eval_steps, filled.train.load_best = schedule.eval_steps, schedule.load_best
     filled.train.early_stopping_patience = schedule.patience
     filled.train.early_stopping_threshold = schedule.threshold
@@ -251,7 +264,8 @@ def _build_trainer(run: _Run, model, callbacks: list):
             drop_rows_after(run.out / "metrics.jsonl", checkpoint_step(run.resume_ckpt))
     cfg, tok = run.cfg, run.tok
     args = training_arguments(run.filled, run.resolved, run.out, run.device, len(run.data.train), run.schedule)
-    callbacks = [ProgressCallback(counter), MetricsCallback(run.out, counter, run.recorder), *callbacks]
+    callbacks = [ProgressCallback(counter), MetricsCallback(run.out, counter, run.recorder), *callbacks,
+                 *run.method.callbacks(run.method_params)]
     if run.schedule.patience:
         from transformers import EarlyStoppingCallback
 
@@ -262,6 +276,9 @@ def _build_trainer(run: _Run, model, callbacks: list):
                               val_items=run.data.val if run.schedule.evaluate else [], args=args,
                               callbacks=callbacks, counter=counter, params=run.stage_params, data_cfg=cfg.data,
                               out_dir=run.out)
+    optimizer = run.method.optimizer(trainer.model, args, run.method_params)
+    if optimizer is not None:  # the Trainer builds its own only when none is set
+        trainer.optimizer = optimizer
     for cb in callbacks:
         if hasattr(cb, "attach"):
             cb.attach(trainer)  # logs through trainer.log → metrics.jsonl, trackers and the registry
@@ -343,7 +360,7 @@ def _best_info(trainer, schedule: Schedule) -> dict | None:
 def _finish(trainer, run: _Run, metrics: dict) -> TrainResult:
     cfg, out, recorder, tok = run.cfg, run.out, run.recorder, run.tok
     main = dist.is_main()
-    final = _save_final(trainer, tok, out, cfg.method.type) if main else None
+    final = _save_final(trainer, tok, out, run.method.artifact) if main else None
     dist.barrier()
     if not main:
         return TrainResult(out, "succeeded", None, metrics)
@@ -356,11 +373,11 @@ def _finish(trainer, run: _Run, metrics: dict) -> TrainResult:
     best = _best_info(trainer, run.schedule)
     write_run_file(out, _run_info(status="succeeded", metrics=metrics, final=final, best=best, **run.info))
     if recorder:
-        recorder.add_artifact("adapter" if cfg.method.type == "lora" else "model", str(final))
+        recorder.add_artifact(run.method.artifact, str(final))
         if png:
             recorder.add_artifact("plot", str(png))
         recorder.finish("succeeded")
     kept = f" (best {best['metric']} {best['value']:.4f} at step {best['step']})" if best and best["step"] else ""
-    console.print(f"[bold green]done[/bold green]: {'adapter' if cfg.method.type == 'lora' else 'model'} saved to "
+    console.print(f"[bold green]done[/bold green]: {run.method.artifact} saved to "
                   f"[bold]{final}[/bold]{kept}; loss curve {png}; metrics {out / 'metrics.jsonl'}")
     return TrainResult(out, "succeeded", final, metrics, recorder.run_id if recorder else None)
