@@ -21,6 +21,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 # method → (overrides, what its trainable parameter names contain, learning rate on the tiny model)
 CASES = {
+    "galore": (["method.rank=8", "method.update_interval=5"], ("",), 5e-3),
+    "apollo": (["method.rank=8", "method.update_interval=5"], ("",), 5e-3),
     "dora": (["method.r=4"], ("lora_", "magnitude"), 5e-3),
     "adalora": (["method.init_r=6", "method.target_r=2", "method.tinit=2", "method.tfinal=4"], ("lora_",), 2e-2),
     "ia3": ([], ("ia3_l",), 5e-2),
@@ -81,7 +83,8 @@ def test_only_the_methods_own_tensors_train_and_change(method_run):
     moved = {n for n, (p, _) in live.before.items() if not torch.equal(p, after[n].detach())}
     assert moved and moved <= set(trainable), (name, sorted(moved - set(trainable))[:5])
     info = json.loads((method_run[1].output_dir / "run.json").read_text())
-    assert 0 < info["parameters"]["trainable"] < info["parameters"]["total"]
+    trained, total = info["parameters"]["trainable"], info["parameters"]["total"]
+    assert 0 < trained < total if METHODS[name].frozen_base or name == "bitfit" else trained == total
 
 
 def test_the_artifact_reloads_merges_and_generates(method_run, tiny_model_dir):
@@ -130,11 +133,12 @@ STAGE_ARGS = {"rm": [], "dpo": [], "kto": [],
               "ppo": [f"stage.rewards=[{{name: '{REWARD}'}}]", "stage.max_completion_length=8", "train.batch_size=4"]}
 
 
-@pytest.mark.parametrize("stage", list(STAGE_ARGS))
-@pytest.mark.parametrize("method", ["adalora", "ia3", "bitfit"])
+COMBOS = [(m, s) for m in ("adalora", "ia3", "bitfit", "qlora") for s in STAGE_ARGS if compat.supported(s, m)]
+
+
+@pytest.mark.parametrize("method, stage", COMBOS, ids=[f"{m}-{s}" for m, s in COMBOS])
 def test_methods_train_in_the_stages_the_table_allows(tmp_path, tiny_model_dir, stage, method):
-    assert compat.supported(stage, method)
-    overrides = [o for o in CASES[method][0] if not o.startswith(("method.tinit", "method.tfinal"))]
+    overrides = [o for o in CASES.get(method, ([],))[0] if not o.startswith(("method.tinit", "method.tfinal"))]
     cfg = tiny_config(tmp_path, tiny_model_dir, f"stage={stage}", f"method.type={method}", *overrides,
                       *STAGE_ARGS[stage], "train.max_steps=2", "eval.preview_prompts=[]",
                       data=_stage_data(stage, tmp_path))
@@ -153,3 +157,103 @@ def test_adalora_prunes_ranks_to_its_budget(tmp_path, tiny_model_dir):
     kept = [sum(mask) for mask in pattern.values()]
     assert len(kept) == 14 and sum(kept) == 2 * 14, kept  # target_r 2 on average over 14 modules (init_r 6)
     assert max(kept) > min(kept)  # the budget went where it mattered, not evenly
+
+
+class Optimizer(TrainerCallback):
+    """The optimizer's learning rate per parameter name, and the optimizer itself, as training starts."""
+
+    def on_train_begin(self, args, state, control, model=None, optimizer=None, **kw):
+        names = {id(p): n for n, p in model.named_parameters()}
+        self.rates = {names[id(p)]: g["lr"] for g in optimizer.param_groups for p in g["params"]}
+        self.optimizer = getattr(optimizer, "optimizer", optimizer)  # under accelerate's wrapper
+        self.groups = optimizer.param_groups
+
+
+def test_lora_plus_trains_b_matrices_at_lr_ratio_times_the_rate(tmp_path, tiny_model_dir):
+    seen = Optimizer()
+    res = train(tiny_config(tmp_path, tiny_model_dir, "method.type=lora", "method.r=4", "method.lr_ratio=16",
+                            "train.learning_rate=1e-3", "train.lr_scheduler=constant", "train.max_steps=2"),
+                extra_callbacks=[seen])
+    assert res.status == "succeeded"
+    a = {n: lr for n, lr in seen.rates.items() if "lora_A" in n}
+    b = {n: lr for n, lr in seen.rates.items() if "lora_B" in n}
+    assert a and b and all(lr == pytest.approx(1e-3) for lr in a.values())
+    assert all(lr == pytest.approx(1.6e-2) for lr in b.values())
+
+
+def test_layers_to_transform_puts_adapters_only_on_those_layers(tmp_path, tiny_model_dir):
+    live = Live()
+    train(tiny_config(tmp_path, tiny_model_dir, "method.type=lora", "method.r=4", "method.layers_to_transform=[1]",
+                      "train.max_steps=1"), extra_callbacks=[live])
+    adapters = [n for n, (_, grad) in live.before.items() if grad]
+    assert adapters and all(".layers.1." in n for n in adapters), adapters
+
+
+def test_a_prompt_adapter_is_scored_by_the_classification_eval(tmp_path, tiny_model_dir):
+    from tuneforge.eval.callback import classification_callbacks
+
+    data = tmp_path / "cls.jsonl"
+    rows = [{"instruction": f"Is the {a} happy? Answer 1 or 0.", "output": str(i % 2)}
+            for i, a in enumerate(["cat", "dog", "owl", "fox", "bee", "ant", "cow", "pig"])]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = tiny_config(tmp_path, tiny_model_dir, "method.type=prompt", "method.num_virtual_tokens=4",
+                      "train.max_steps=2", "train.learning_rate=5e-2", f"eval.classification={{labels: ['0', '1'], "
+                      f"data: {data}, max_samples: 8}}", data=data)
+    res = train(cfg, eval_callbacks=classification_callbacks)
+    rows = [json.loads(x) for x in (res.output_dir / "metrics.jsonl").read_text().splitlines()]
+    scored = [r for r in rows if "eval_cls/accuracy" in r]
+    assert scored and scored[-1]["eval_cls/n"] == 8 and scored[-1]["eval_cls/n_unparseable"] == 0
+
+
+def test_qlora_trains_adapters_over_a_4bit_base_and_reloads_on_it(tmp_path, tiny_model_dir):
+    from bitsandbytes.nn import Linear4bit
+    from peft import PeftModel
+    from transformers import BitsAndBytesConfig
+
+    from tuneforge.models.load import load_for_inference, load_tokenizer
+
+    live = Live()
+    res = train(tiny_config(tmp_path, tiny_model_dir, "method.type=qlora", "method.r=4", "train.learning_rate=5e-3",
+                            "train.epochs=5", "train.lr_scheduler=constant"), extra_callbacks=[live])
+    ls = losses(res.output_dir)
+    assert sum(ls[-4:]) / 4 < 0.9 * sum(ls[:4]) / 4, ls
+    assert all("lora_" in n for n, (_, grad) in live.before.items() if grad)
+    assert any(isinstance(m, Linear4bit) for m in live.model.modules())
+    tok = load_tokenizer(str(res.final_dir))
+    batch = _ids(tok)
+    trained = _logits(live.model, batch)
+    quantized = AutoModelForCausalLM.from_pretrained(
+        tiny_model_dir, quantization_config=BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                                               bnb_4bit_use_double_quant=True,
+                                                               bnb_4bit_compute_dtype=torch.float32), device_map="cpu")
+    reloaded = PeftModel.from_pretrained(quantized, str(res.final_dir))
+    assert torch.allclose(_logits(reloaded, batch), trained, atol=1e-5)
+    merged = load_for_inference(str(tiny_model_dir), adapter=str(res.final_dir))[0].merge_and_unload()
+    gap = (_logits(merged, batch) - trained).abs().max().item()  # the base's 4-bit quantization error, no more
+    base_gap = (_logits(AutoModelForCausalLM.from_pretrained(tiny_model_dir), batch)
+                - _logits(AutoModelForCausalLM.from_pretrained(
+                    tiny_model_dir, quantization_config=quantized.config.quantization_config, device_map="cpu"),
+                    batch)).abs().max().item()
+    assert gap < 2 * base_gap + 1e-3, (gap, base_gap)
+
+
+@pytest.mark.parametrize("name, optimizer", [("galore", "galore_torch"), ("apollo", "apollo_torch")])
+def test_low_rank_optimizers_project_the_linear_layers_only(tmp_path, tiny_model_dir, name, optimizer):
+    seen = Optimizer()
+    train(tiny_config(tmp_path, tiny_model_dir, f"method.type={name}", "method.rank=8", "train.max_steps=1"),
+          extra_callbacks=[seen])
+    assert type(seen.optimizer).__module__.startswith(optimizer)
+    projected = [g for g in seen.groups if g.get("rank") == 8]
+    assert len(projected) == 1 and len(projected[0]["params"]) == 14  # 7 linear layers × 2 decoder layers
+    assert all(p.ndim == 2 for p in projected[0]["params"])
+
+
+@pytest.mark.parametrize("optim, module, lr", [("adamw_8bit", "bitsandbytes", 5e-3), ("adafactor", "transformers", 5e-3),
+                                               ("sgd", "torch", 0.5)])
+def test_train_optim_picks_the_optimizer(tmp_path, tiny_model_dir, optim, module, lr):
+    seen = Optimizer()
+    res = train(tiny_config(tmp_path, tiny_model_dir, f"train.optim={optim}", "train.epochs=5",
+                            f"train.learning_rate={lr}", "train.lr_scheduler=constant"), extra_callbacks=[seen])
+    assert type(seen.optimizer).__module__.startswith(module), type(seen.optimizer)
+    ls = losses(res.output_dir)
+    assert sum(ls[-4:]) < 0.9 * sum(ls[:4]), (optim, ls)

@@ -69,6 +69,12 @@ def test_auto_rules():
     assert auto_epochs(10) == 10  # small sets see >= 100 examples
     assert auto_epochs(1000) == 3
     assert auto_epochs(100_000) == 1
+    # short answers (labels): about 2,000 examples seen are enough, at least one epoch
+    assert auto_epochs(4000, answer_tokens=3) == 1 and auto_epochs(1000, answer_tokens=3) == 2
+    assert auto_epochs(500, answer_tokens=3) == 3 and auto_epochs(10, answer_tokens=3) == 10
+    assert auto_epochs(4000, answer_tokens=40) == 3  # long answers keep the rule by rows
+    r4000 = resolve_auto(TrainSection(), METHODS["lora"], 4000, "cpu", answer_tokens=3.0)
+    assert r4000.epochs == 1 and "short answers" in r4000.chosen["epochs"]
     assert auto_batch_size(50, "cpu") == 4 and auto_batch_size(100_000, "cpu") == 8
     assert auto_batch_size(100_000, "cuda") == 16
     r = resolve_auto(TrainSection(), METHODS["lora"], 1000, "cpu")

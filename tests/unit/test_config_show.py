@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 from tuneforge.cli import app
 from tuneforge.cli.config_cmd import all_rows
 from tuneforge.config.schema import RunConfig
+from tuneforge.methods import METHODS
 
 
 @pytest.fixture()
@@ -33,7 +34,7 @@ def test_every_key_has_type_default_and_help():
     defaults = RunConfig.model_construct().model_dump()  # no validation: data.train may stay empty
     assert rows["data.cutoff_len"]["default"] == defaults["data"]["cutoff_len"] == 1024
     assert rows["train.epochs"]["type"] == "float|auto" and rows["train.epochs"]["default"] == "auto"
-    assert rows["method.type"]["type"].startswith("full|freeze|lora|dora|")
+    assert rows["method.type"]["type"] == "|".join(METHODS)
     assert rows["method.r"]["default"] == 8 and "(method lora)" in rows["method.r"]["help"]
     assert rows["stage.type"]["type"].startswith("pt|sft|")
     assert rows["data.train[].path"]["type"] == "str|null"

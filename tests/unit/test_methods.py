@@ -43,7 +43,7 @@ def test_another_methods_settings_name_the_type_that_takes_them(tmp_path):
     with pytest.raises(ConfigError, match="method.lora.* is set, but method.type is ia3") as err:
         method_and_params(_cfg(tmp_path, "method.type=ia3", "method.lora.r=16"))
     assert "method.type=lora" in err.value.hint
-    with pytest.raises(ConfigError, match="method.r is a parameter of method lora / dora, not of ia3") as err:
+    with pytest.raises(ConfigError, match="method.r is a parameter of method lora / qlora / dora, not of ia3") as err:
         method_and_params(_cfg(tmp_path, "method.type=ia3", "method.r=16"))
     assert "method.type=lora" in err.value.hint
 
@@ -101,3 +101,15 @@ def test_the_readme_lists_every_method_with_its_description():
     text = README.read_text(encoding="utf-8")
     for m in METHODS.values():
         assert f"| `{m.name}` | {m.description} |" in text, m.name
+
+
+def test_methods_command_lists_methods_the_matrix_and_one_methods_parameters():
+    from typer.testing import CliRunner
+
+    from tuneforge.cli import app
+
+    out = CliRunner().invoke(app, ["methods"], env={"COLUMNS": "200"})
+    assert out.exit_code == 0, out.output
+    assert all(name in out.output for name in METHODS) and "virtual tokens" in out.output and "prunes ranks" in out.output
+    one = CliRunner().invoke(app, ["methods", "adalora"], env={"COLUMNS": "200"})
+    assert one.exit_code == 0 and "target_r" in one.output and "tinit" in one.output

@@ -75,6 +75,7 @@ def _setting(cfg, device: str):
     return TrainSetting(method=method.name, batch_size=r.batch_size, seq_len=cfg.data.cutoff_len,
                         precision=r.precision, gradient_checkpointing=r.gradient_checkpointing,
                         device="cpu" if not device.startswith("cuda") else "cuda", frozen_base=method.frozen_base,
+                        base_bytes_per_weight=method.base_bytes_per_weight(params),
                         trainable=lambda shape: method.estimate_trainable(shape, params),
                         trainable_layers=getattr(params, "trainable_layers", 2),
                         train_embeddings=getattr(params, "train_embeddings", False)), note

@@ -3,7 +3,10 @@
 Rules (documented in README "Auto values"):
 - epochs: 3 by default; small sets get more epochs so the model sees at least ~100 examples (at most 25 epochs);
   large sets get fewer so it sees at most ~25,000 examples (at least 1 epoch). This is the rule the OpenAI
-  fine-tuning API documents for its `n_epochs: auto`.
+  fine-tuning API documents for its `n_epochs: auto`. Short answers (a label: at most 8 trained tokens per example
+  on average) need fewer passes: epochs are cut so the model sees about 2,000 examples, but never below 1 (measured
+  on sentiment_en / sentiment_zh, 4,000 rows: one epoch reached the accuracy of three epochs with early stopping,
+  in a third of the steps).
 - batch_size: about 0.2% of the training rows, rounded to a power of two, within [4, 16] (capped at 8 on CPU).
 - learning_rate: the method's base rate (its `base_lr`: lora 2e-4, freeze 5e-5, full 2e-5, ...; `tuneforge methods`
   lists them) times sqrt(batch_size / 8), times the stage's factor.
@@ -20,6 +23,8 @@ from dataclasses import dataclass, field
 _TARGET_EPOCHS = 3
 _MIN_EXAMPLES, _MAX_EXAMPLES = 100, 25_000
 _MIN_EPOCHS, _MAX_EPOCHS = 1, 25
+_SHORT_ANSWER_TOKENS = 8  # trained tokens per example at most: a label and its end-of-turn
+_SHORT_ANSWER_EXAMPLES = 2000  # examples seen that are enough to learn a labelling
 
 
 @dataclass
@@ -32,13 +37,18 @@ class Resolved:
     chosen: dict  # key → human-readable reason, for values that were `auto`
 
 
-def auto_epochs(n_rows: int) -> int:
+def auto_epochs(n_rows: int, answer_tokens: float | None = None) -> int:
+    """`answer_tokens`: trained tokens per example on average (None: unknown, the rule by rows alone)."""
     n = max(n_rows, 1)
     if n * _TARGET_EPOCHS < _MIN_EXAMPLES:
-        return min(_MAX_EPOCHS, max(_TARGET_EPOCHS, _MIN_EXAMPLES // n))
-    if n * _TARGET_EPOCHS > _MAX_EXAMPLES:
-        return max(_MIN_EPOCHS, _MAX_EXAMPLES // n)
-    return _TARGET_EPOCHS
+        epochs = min(_MAX_EPOCHS, max(_TARGET_EPOCHS, _MIN_EXAMPLES // n))
+    elif n * _TARGET_EPOCHS > _MAX_EXAMPLES:
+        epochs = max(_MIN_EPOCHS, _MAX_EXAMPLES // n)
+    else:
+        epochs = _TARGET_EPOCHS
+    if answer_tokens is not None and answer_tokens <= _SHORT_ANSWER_TOKENS:
+        epochs = min(epochs, max(_MIN_EPOCHS, math.ceil(_SHORT_ANSWER_EXAMPLES / n)))
+    return epochs
 
 
 def auto_batch_size(n_rows: int, device: str) -> int:
@@ -52,15 +62,19 @@ def auto_learning_rate(base_lr: float, batch_size: int) -> float:
 
 
 def resolve_auto(train, method, n_rows: int, device: str, has_cuda_bf16: bool = False, *,
-                 lr_scale: float = 1.0) -> Resolved:
+                 lr_scale: float = 1.0, answer_tokens: float | None = None) -> Resolved:
     """Fill every `auto` of a TrainSection; returns values plus the reasons for those that were auto. `method`: the
     configured tuneforge.methods.Method (its name, base_lr and frozen_base); `lr_scale`: the stage's factor on the
-    method's base rate (preference stages train at a lower rate than SFT)."""
+    method's base rate (preference stages train at a lower rate than SFT); `answer_tokens`: trained tokens per
+    training example, when the stage counts them."""
     chosen: dict[str, str] = {}
     epochs = train.epochs
     if epochs == "auto":
-        epochs = auto_epochs(n_rows)
-        chosen["epochs"] = f"{epochs} ({n_rows} rows; aim for 100–25,000 examples seen)"
+        epochs = auto_epochs(n_rows, answer_tokens)
+        short = answer_tokens is not None and answer_tokens <= _SHORT_ANSWER_TOKENS
+        chosen["epochs"] = (f"{epochs} ({n_rows} rows with short answers, {answer_tokens:.1f} trained tokens each: "
+                            f"about {_SHORT_ANSWER_EXAMPLES:,} examples seen)" if short and epochs < auto_epochs(n_rows)
+                            else f"{epochs} ({n_rows} rows; aim for 100–25,000 examples seen)")
     bs = train.batch_size
     if bs == "auto":
         bs = auto_batch_size(n_rows, device)

@@ -41,6 +41,11 @@ RULES: tuple[Rule, ...] = (
     Rule({"method": PROMPT_METHODS, "packing": ("on",)},
          "virtual tokens go once before a whole packed sequence, so every packed row after the first would be "
          "trained without them", "data.packing=false"),
+    Rule({"method": ("qlora",), "stage": ("rm",)},
+         "the reward model's score head is built from the causal LM's unquantized weights",
+         "method.type=lora (the rm adapter is small either way)"),
+    Rule({"method": ("qlora",), "device": ("mps",)},
+         "bitsandbytes quantizes on CUDA and CPU, not on Apple MPS", "model.device=cpu, or method.type=lora"),
     Rule({"method": ("adalora",), "distributed": ("ddp",)},
          "AdaLoRA prunes ranks from each process's own gradients, so processes could prune differently",
          "method.type=lora, or train AdaLoRA in one process"),
@@ -76,7 +81,8 @@ def _stages(rule: Rule) -> str:
 
 def run_coordinates(cfg, *, device: str = "cpu", world_size: int = 1) -> dict:
     """A RunConfig's position on every axis."""
-    return {"stage": cfg.stage.type, "method": cfg.method.type, "quantization": "none",
+    bits = cfg.method.params.get("bits", 4) if cfg.method.type == "qlora" else None
+    return {"stage": cfg.stage.type, "method": cfg.method.type, "quantization": f"{bits}bit" if bits else "none",
             "device": device.split(":")[0], "distributed": "ddp" if world_size > 1 else "none",
             "packing": "on" if cfg.data.packing else "off"}
 

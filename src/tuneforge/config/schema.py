@@ -135,6 +135,10 @@ class TrainSection(Section):
     learning_rate: Union[float, Auto] = Field("auto", description="peak learning rate; auto by method")
     lr_scheduler: str = Field("cosine", description=f"one of {', '.join(LR_SCHEDULERS)}")
     warmup_ratio: float = Field(0.03, ge=0, lt=1, description="share of steps with a rising learning rate")
+    optim: Literal["adamw", "adamw_8bit", "adafactor", "sgd"] = Field(
+        "adamw", description="optimizer: AdamW, AdamW with 8-bit states (bitsandbytes, a quarter of the state "
+                             "memory), Adafactor (factored second moments), or SGD; methods galore and apollo bring "
+                             "their own")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
     max_grad_norm: float = Field(1.0, description="gradient clipping norm")
     seed: int = Field(42, description="seed for weights init and data order")

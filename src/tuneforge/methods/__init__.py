@@ -15,11 +15,14 @@ from tuneforge.methods.freeze import FreezeMethod
 from tuneforge.methods.full import FullMethod
 from tuneforge.methods.ia3 import Ia3Method
 from tuneforge.methods.lora import DoraMethod, LoraMethod
+from tuneforge.methods.lowrank_optim import ApolloMethod, GaloreMethod
 from tuneforge.methods.prompt import PrefixTuning, PromptTuning, Ptuning, PtuningV2
+from tuneforge.methods.qlora import QloraMethod
 from tuneforge.utils.errors import ConfigError
 
 METHODS: dict[str, Method] = {m.name: m for m in (
-    FullMethod(), FreezeMethod(), LoraMethod(), DoraMethod(), AdaLoraMethod(), Ia3Method(), BitfitMethod(),
+    FullMethod(), FreezeMethod(), GaloreMethod(), ApolloMethod(), LoraMethod(), QloraMethod(), DoraMethod(), AdaLoraMethod(), Ia3Method(),
+    BitfitMethod(),
     PromptTuning(), Ptuning(), PrefixTuning(), PtuningV2())}
 
 

@@ -61,6 +61,7 @@ class Method:
     frozen_base: ClassVar[bool] = False  # base weights never change (on a GPU they may load in half precision)
     mergeable: ClassVar[bool] = True  # an adapter can be merged into its base (export merge, chaining runs)
     base_lr: ClassVar[float] = 2e-5  # the auto learning rate at batch size 8
+    requires: ClassVar[tuple[str, ...]] = ()  # importable packages the method needs (checked before any load)
 
     def params(self, section) -> MethodParams:
         """Validate the keys written beside `type` under `method:`; unknown keys get "did you mean"."""
@@ -69,6 +70,11 @@ class Method:
             return self.Params(**raw)
         except ValidationError as err:
             raise ConfigError(params_error(err, "method", f"method {self.name}", self.Params.model_fields)) from None
+
+    def load_kwargs(self, params: MethodParams, *, compute_dtype: str) -> dict:
+        """Extra arguments for loading the base (QLoRA: its quantization config); `compute_dtype`: the dtype the
+        base would load in otherwise."""
+        return {}
 
     def apply(self, model, params: MethodParams, *, total_steps: int = 0, tok=None):
         """Make the intended parameters trainable (or wrap the model with an adapter); returns the model to train.
@@ -83,6 +89,10 @@ class Method:
     def callbacks(self, params: MethodParams) -> list:
         """TrainerCallbacks the method needs during training."""
         return []
+
+    def base_bytes_per_weight(self, params: MethodParams) -> float | None:
+        """Bytes per frozen base weight when the method stores them its own way (QLoRA); None: the dtype's."""
+        return None
 
     def estimate_trainable(self, shape, params: MethodParams) -> int:
         """Trainable parameters from the model's shape (tuneforge.models.memory.ModelShape), without weights."""

@@ -37,6 +37,15 @@ class LoraMethod(PeftMethod):
 
         return LoraConfig(task_type=task_type, **lora_kwargs(params))
 
+    def fit_to_model(self, params, model):
+        if not params.layers_to_transform or params.target_modules != "all-linear":
+            return params
+        import torch
+
+        names = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules()
+                        if isinstance(m, torch.nn.Linear) and ".layers." in n})
+        return params.model_copy(update={"target_modules": names})  # PEFT takes layer indices with names only
+
     def optimizer(self, model, args, params):
         if not params.lr_ratio:
             return None

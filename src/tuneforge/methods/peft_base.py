@@ -17,6 +17,11 @@ class PeftMethod(Method):
     def peft_config(self, params, task_type, total_steps: int):
         raise NotImplementedError
 
+    def fit_to_model(self, params, model):
+        """The parameters, completed from the model where PEFT needs more than the user gave (LoRA: the linear
+        module names behind 'all-linear' when only some layers get adapters)."""
+        return params
+
     def initialise(self, peft_model, params, tok) -> None:
         """Set initial adapter weights after wrapping (prompt tuning from text); PEFT's own init otherwise."""
 
@@ -29,7 +34,7 @@ class PeftMethod(Method):
 
         task = TaskType.SEQ_CLS if is_reward_model(model) else TaskType.CAUSAL_LM
         try:
-            peft_model = get_peft_model(model, self.peft_config(params, task, total_steps))
+            peft_model = get_peft_model(model, self.peft_config(self.fit_to_model(params, model), task, total_steps))
         except ValueError as err:
             targets = getattr(params, "target_modules", None)
             names = sorted({n.rsplit(".", 1)[-1] for n, _ in model.named_modules() if n})

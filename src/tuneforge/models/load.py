@@ -184,14 +184,20 @@ def load_tokenizer(name_or_src: str | ModelSource, *, revision: str | None = Non
 
 def load_model(name_or_src: str | ModelSource, *, dtype: str = "auto", device: str = "auto",
                revision: str | None = None, attn_implementation: str | None = "sdpa", head: str = "causal_lm",
-               pad_token_id: int | None = None):
+               pad_token_id: int | None = None, quantization=None):
     """A causal LM ready to train or generate, on `device` in `dtype` (see pick_dtype).
 
     `head="reward"`: the same backbone with a one-output score head (sequence classification) read at the last
-    non-padding token, which needs `pad_token_id`; a head missing from the checkpoint starts random."""
+    non-padding token, which needs `pad_token_id`; a head missing from the checkpoint starts random.
+    `quantization`: a transformers quantization config (bitsandbytes 4/8-bit): the weights are quantized as they
+    load, straight onto `device`."""
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     src = resolve_model(name_or_src) if isinstance(name_or_src, str) else name_or_src
+    if src.kind == "adapter" and quantization is not None:
+        raise ModelError(f"{src.name} is an earlier run's adapter: it would have to be merged into its base before "
+                         f"quantizing, which loading cannot do",
+                         hint="export the merged model first (tuneforge export), then train QLoRA on that folder")
     if src.kind == "adapter":
         return _merged(src, dtype=dtype, device=device, head=head, pad_token_id=pad_token_id)
     dev = pick_device(device)
@@ -210,6 +216,10 @@ def load_model(name_or_src: str | ModelSource, *, dtype: str = "auto", device: s
                 model = _reward_from_causal(AutoModelForCausalLM.from_pretrained(
                     path, dtype=torch_dtype, revision=revision, attn_implementation=attn_implementation),
                     pad_token_id)
+            elif quantization is not None:  # quantized modules cannot be moved after loading: place them now
+                return AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, revision=revision,
+                                                            attn_implementation=attn_implementation,
+                                                            quantization_config=quantization, device_map=dev)
             else:
                 model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, revision=revision,
                                                              attn_implementation=attn_implementation)

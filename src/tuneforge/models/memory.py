@@ -143,6 +143,7 @@ class TrainSetting:
     train_embeddings: bool = False
     trainable: int | Callable | None = None  # the method's own count, or f(ModelShape) -> count (tuneforge.methods)
     frozen_base: bool | None = None  # base weights never train (default: method == "lora")
+    base_bytes_per_weight: float | None = None  # a quantized base (QLoRA); None: the precision's size
 
     @property
     def base_frozen(self) -> bool:
@@ -202,7 +203,7 @@ def estimate_training_memory(shape: ModelShape, s: TrainSetting) -> MemoryEstima
     frozen = s.base_frozen
     terms = {
         "runtime": CPU_RUNTIME_BYTES if s.device == "cpu" else CUDA_CONTEXT_BYTES,
-        "weights": shape.n_params * wbytes + (trainable * 4 if frozen else 0),
+        "weights": int(shape.n_params * (s.base_bytes_per_weight or wbytes)) + (trainable * 4 if frozen else 0),
         "gradients": trainable * (4 if frozen else wbytes),
         "optimizer": trainable * ADAMW_STATE_BYTES,
         "activations": activation_bytes(shape, s),

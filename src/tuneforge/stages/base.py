@@ -114,11 +114,12 @@ class Stage:
         an epoch is items × this / global batch."""
         return 1
 
-    def load_model(self, src, *, dtype: str, device: str, revision: str | None, tok):
-        """The model this stage trains; a causal LM unless the stage needs another head."""
+    def load_model(self, src, *, dtype: str, device: str, revision: str | None, tok, quantization=None):
+        """The model this stage trains; a causal LM unless the stage needs another head. `quantization`: a
+        transformers quantization config the method asks for (QLoRA), or None."""
         from tuneforge.models.load import load_model
 
-        return load_model(src, dtype=dtype, device=device, revision=revision)
+        return load_model(src, dtype=dtype, device=device, revision=revision, quantization=quantization)
 
     def collators(self, tok, data_cfg, params: StageParams):
         """(train collator, eval collator)."""

@@ -71,7 +71,7 @@ class RewardStage(PairwiseStage):
             out["margin"] = float(value)
         return out
 
-    def load_model(self, src, *, dtype, device, revision, tok):
+    def load_model(self, src, *, dtype, device, revision, tok, quantization=None):  # quantized: refused by compat
         from tuneforge.models.load import load_model
 
         return load_model(src, dtype=dtype, device=device, revision=revision, head="reward",

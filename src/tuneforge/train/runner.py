@@ -116,7 +116,8 @@ def train(cfg, config_path: str | None = None, extra_callbacks: list | None = No
     import torch
 
     bf16_ok = device.startswith("cuda") and torch.cuda.is_bf16_supported()
-    resolved = resolve_auto(cfg.train, method, data.n_train_rows, device, bf16_ok, lr_scale=stage.lr_scale)
+    resolved = resolve_auto(cfg.train, method, data.n_train_rows, device, bf16_ok, lr_scale=stage.lr_scale,
+                            answer_tokens=_answer_tokens(data) if stage.packable else None)
     stage.check_plan(cfg, stage_params, resolved.batch_size, dist.world_size())
     task_callbacks = _task_callbacks(cfg, data, eval_callbacks)  # validated now, before weights load
     scored_rows = sum(len(getattr(cb, "records", ())) for cb in task_callbacks)
@@ -132,10 +133,11 @@ def train(cfg, config_path: str | None = None, extra_callbacks: list | None = No
         save_config(filled, out / "config.yaml")
         print_plan(cfg, data, resolved, device, out, resume_ckpt, schedule)
 
-    # Base weights: float32 on CPU/MPS and for methods that train them; a frozen adapter base in bf16/fp16 on CUDA.
-    model = stage.load_model(src, dtype=resolve_load_dtype(cfg.model.dtype, method.frozen_base, device, bf16_ok,
-                                                           precision=resolved.precision),
-                             device=device, revision=cfg.model.revision, tok=tok)
+    # Base weights: float32 on CPU/MPS and for methods that train them; a frozen adapter base in bf16/fp16 on CUDA
+    # (QLoRA: quantized as it loads, computing in that dtype).
+    dtype = resolve_load_dtype(cfg.model.dtype, method.frozen_base, device, bf16_ok, precision=resolved.precision)
+    model = stage.load_model(src, dtype=dtype, device=device, revision=cfg.model.revision, tok=tok,
+                             **method.load_kwargs(method_params, compute_dtype=dtype))
     before = _preview_before(cfg, model, tok) if main and not resume_ckpt else None
     # No KV cache while training: it is useless there, and its presence disables transformers' packed-sequence
     # (block-diagonal) masking derived from position ids. Restored before the final model is saved.
@@ -183,6 +185,12 @@ def _check_config(cfg, device: str):
     compat.check(cfg, device=device, world_size=dist.world_size())
     import importlib.util
 
+    needs = method.requires + (("bitsandbytes",) if cfg.train.optim == "adamw_8bit" else ())
+    absent = [p for p in needs if importlib.util.find_spec(p) is None]
+    if absent:
+        raise ConfigError(f"method {method.name} / train.optim={cfg.train.optim} needs {', '.join(absent)}, which "
+                          f"is not installed", hint=f"pip install {' '.join(absent).replace('_', '-')} (bash "
+                                                    f"install.sh installs it)")
     missing = [t for t in cfg.output.report_to if importlib.util.find_spec(t) is None]
     if missing:
         raise ConfigError(f"output.report_to names {', '.join(missing)}, which is not installed",
@@ -210,6 +218,14 @@ def _task_callbacks(cfg, data: PreparedData, eval_callbacks) -> list:
     steps = cfg.train.eval_steps if cfg.train.eval_steps != "auto" else 0  # without validation auto means 0
     every = "evaluate" if data.val else (steps or "epoch")
     return list(eval_callbacks(cfg, data.val_records, every))
+
+
+def _answer_tokens(data: PreparedData) -> float | None:
+    """Trained tokens per training example (asked of single-sequence stages only: pt, sft)."""
+    train = data.stats.get("train") or {}
+    if not train.get("trained_tokens") or not train.get("kept"):
+        return None
+    return train["trained_tokens"] / train["kept"]
 
 
 def _steps(cfg, data: PreparedData, resolved, stage, params) -> tuple[int, int]:

@@ -27,6 +27,10 @@ def _schedule_arguments(schedule, eval_on_start: bool = False) -> dict:
     return args
 
 
+# train.optim → transformers' optimizer names
+_OPTIMIZERS = {"adamw": "adamw_torch", "adamw_8bit": "adamw_bnb_8bit", "adafactor": "adafactor", "sgd": "sgd"}
+
+
 def training_arguments(cfg, resolved, out_dir: Path, device: str, n_train: int, schedule=None) -> TrainingArguments:
     """Map our TrainSection (+ resolved auto values, + the eval/save schedule) onto TrainingArguments."""
     t = cfg.train
@@ -43,6 +47,7 @@ def training_arguments(cfg, resolved, out_dir: Path, device: str, n_train: int, 
         lr_scheduler_type=t.lr_scheduler,
         warmup_steps=t.warmup_ratio,  # a float < 1 is a ratio of total steps in transformers 5
         weight_decay=t.weight_decay,
+        optim=_OPTIMIZERS[t.optim],
         max_grad_norm=t.max_grad_norm,
         seed=t.seed,
         data_seed=t.seed,
