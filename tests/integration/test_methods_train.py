@@ -21,6 +21,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 # method → (overrides, what its trainable parameter names contain, learning rate on the tiny model)
 CASES = {
+    "llama_pro": (["method.new_layers=1"], (".layers.2.",), 5e-3),  # after layer 1 of 0..1: the new layer 2
     "galore": (["method.rank=8", "method.update_interval=5"], ("",), 5e-3),
     "apollo": (["method.rank=8", "method.update_interval=5"], ("",), 5e-3),
     "dora": (["method.r=4"], ("lora_", "magnitude"), 5e-3),
@@ -84,7 +85,8 @@ def test_only_the_methods_own_tensors_train_and_change(method_run):
     assert moved and moved <= set(trainable), (name, sorted(moved - set(trainable))[:5])
     info = json.loads((method_run[1].output_dir / "run.json").read_text())
     trained, total = info["parameters"]["trainable"], info["parameters"]["total"]
-    assert 0 < trained < total if METHODS[name].frozen_base or name == "bitfit" else trained == total
+    partial = METHODS[name].frozen_base or name in ("bitfit", "llama_pro")
+    assert 0 < trained < total if partial else trained == total
 
 
 def test_the_artifact_reloads_merges_and_generates(method_run, tiny_model_dir):
@@ -257,3 +259,15 @@ def test_train_optim_picks_the_optimizer(tmp_path, tiny_model_dir, optim, module
     assert type(seen.optimizer).__module__.startswith(module), type(seen.optimizer)
     ls = losses(res.output_dir)
     assert sum(ls[-4:]) < 0.9 * sum(ls[:4]), (optim, ls)
+
+
+def test_llama_pro_inserts_identity_blocks_that_leave_the_model_unchanged(tiny_model_dir):
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    ids = torch.tensor([[1, 45, 300, 12, 7]])
+    before = base(ids).logits
+    model = METHODS["llama_pro"].apply(base, METHODS["llama_pro"].Params(new_layers=2))
+    assert len(model.model.layers) == model.config.num_hidden_layers == 4
+    assert [b.self_attn.layer_idx for b in model.model.layers] == [0, 1, 2, 3]
+    assert torch.allclose(model(ids).logits, before, atol=1e-6)
+    trainable = {n.split(".")[2] for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {"1", "3"}  # each copy sits right after its source block

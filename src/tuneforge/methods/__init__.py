@@ -14,6 +14,7 @@ from tuneforge.methods.bitfit import BitfitMethod
 from tuneforge.methods.freeze import FreezeMethod
 from tuneforge.methods.full import FullMethod
 from tuneforge.methods.ia3 import Ia3Method
+from tuneforge.methods.llama_pro import LlamaProMethod
 from tuneforge.methods.lora import DoraMethod, LoraMethod
 from tuneforge.methods.lowrank_optim import ApolloMethod, GaloreMethod
 from tuneforge.methods.prompt import PrefixTuning, PromptTuning, Ptuning, PtuningV2
@@ -21,7 +22,7 @@ from tuneforge.methods.qlora import QloraMethod
 from tuneforge.utils.errors import ConfigError
 
 METHODS: dict[str, Method] = {m.name: m for m in (
-    FullMethod(), FreezeMethod(), GaloreMethod(), ApolloMethod(), LoraMethod(), QloraMethod(), DoraMethod(), AdaLoraMethod(), Ia3Method(),
+    FullMethod(), FreezeMethod(), LlamaProMethod(), GaloreMethod(), ApolloMethod(), LoraMethod(), QloraMethod(), DoraMethod(), AdaLoraMethod(), Ia3Method(),
     BitfitMethod(),
     PromptTuning(), Ptuning(), PrefixTuning(), PtuningV2())}
 
