@@ -271,3 +271,19 @@ def test_llama_pro_inserts_identity_blocks_that_leave_the_model_unchanged(tiny_m
     assert torch.allclose(model(ids).logits, before, atol=1e-6)
     trainable = {n.split(".")[2] for n, p in model.named_parameters() if p.requires_grad}
     assert trainable == {"1", "3"}  # each copy sits right after its source block
+
+
+@pytest.mark.parametrize("init", ["pissa", "olora"])
+def test_pissa_and_olora_adapters_are_converted_to_apply_to_the_original_base(tmp_path, tiny_model_dir, init):
+    from tuneforge.models.load import load_for_inference
+
+    live = Live()
+    res = train(tiny_config(tmp_path, tiny_model_dir, "method.type=lora", "method.r=4", f"method.init={init}",
+                            "train.max_steps=4", "train.learning_rate=5e-3"), extra_callbacks=[live])
+    config = json.loads((res.final_dir / "adapter_config.json").read_text())
+    assert config["r"] == 8 and config["init_lora_weights"] is True  # rank 2r: ΔW against the original base
+    model, tok = load_for_inference(str(tiny_model_dir), adapter=str(res.final_dir))
+    batch = _ids(tok)
+    trained = _logits(live.model, batch)
+    assert torch.allclose(_logits(model, batch), trained, atol=1e-4)
+    assert torch.allclose(_logits(model.merge_and_unload(), batch), trained, atol=1e-4)

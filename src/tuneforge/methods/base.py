@@ -82,6 +82,10 @@ class Method:
         tokenizer (prompt tuning initialises its virtual tokens from text)."""
         raise NotImplementedError
 
+    def save(self, trainer, final_dir) -> None:
+        """Write the final artifact (the Trainer's save: adapter or model, with accelerate unwrapping)."""
+        trainer.save_model(str(final_dir))
+
     def optimizer(self, model, args, params: MethodParams):
         """An optimizer of the method's own (parameter groups with their own rates), or None: the Trainer's."""
         return None

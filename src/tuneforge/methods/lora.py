@@ -3,7 +3,10 @@ learn `lr_ratio` times faster, through optimizer parameter groups) and layer / m
 
 from __future__ import annotations
 
-from typing import Union
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Literal, Union
 
 from pydantic import Field
 
@@ -24,6 +27,10 @@ class LoraParams(MethodParams):
     modules_to_save: list[str] | None = Field(None, description="modules trained fully beside the adapter")
     lr_ratio: float | None = Field(None, ge=1, description="LoRA+: the B matrices learn this many times faster than "
                                                            "A (the paper suggests 16); null: plain LoRA")
+    init: Literal["default", "gaussian", "pissa", "olora"] = Field(
+        "default", description="adapter start: default (B = 0), gaussian, pissa (the weights' principal singular "
+                               "vectors) or olora (a QR basis); pissa/olora adapters are converted when saved so "
+                               "they apply to the original base")
 
 
 class LoraMethod(PeftMethod):
@@ -36,6 +43,26 @@ class LoraMethod(PeftMethod):
         from peft import LoraConfig
 
         return LoraConfig(task_type=task_type, **lora_kwargs(params))
+
+    def apply(self, model, params, *, total_steps: int = 0, tok=None):
+        peft_model = super().apply(model, params, total_steps=total_steps, tok=tok)
+        if params.init in _CONVERTED:  # keep the starting adapter: saving converts against it
+            config = peft_model.peft_config[peft_model.active_adapter]
+            config.init_lora_weights = True  # reloading the saved start must not run the SVD/QR again
+            start = Path(tempfile.mkdtemp(prefix="tuneforge-lora-init-"))
+            peft_model.save_pretrained(str(start))
+            peft_model.tuneforge_initial_adapter = str(start)
+        return peft_model
+
+    def save(self, trainer, final_dir: Path) -> None:
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        start = getattr(model, "tuneforge_initial_adapter", None)
+        if start is None:
+            return super().save(trainer, final_dir)
+        # ΔW of a PiSSA/OLoRA adapter is relative to a base it modified in place; converted (rank 2r) it applies to
+        # the original base, which is what every other command loads.
+        model.save_pretrained(str(final_dir), path_initial_model_for_weight_conversion=start)
+        shutil.rmtree(start, ignore_errors=True)
 
     def fit_to_model(self, params, model):
         if not params.layers_to_transform or params.target_modules != "all-linear":
@@ -77,9 +104,14 @@ class DoraMethod(LoraMethod):
     Params = DoraParams
 
 
+_CONVERTED = ("pissa", "olora")  # initialisations that change the base weights: the adapter is converted at save
+_INIT = {"default": True, "gaussian": "gaussian", "pissa": "pissa", "olora": "olora"}  # → PEFT's init_lora_weights
+
+
 def lora_kwargs(params) -> dict:
-    """The LoraConfig arguments shared by LoRA, DoRA and AdaLoRA."""
-    return dict(r=params.r, lora_alpha=params.alpha if params.alpha is not None else 2 * params.r,
+    """The LoraConfig arguments of LoRA, QLoRA and DoRA."""
+    init = {"init_lora_weights": _INIT[params.init]} if hasattr(params, "init") else {}
+    return dict(**init, r=params.r, lora_alpha=params.alpha if params.alpha is not None else 2 * params.r,
                 lora_dropout=params.dropout, target_modules=params.target_modules, use_rslora=params.use_rslora,
                 use_dora=params.use_dora, modules_to_save=params.modules_to_save,
                 layers_to_transform=params.layers_to_transform, bias="none")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from tuneforge.methods.lora import LoraMethod, LoraParams
 
@@ -19,6 +19,14 @@ class QloraParams(LoraParams):
     bits: Literal[4, 8] = Field(4, description="bits per frozen base weight")
     quant_type: Literal["nf4", "fp4"] = Field("nf4", description="4-bit data type (NF4: normal-float, for weights)")
     double_quant: bool = Field(True, description="quantize the quantization constants too (saves ~0.4 bit/weight)")
+
+    @field_validator("init")
+    @classmethod
+    def _not_on_quantized_weights(cls, v):
+        if v in ("pissa", "olora"):
+            raise ValueError(f"init={v} decomposes the base weights, which a quantized base does not keep; use "
+                             f"method.type=lora with init={v}, or init=default")
+        return v
 
 
 class QloraMethod(LoraMethod):

@@ -58,10 +58,10 @@ def _start_recorder(cfg, src, data: PreparedData, out: Path, group_id=None, pare
                              parent_run_id=parent_run_id)
 
 
-def _save_final(trainer, tok, out: Path, artifact: str) -> Path:
-    final = out / artifact
+def _save_final(trainer, tok, out: Path, method) -> Path:
+    final = out / method.artifact
     trainer.model.config.use_cache = True
-    trainer.save_model(str(final))
+    method.save(trainer, final)
     tok.save_pretrained(str(final))
     return final
 
@@ -376,7 +376,7 @@ def _best_info(trainer, schedule: Schedule) -> dict | None:
 def _finish(trainer, run: _Run, metrics: dict) -> TrainResult:
     cfg, out, recorder, tok = run.cfg, run.out, run.recorder, run.tok
     main = dist.is_main()
-    final = _save_final(trainer, tok, out, run.method.artifact) if main else None
+    final = _save_final(trainer, tok, out, run.method) if main else None
     dist.barrier()
     if not main:
         return TrainResult(out, "succeeded", None, metrics)
