@@ -287,3 +287,16 @@ def test_pissa_and_olora_adapters_are_converted_to_apply_to_the_original_base(tm
     trained = _logits(live.model, batch)
     assert torch.allclose(_logits(model, batch), trained, atol=1e-4)
     assert torch.allclose(_logits(model.merge_and_unload(), batch), trained, atol=1e-4)
+
+
+def test_a_prompt_adapter_is_refused_by_export_and_by_a_next_stage(tmp_path, tiny_model_dir):
+    from tuneforge.export.merge import merge_adapter
+    from tuneforge.utils.errors import ModelError
+
+    res = train(tiny_config(tmp_path / "run", tiny_model_dir, "method.type=prompt", "method.num_virtual_tokens=4",
+                            "train.max_steps=1"))
+    with pytest.raises(ModelError, match="prompt tuning adapter: it adds trained virtual tokens") as err:
+        merge_adapter(str(tiny_model_dir), str(res.final_dir), str(tmp_path / "merged"))
+    assert "--adapter" in err.value.hint and not (tmp_path / "merged").exists()
+    with pytest.raises(ModelError, match="cannot be merged \\(to start the next stage from it\\)"):
+        train(tiny_config(tmp_path / "next", tiny_model_dir, f"model.name={res.output_dir}"))
