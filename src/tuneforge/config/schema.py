@@ -11,6 +11,8 @@ from typing import Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from tuneforge.utils.errors import ConfigError
+
 Auto = Literal["auto"]
 
 # transformers' SchedulerType values (kept here: config imports nothing above utils; a unit test compares them).
@@ -24,6 +26,16 @@ CLASSIFICATION_METRICS = ("accuracy", "macro_precision", "macro_recall", "macro_
 def did_you_mean(value: str, choices) -> str:
     close = difflib.get_close_matches(value, list(choices), n=1, cutoff=0.5)
     return f" — did you mean '{close[0]}'?" if close else ""
+
+
+def pick_plugin(table: dict, key, kind: str):
+    """`table[key]` (a MethodSection / StageSection or its type); an unknown name is a ConfigError with "did you
+    mean" and the choices (`kind`: "method", "stage")."""
+    name = getattr(key, "type", key)
+    if name not in table:
+        raise ConfigError(f"{kind}: unknown {kind} '{name}'{did_you_mean(str(name), table)}",
+                          hint=f"choose one of: {', '.join(table)}")
+    return table[name]
 
 
 def params_error(err, section: str, owner: str, valid) -> str:
@@ -106,13 +118,12 @@ class DataSection(Section):
         return out
 
 
-class MethodSection(BaseModel):
-    """`method: lora` or `method: {type: ia3, target_modules: [...]}`. The keys beside `type` are the method's own
-    parameters, validated by that method (tuneforge.methods), which owns them; the config layer only carries them.
-    The older nested form `method: {type: lora, lora: {r: 16}}` is read as `method: {type: lora, r: 16}`."""
+class PluginSection(BaseModel):
+    """A plug-in's section: `type` names the plug-in, and the keys beside it are that plug-in's own parameters,
+    validated by the plug-in (which owns them); the config layer only carries them. `name` alone means `{type: name}`."""
 
     model_config = ConfigDict(extra="allow", validate_assignment=True)
-    type: str = Field("lora", description="full, freeze, lora, dora, ia3, prompt … (`tuneforge methods` lists them)")
+    type: str
 
     @model_validator(mode="before")
     @classmethod
@@ -125,6 +136,13 @@ class MethodSection(BaseModel):
 
     def __str__(self) -> str:
         return self.type
+
+
+class MethodSection(PluginSection):
+    """`method: lora` or `method: {type: ia3, target_modules: [...]}`, validated by tuneforge.methods. The older
+    nested form `method: {type: lora, lora: {r: 16}}` is read as `method: {type: lora, r: 16}`."""
+
+    type: str = Field("lora", description="full, freeze, lora, dora, ia3, prompt … (`tuneforge methods` lists them)")
 
 
 class TrainSection(Section):
@@ -249,24 +267,10 @@ class EvalSection(Section):
     max_new_tokens: int = Field(64, description="longest preview answer in tokens")
 
 
-class StageSection(BaseModel):
-    """`stage: sft` or `stage: {type: dpo, beta: 0.1}`. The keys beside `type` are the stage's own parameters,
-    validated by that stage (tuneforge.stages), which owns them; the config layer only carries them."""
+class StageSection(PluginSection):
+    """`stage: sft` or `stage: {type: dpo, beta: 0.1}`, validated by tuneforge.stages."""
 
-    model_config = ConfigDict(extra="allow", validate_assignment=True)
     type: str = Field("sft", description="pt, sft, rm, dpo, simpo, orpo, kto … (`tuneforge stages` lists them)")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _from_name(cls, v):
-        return {"type": v} if isinstance(v, str) else v
-
-    @property
-    def params(self) -> dict:
-        return dict(self.model_extra or {})
-
-    def __str__(self) -> str:
-        return self.type
 
 
 class RunConfig(Section):

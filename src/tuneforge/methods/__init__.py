@@ -6,8 +6,7 @@ its compatibility rules in `tuneforge.config.compat` (if it has limits), `exampl
 
 from __future__ import annotations
 
-import difflib
-
+from tuneforge.config.schema import pick_plugin
 from tuneforge.methods.adalora import AdaLoraMethod
 from tuneforge.methods.base import Method, MethodParams, ParamCount, count_parameters
 from tuneforge.methods.bitfit import BitfitMethod
@@ -29,12 +28,7 @@ METHODS: dict[str, Method] = {m.name: m for m in (
 
 def get_method(name) -> Method:
     """The method registered under `name` (a MethodSection or its type); unknown names get "did you mean"."""
-    key = getattr(name, "type", name)
-    if key not in METHODS:
-        close = difflib.get_close_matches(str(key), list(METHODS), n=1, cutoff=0.5)
-        guess = f" — did you mean '{close[0]}'?" if close else ""
-        raise ConfigError(f"method: unknown method '{key}'{guess}", hint=f"choose one of: {', '.join(METHODS)}")
-    return METHODS[key]
+    return pick_plugin(METHODS, name, "method")
 
 
 def method_and_params(cfg) -> tuple[Method, MethodParams]:

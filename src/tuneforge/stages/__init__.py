@@ -5,8 +5,7 @@ Adding a stage: one module with a `Stage` subclass, one row here, one example in
 
 from __future__ import annotations
 
-import difflib
-
+from tuneforge.config.schema import pick_plugin
 from tuneforge.stages.base import Stage, StageParams
 from tuneforge.stages.grpo import GrpoStage
 from tuneforge.stages.kto import KtoStage
@@ -15,7 +14,6 @@ from tuneforge.stages.preference import DpoStage, OrpoStage, SimpoStage
 from tuneforge.stages.pt import PretrainStage
 from tuneforge.stages.rm import RewardStage
 from tuneforge.stages.sft import SftStage
-from tuneforge.utils.errors import ConfigError
 
 STAGES: dict[str, Stage] = {s.name: s for s in (PretrainStage(), SftStage(), RewardStage(), DpoStage(), SimpoStage(),
                                                 OrpoStage(), KtoStage(), GrpoStage(), PpoStage())}
@@ -23,12 +21,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in (PretrainStage(), SftStage(), Rew
 
 def get_stage(name) -> Stage:
     """The stage registered under `name` (a StageSection or its type); unknown names get "did you mean"."""
-    key = getattr(name, "type", name)
-    if key not in STAGES:
-        close = difflib.get_close_matches(str(key), list(STAGES), n=1, cutoff=0.5)
-        guess = f" — did you mean '{close[0]}'?" if close else ""
-        raise ConfigError(f"stage: unknown stage '{key}'{guess}", hint=f"choose one of: {', '.join(STAGES)}")
-    return STAGES[key]
+    return pick_plugin(STAGES, name, "stage")
 
 
 def stages_accepting(kind: str) -> list[str]:
