@@ -152,3 +152,131 @@ def test_training_time_adds_up_resumed_segments():
     interrupted_then_resumed = [{"step": 1, "loss": 1.0, "elapsed_s": 50}, {"step": 1, "train_runtime": 55.0},
                                 {"step": 2, "loss": 0.5, "elapsed_s": 30}, {"step": 2, "train_runtime": 31.0}]
     assert training_seconds(interrupted_then_resumed) == 86.0
+
+
+# --- grids: a method shoot-out ----------------------------------------------------------------------------------
+
+GRID = ["--grid", "method.type=lora,ia3", "--grid", "train.learning_rate=1e-3,5e-3"]
+
+
+def test_grid_two_methods_two_rates_table_chart_group_and_resume(tmp_path, tiny_model_dir, sweep_data,
+                                                                    monkeypatch):
+
+    from tuneforge.cli import app
+    from tuneforge.registry.queries import list_runs
+    from tuneforge.registry.store import open_store
+    from tuneforge.sweep.plot import table_rows
+
+    train, dev = sweep_data
+    out = tmp_path / "grid"
+    base = [*_overrides(tiny_model_dir, train), "train.max_steps=2"]  # a lora base config with method.r=4
+    res = CliRunner().invoke(app, ["sweep", *base, *GRID, "--eval", str(dev), "--labels", "0,1", "--out", str(out)])
+    assert res.exit_code == 0, f"{res.output}\n{res.exception!r}"
+
+    state = json.loads((out / "sweep.json").read_text())
+    names = ["n20-method.type=lora-train.learning_rate=1e-3", "n20-method.type=lora-train.learning_rate=5e-3",
+             "n20-method.type=ia3-train.learning_rate=1e-3", "n20-method.type=ia3-train.learning_rate=5e-3"]
+    assert [r["cell"] for r in state["runs"]] == names  # all training rows (no --data-sizes), grid order
+    assert list(state["cells"]) == names and state["cells"][names[2]] == {"method.type": "ia3",
+                                                                         "train.learning_rate": "1e-3"}
+    # the plan says, per ia3 cell, that the base config's lora rank was dropped
+    plan = [line for line in res.output.splitlines() if "dropped method.r" in line]
+    assert [line.split()[0] for line in plan] == names[2:]
+    for r in state["runs"]:
+        _check_grid_cell(out, r)
+    share = {r["overrides"]["method.type"]: r["trainable_percent"] for r in state["runs"]}
+    assert share["ia3"] < share["lora"]  # ia3 trains a scaling vector, lora r=4 two matrices per layer
+
+    # one table row per cell (grid values as columns) and one bar chart
+    header, rows = table_rows(state)
+    assert header[:3] == ["method", "learning_rate", "size"]
+    assert [row[:2] for row in rows] == [["lora", "1e-3"], ["lora", "5e-3"], ["ia3", "1e-3"], ["ia3", "5e-3"]]
+    col = {h: header.index(h) for h in ("s/step", "trainable %", "peak RSS MB", "final loss", "acc")}
+    assert all(float(row[col[h]]) > 0 for row in rows for h in ("s/step", "trainable %", "peak RSS MB", "final loss"))
+    assert all(0 <= float(row[col["acc"]]) <= 1 for row in rows)
+    assert "trainable" in res.output and "RSS" in res.output and (out / "sweep.png").stat().st_size > 1000
+    assert state["chart"] == str(out / "sweep.png")
+
+    # one registry group with the four runs, tagged with their grid values
+    store = open_store()
+    runs = list_runs(store, group=state["group_id"])
+    assert len(runs) == 4 and {r.status for r in runs} == {"succeeded"}
+    assert {r.id for r in runs} == {r["run_id"] for r in state["runs"]}
+    assert sorted(r.method for r in runs) == ["ia3", "ia3", "lora", "lora"]
+    assert all("method.type=" + r.method in r.tags for r in runs)
+
+    # a re-run trains and evaluates nothing, and keeps every cell's measurements
+    def no_training(*a, **k):
+        raise AssertionError("a finished cell was trained again")
+
+    monkeypatch.setattr("tuneforge.sweep.runner.train_in_child", no_training)
+    monkeypatch.setattr("tuneforge.sweep.evaluate.evaluate", no_training)
+    cfg = load_config(None, base)
+    again = run_sweep(cfg, out=out, grid=GRID[1::2], eval_file=str(dev), labels=["0", "1"])
+    assert again.status == "succeeded" and again.state["runs"] == state["runs"]
+    assert len(list_runs(store, group=state["group_id"])) == 4
+
+
+def _check_grid_cell(out: Path, entry: dict) -> None:
+    """The cell's values reached its run (config.yaml as trained, run.json), and its measurements are real."""
+    import yaml
+
+    method, rate = entry["overrides"]["method.type"], float(entry["overrides"]["train.learning_rate"])
+    run_dir = out / entry["cell"]
+    trained = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert trained["method"]["type"] == method and trained["train"]["learning_rate"] == rate
+    assert trained["method"].get("r") == (4 if method == "lora" else None)  # ia3 has no rank: dropped
+    assert entry["dropped"] == ([] if method == "lora" else ["r"])
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["method"] == method and info["status"] == "succeeded" and info["run_id"] == entry["run_id"]
+    params = info["parameters"]
+    assert entry["trainable_percent"] == pytest.approx(100 * params["trainable"] / params["total"], abs=1e-4)
+    assert entry["trainable_percent"] > 0
+    assert entry["steps"] == 2 and entry["seconds_per_step"] > 0
+    assert 50 < entry["peak_rss_mb"] < 16_000  # the cell's training process alone: interpreter, torch, model
+    assert entry["final_loss"] > 0 and entry["metrics"]["eval_loss"] > 0
+    assert entry["metrics"]["eval_rows"] == 4 and entry["metrics"]["n_unparseable"] == 0
+
+
+def test_invalid_grid_cell_fails_before_any_training(tmp_path, tiny_model_dir, sweep_data, monkeypatch):
+    from tuneforge.cli import app
+
+    train, dev = sweep_data
+    monkeypatch.setattr("tuneforge.sweep.runner.train_in_child", lambda *a, **k: pytest.fail("training started"))
+    out = tmp_path / "bad"
+    res = CliRunner().invoke(app, ["sweep", *_overrides(tiny_model_dir, train), "--grid", "method.type=lora,nosuch",
+                                   "--eval", str(dev), "--out", str(out)])
+    assert res.exit_code != 0 and isinstance(res.exception, ConfigError)
+    assert "sweep cell n20-method.type=nosuch" in res.exception.message
+    assert "unknown method 'nosuch'" in res.exception.message and res.exception.hint
+    assert not out.exists()
+    cfg = load_config(None, _overrides(tiny_model_dir, train))
+    with pytest.raises(ConfigError, match="a sweep needs data sizes, a grid, or both"):
+        run_sweep(cfg, out=out, eval_file=str(dev))
+
+
+def test_a_cell_process_reports_its_exit_and_its_own_peak_memory(tmp_path):
+    from tuneforge.sweep.child import train_in_child
+
+    run = train_in_child(tmp_path / "missing.yaml", "sweep-test")  # the child starts, finds no config, exits 2
+    assert run.exit_code == 2 and run.status == "failed"
+    assert run.peak_rss_mb is not None and 5 < run.peak_rss_mb < 2000
+
+
+def test_an_interrupted_or_failed_cell_stops_the_sweep(tmp_path, tiny_model_dir, sweep_data, monkeypatch):
+    from tuneforge.sweep.child import ChildRun
+    from tuneforge.utils.errors import TuneforgeError
+
+    train, dev = sweep_data
+    cfg = load_config(None, _overrides(tiny_model_dir, train))
+    monkeypatch.setattr("tuneforge.sweep.runner.train_in_child", lambda *a, **k: ChildRun(130, 321.0))
+    stopped = run_sweep(cfg, out=tmp_path / "s", grid=["method.type=lora,ia3"], eval_file=str(dev))
+    assert stopped.status == "interrupted" and stopped.chart is None
+    assert [(r["status"], r.get("peak_rss_mb")) for r in stopped.state["runs"]] == [("interrupted", 321.0)]
+    assert (tmp_path / "s" / "configs" / "n20-method.type=lora.yaml").is_file()  # what the child would train
+
+    monkeypatch.setattr("tuneforge.sweep.runner.train_in_child", lambda *a, **k: ChildRun(-9, 100.0))
+    with pytest.raises(TuneforgeError, match=r"sweep cell n20-method.type=lora: training was killed by SIGKILL"):
+        run_sweep(cfg, out=tmp_path / "s", grid=["method.type=lora,ia3"], eval_file=str(dev))
+    state = json.loads((tmp_path / "s" / "sweep.json").read_text())
+    assert state["runs"][0]["status"] == "failed" and state["runs"][0]["peak_rss_mb"] == 321.0  # the largest peak

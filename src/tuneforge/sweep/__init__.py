@@ -1,8 +1,10 @@
-"""Data-size sweeps: train one run per data size on nested subsets, evaluate each, record them as one registry
-group and chart metric vs. data size and training time. See docs/sweep.md.
+"""Sweeps: train one run per cell — a data size (nested subsets) × a combination of `--grid KEY=V1,V2` values (any
+config keys, e.g. a method shoot-out) —, evaluate each, record them as one registry group, and tabulate and chart
+them. See docs/sweep.md.
 
-`run_sweep` (runner.py) is the entry point; `plan.py` builds the nested subsets and the eval set, `evaluate.py`
-scores a finished run, `plot.py` draws the chart and the table.
+`run_sweep` (runner.py) is the entry point; `plan.py` builds the nested subsets and the eval set, `grid.py` the
+cells and their validated configs, `child.py` trains a cell in its own process (for its own peak RSS),
+`evaluate.py` scores a finished run, `plot.py` draws the chart and the table.
 """
 
 from __future__ import annotations
