@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tuneforge.config.auto import auto_batch_size, auto_epochs, resolve_auto
+from tuneforge.config.auto import auto_batch_size, auto_epochs, resolve_auto, size_factor
 from tuneforge.config.load import load_config
 from tuneforge.config.schema import TrainSection
 from tuneforge.methods import METHODS, method_and_params
@@ -75,6 +75,17 @@ def test_auto_rules():
     assert auto_epochs(4000, answer_tokens=40) == 3  # long answers keep the rule by rows
     r4000 = resolve_auto(TrainSection(), METHODS["lora"], 4000, "cpu", answer_tokens=3.0)
     assert r4000.epochs == 1 and "short answers" in r4000.chosen["epochs"]
+
+
+def test_adapter_methods_on_small_models_get_a_higher_auto_rate():
+    assert size_factor(135_000_000) == pytest.approx(2.72, abs=0.01)
+    assert size_factor(1_000_000_000) == size_factor(7_000_000_000) == size_factor(None) == 1.0
+    assert size_factor(10_000_000) == 3.0  # capped
+    lora = resolve_auto(TrainSection(batch_size=8), METHODS["lora"], 4000, "cpu", model_params=135_000_000)
+    assert lora.learning_rate == pytest.approx(2e-4 * 2.72, rel=0.01) and "135M parameters" in lora.chosen[
+        "learning_rate"]
+    full = resolve_auto(TrainSection(batch_size=8), METHODS["full"], 4000, "cpu", model_params=135_000_000)
+    assert full.learning_rate == pytest.approx(2e-5)  # methods that change base weights keep their rate
     assert auto_batch_size(50, "cpu") == 4 and auto_batch_size(100_000, "cpu") == 8
     assert auto_batch_size(100_000, "cuda") == 16
     r = resolve_auto(TrainSection(), METHODS["lora"], 1000, "cpu")

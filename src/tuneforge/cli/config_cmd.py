@@ -119,6 +119,7 @@ def resolved_auto(cfg) -> tuple[dict, str | None]:
     from tuneforge.config.auto import resolve_auto
     from tuneforge.data.run_records import load_train_records
     from tuneforge.models.load import pick_device
+    from tuneforge.models.memory import model_size
     from tuneforge.methods import method_and_params
     from tuneforge.stages import get_stage
 
@@ -133,7 +134,8 @@ def resolved_auto(cfg) -> tuple[dict, str | None]:
         return resolved, f"auto values need the training data: {err.message}"
     device = pick_device(cfg.model.device)
     bf16 = device.startswith("cuda") and _cuda_bf16()
-    chosen = resolve_auto(cfg.train, method, len(records), device, bf16).chosen
+    size = model_size(cfg.model.name)
+    chosen = resolve_auto(cfg.train, method, len(records), device, bf16, model_params=size).chosen
     resolved.update({f"train.{k}": v for k, v in chosen.items()})
     return resolved, None
 

@@ -61,7 +61,7 @@ def _setting(cfg, device: str):
     from tuneforge.config.auto import resolve_auto
     from tuneforge.data.run_records import load_train_records
     from tuneforge.methods import method_and_params
-    from tuneforge.models.memory import TrainSetting
+    from tuneforge.models.memory import TrainSetting, model_size
     from tuneforge.stages import get_stage
 
     note = None
@@ -71,7 +71,7 @@ def _setting(cfg, device: str):
         n_rows, note = 0, f"training data not loaded ({err.message}); auto values assume a small dataset"
     bf16 = device.startswith("cuda") and _cuda_bf16()
     method, params = method_and_params(cfg)
-    r = resolve_auto(cfg.train, method, n_rows, device, bf16)
+    r = resolve_auto(cfg.train, method, n_rows, device, bf16, model_params=model_size(cfg.model.name))
     return TrainSetting(method=method.name, batch_size=r.batch_size, seq_len=cfg.data.cutoff_len,
                         precision=r.precision, gradient_checkpointing=r.gradient_checkpointing,
                         device="cpu" if not device.startswith("cuda") else "cuda", frozen_base=method.frozen_base,

@@ -108,6 +108,14 @@ def shape_from_gguf(path: str | Path) -> ModelShape:
                       int(field(f"{arch}.attention.head_count_kv", heads)), "output.weight" not in names, str(path))
 
 
+def model_size(name: str) -> int | None:
+    """Parameters of model `name` from its config (no weights loaded); None when it cannot be read."""
+    try:
+        return read_model_shape(name).n_params
+    except (ModelError, OSError, ValueError, KeyError):
+        return None
+
+
 def read_model_shape(name: str) -> ModelShape:
     """Shape of model `name` (alias, folder, .gguf, hub id) without loading weights."""
     src = resolve_model(name)

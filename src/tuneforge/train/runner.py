@@ -20,6 +20,7 @@ from tuneforge.config.load import save_config
 from tuneforge.config.schema import MethodSection, check_load_best
 from tuneforge.methods import count_parameters, method_and_params, method_section
 from tuneforge.models.load import load_tokenizer, pick_device, resolve_load_dtype
+from tuneforge.models.memory import model_size
 from tuneforge.models.source import resolve_model
 from tuneforge.stages import stage_and_params
 from tuneforge.stages.compat import check_stage_compat
@@ -117,7 +118,8 @@ def train(cfg, config_path: str | None = None, extra_callbacks: list | None = No
 
     bf16_ok = device.startswith("cuda") and torch.cuda.is_bf16_supported()
     resolved = resolve_auto(cfg.train, method, data.n_train_rows, device, bf16_ok, lr_scale=stage.lr_scale,
-                            answer_tokens=_answer_tokens(data) if stage.packable else None)
+                            answer_tokens=_answer_tokens(data) if stage.packable else None,
+                            model_params=model_size(cfg.model.name))
     stage.check_plan(cfg, stage_params, resolved.batch_size, dist.world_size())
     task_callbacks = _task_callbacks(cfg, data, eval_callbacks)  # validated now, before weights load
     scored_rows = sum(len(getattr(cb, "records", ())) for cb in task_callbacks)
