@@ -113,3 +113,17 @@ def test_methods_command_lists_methods_the_matrix_and_one_methods_parameters():
     assert all(name in out.output for name in METHODS) and "virtual tokens" in out.output and "prunes ranks" in out.output
     one = CliRunner().invoke(app, ["methods", "adalora"], env={"COLUMNS": "200"})
     assert one.exit_code == 0 and "target_r" in one.output and "tinit" in one.output
+
+
+def test_a_method_whose_package_is_missing_fails_before_anything_loads(tmp_path, monkeypatch):
+    import importlib.util
+
+    from tuneforge.train.runner import _check_config
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes" else real(name))
+    with pytest.raises(ConfigError, match="method qlora / train.optim=adamw needs bitsandbytes") as err:
+        _check_config(_cfg(tmp_path, "method.type=qlora", "output.report_to=[]"), "cpu")
+    assert "pip install bitsandbytes" in err.value.hint
+    with pytest.raises(ConfigError, match="needs bitsandbytes"):
+        _check_config(_cfg(tmp_path, "train.optim=adamw_8bit", "output.report_to=[]"), "cpu")
