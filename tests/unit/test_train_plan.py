@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from tuneforge.config.auto import resolve_auto, resolve_schedule
-from tuneforge.methods import METHODS
 from tuneforge.config.load import load_config
+from tuneforge.methods import METHODS
 from tuneforge.models.load import load_tokenizer
 from tuneforge.models.source import resolve_model
 from tuneforge.stages import stage_and_params
@@ -36,3 +38,28 @@ def test_plan_shows_the_derived_schedule(tmp_path, tiny_model_dir, capsys):
     shown = " ".join(capsys.readouterr().err.split())
     assert "validation" in shown and "eval loss every 5 steps" in shown
     assert "save_steps=5 (follows eval_steps" in shown and "eval_loss (lower is better)" in shown
+
+
+def test_a_later_checkpoint_within_the_noise_of_the_best_is_kept():
+    from types import SimpleNamespace
+
+    from tuneforge.train.trainer import keep_later_within_noise
+
+    trainer = SimpleNamespace(args=SimpleNamespace(metric_for_best_model="eval_cls/macro_f1", greater_is_better=True),
+                              state=SimpleNamespace(best_metric=None, best_global_step=None, global_step=0))
+    keep_later_within_noise(trainer, 0.035)
+    for step, f1 in [(269, 0.875), (500, 0.870)]:  # the en_auto run: 0.005 apart on 200 scored rows
+        trainer.state.global_step = step
+        trainer._determine_best_metric({"eval_cls/macro_f1": f1})
+    assert trainer.state.best_global_step == 500 and trainer.state.best_metric == 0.875
+    trainer.state.global_step = 700
+    assert not trainer._determine_best_metric({"eval_cls/macro_f1": 0.80})  # clearly worse: not kept
+    assert trainer.state.best_global_step == 500
+
+
+def test_the_noise_threshold_applies_without_early_stopping():
+    from tuneforge.config.schema import TrainSection
+
+    schedule = resolve_schedule(TrainSection(early_stopping_patience=None), has_validation=True,
+                                has_classification=True, steps_per_epoch=100, total_steps=100, scored_rows=200)
+    assert schedule.patience is None and schedule.threshold == pytest.approx(0.0354, abs=1e-4)

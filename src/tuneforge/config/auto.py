@@ -174,11 +174,12 @@ def resolve_schedule(train, has_validation: bool, *, has_classification: bool = 
     if patience == "auto":
         patience = _auto_patience(steps_per_epoch, ev)
         chosen["early_stopping_patience"] = f"{patience} evaluations without a better {best}"
-    threshold = train.early_stopping_threshold if patience else 0.0
+    threshold = train.early_stopping_threshold if best else 0.0
     if threshold == "auto":
         threshold = round(0.5 / math.sqrt(scored_rows), 4) if best.startswith("eval_cls/") and scored_rows else 0.0
         if threshold:
-            chosen["early_stopping_threshold"] = f"{threshold} (0.5/sqrt({scored_rows} rows scored): less is noise)"
+            chosen["early_stopping_threshold"] = (f"{threshold} (0.5/sqrt({scored_rows} rows scored): less is noise; "
+                                                  f"a later checkpoint this close to the best is kept)")
     return Schedule(has_validation, ev, sv, best, greater_is_better(best) if best else None, notes, patience,
                     float(threshold), chosen)
 

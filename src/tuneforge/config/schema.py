@@ -181,8 +181,9 @@ class TrainSection(Section):
                             "load_best metric is watched, less when evaluations are sparse (about half an epoch "
                             "without a better value); null: never stop early")
     early_stopping_threshold: Union[float, Auto] = Field(
-        "auto", description="the smallest change of the load_best metric that counts as better; auto: about one "
-                            "standard error (0.5/sqrt(rows scored)) for eval_cls metrics, 0 for losses")
+        "auto", description="the smallest change of the load_best metric that counts as better: early stopping "
+                            "waits for more, and a later checkpoint within it of the best is the one kept; auto: "
+                            "about one standard error (0.5/sqrt(rows scored)) for eval_cls metrics, 0 for losses")
     resume: Union[Literal["auto", "never", "force"], str] = Field(
         "auto", description="auto | never | force (resume even though the config changed) | a checkpoint path")
     num_workers: int = Field(0, description="data loader worker processes")

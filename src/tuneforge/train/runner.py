@@ -31,7 +31,7 @@ from tuneforge.train.output import (check_resume_config, checkpoint_step, choose
                                     write_run_file)
 from tuneforge.train.plots import plot_loss
 from tuneforge.train.report import print_plan
-from tuneforge.train.trainer import set_threads_for_cpu, training_arguments
+from tuneforge.train.trainer import keep_later_within_noise, set_threads_for_cpu, training_arguments
 from tuneforge.utils.console import console
 from tuneforge.utils.errors import ConfigError
 
@@ -294,6 +294,8 @@ def _build_trainer(run: _Run, model, callbacks: list):
                               val_items=run.data.val if run.schedule.evaluate else [], args=args,
                               callbacks=callbacks, counter=counter, params=run.stage_params, data_cfg=cfg.data,
                               out_dir=run.out)
+    if run.schedule.load_best:
+        keep_later_within_noise(trainer, run.schedule.threshold)
     optimizer = run.method.optimizer(trainer.model, args, run.method_params)
     if optimizer is not None:  # the Trainer builds its own only when none is set
         trainer.optimizer = optimizer
@@ -370,9 +372,10 @@ def _best_info(trainer, schedule: Schedule) -> dict | None:
     st = trainer.state
     if not schedule.load_best:
         return None
-    return {"metric": schedule.load_best, "greater_is_better": schedule.greater_is_better,
-            "step": st.best_global_step if st.best_model_checkpoint else None, "value": st.best_metric,
-            "checkpoint": st.best_model_checkpoint}
+    step = st.best_global_step if st.best_model_checkpoint else None
+    value = _eval_logs_at(st.log_history, step).get(schedule.load_best, st.best_metric) if step else st.best_metric
+    return {"metric": schedule.load_best, "greater_is_better": schedule.greater_is_better, "step": step,
+            "value": value, "best_seen": st.best_metric, "checkpoint": st.best_model_checkpoint}
 
 
 def _finish(trainer, run: _Run, metrics: dict) -> TrainResult:

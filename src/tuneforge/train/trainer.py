@@ -76,3 +76,29 @@ def set_threads_for_cpu() -> None:
     world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     if world > 1 and not torch.cuda.is_available() and "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+
+
+def keep_later_within_noise(trainer, threshold: float) -> None:
+    """train.load_best with a noise threshold: an evaluation within `threshold` of the best value so far counts as
+    good as the best, and being later (more data seen, a lower learning rate) it becomes the kept checkpoint. The
+    Trainer's own rule keeps a strictly higher value, so an early checkpoint that won by noise on a few hundred
+    scored rows would beat the annealed end of the run. `state.best_metric` stays the best value seen, which early
+    stopping compares against."""
+    if threshold <= 0:
+        return
+
+    def determine(metrics: dict, trial=None) -> bool:
+        key = trainer.args.metric_for_best_model
+        value = metrics[key if key.startswith("eval_") else f"eval_{key}"]
+        sign = 1.0 if trainer.args.greater_is_better else -1.0
+        state = trainer.state
+        better = state.best_metric is None or sign * (value - state.best_metric) > 0
+        if better:
+            state.best_metric = value
+        if better or sign * (state.best_metric - value) <= threshold:
+            state.best_global_step = state.global_step
+            return True
+        return False
+
+    trainer._determine_best_metric = determine
+
