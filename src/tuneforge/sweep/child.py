@@ -1,14 +1,16 @@
 """Train one sweep cell in a child process, so that the cell's peak memory (RSS) is its own.
 
-Why a child process: a process's ru_maxrss is the high-water mark of its whole life. Measured inside the sweep
+Why a child process: a process's peak RSS is the high-water mark of its whole life. Measured inside the sweep
 process, a cell would report the largest peak of any cell (or evaluation) before it. So every cell trains in a
-fresh `python -m tuneforge.sweep.child CELL.yaml --group GROUP_ID`; the sweep waits for it with `os.wait4`, which
-returns that child's own resource usage, and records its ru_maxrss as the cell's peak RSS. The number is all that
-the training process held at its peak: the interpreter and the libraries it imports (torch, transformers, peft: a
+fresh `python -m tuneforge.sweep.child CELL.yaml --group GROUP_ID --peak-file FILE`, which writes its own peak RSS
+(VmHWM of its address space) to FILE as it exits; the sweep records it as the cell's peak RSS. Not the ru_maxrss
+that os.wait4 returns: on Linux a child started by fork/vfork + exec inherits its parent's high-water mark there,
+so every cell of a sweep whose process had grown to 4 GB would report at least 4 GB. The number is all that the
+training process held at its peak: the interpreter and the libraries it imports (torch, transformers, peft: a
 few hundred MB that every cell pays alike), the model, the method's trainable parameters, optimizer state,
 activations and data. The cell's evaluation runs afterwards in the sweep process and is not part of it. A cell
-resumed after an interruption keeps the largest peak of its processes. On a system without `os.wait4` the cell
-still trains but has no peak RSS.
+resumed after an interruption keeps the largest peak of its processes. A child killed before it could write the
+file has no peak RSS.
 
 The child reads the cell's run config (written by the sweep with `save_config`, every path already resolved) and
 calls `tuneforge.train.runner.train(cfg, group_id=...)`: the run joins the sweep's registry group, and the
@@ -23,7 +25,6 @@ under `tuneforge train`. Exit codes: 0 succeeded, 130 interrupted, 2 a tuneforge
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import subprocess
 import sys
@@ -79,20 +80,42 @@ def _forward_signals(proc: subprocess.Popen):
             signal.signal(sig, handler)
 
 
-def _wait(proc: subprocess.Popen) -> ChildRun:
-    if not hasattr(os, "wait4"):
-        return ChildRun(proc.wait(), None)
-    _, status, usage = os.wait4(proc.pid, 0)  # retried by Python when a forwarded signal interrupts it
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return ChildRun(proc.returncode, peak_rss_mb(usage))
+def own_peak_mb() -> float | None:
+    """This process's own peak RSS in MB: VmHWM of its address space (Linux). Not ru_maxrss: on Linux a process
+    started by fork/vfork + exec inherits its parent's high-water mark there, so a child of a 4 GB sweep process
+    would report at least 4 GB. Elsewhere ru_maxrss is the best there is."""
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    try:
+        import resource
+
+        return peak_rss_mb(resource.getrusage(resource.RUSAGE_SELF))
+    except (ImportError, OSError):
+        return None
+
+
+def _read_peak(path: Path) -> float | None:
+    try:
+        return float(path.read_text())
+    except (OSError, ValueError):
+        return None  # the child died before writing it (killed), or never started
 
 
 def train_in_child(config_file: Path, group_id: str) -> ChildRun:
     """Train the run config in `config_file` in a child process (see module docstring) and wait for it."""
-    cmd = [sys.executable, "-m", "tuneforge.sweep.child", str(config_file), "--group", group_id]
-    proc = subprocess.Popen(cmd, start_new_session=True)
-    with _forward_signals(proc):
-        return _wait(proc)
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="tuneforge-cell-") as tmp:
+        peak_file = Path(tmp) / "peak_mb"
+        cmd = [sys.executable, "-m", "tuneforge.sweep.child", str(config_file), "--group", group_id,
+               "--peak-file", str(peak_file)]
+        proc = subprocess.Popen(cmd, start_new_session=True)
+        with _forward_signals(proc):
+            code = proc.wait()  # retried by Python when a forwarded signal interrupts it
+        return ChildRun(code, _read_peak(peak_file))
 
 
 def _load_run_config(path: Path):
@@ -121,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tuneforge.sweep.child", description="Train one sweep cell.")
     parser.add_argument("config", type=Path, help="the cell's run config (written by the sweep)")
     parser.add_argument("--group", required=True, help="the sweep's registry group id")
+    parser.add_argument("--peak-file", type=Path, help="where to write this process's own peak RSS in MB")
     args = parser.parse_args(argv)
     try:
         return _train(args.config, args.group)
@@ -131,6 +155,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    finally:
+        peak = own_peak_mb()
+        if args.peak_file and peak is not None:
+            args.peak_file.write_text(str(peak))
 
 
 if __name__ == "__main__":
