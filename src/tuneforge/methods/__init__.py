@@ -21,7 +21,8 @@ from tuneforge.methods.qlora import QloraMethod
 from tuneforge.utils.errors import ConfigError
 
 METHODS: dict[str, Method] = {m.name: m for m in (
-    FullMethod(), FreezeMethod(), LlamaProMethod(), GaloreMethod(), ApolloMethod(), LoraMethod(), QloraMethod(), DoraMethod(), AdaLoraMethod(), Ia3Method(),
+    FullMethod(), FreezeMethod(), LlamaProMethod(), GaloreMethod(), ApolloMethod(), LoraMethod(), QloraMethod(),
+    DoraMethod(), AdaLoraMethod(), Ia3Method(),
     BitfitMethod(),
     PromptTuning(), Ptuning(), PrefixTuning(), PtuningV2())}
 

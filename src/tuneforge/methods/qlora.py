@@ -31,7 +31,8 @@ class QloraParams(LoraParams):
 
 class QloraMethod(LoraMethod):
     name = "qlora"
-    description = "LoRA over a base quantized to 4 or 8 bits as it loads (bitsandbytes): a quarter of the memory"
+    description = ("LoRA over a base quantized to 4 or 8 bits as it loads (bitsandbytes): its frozen weights take a "
+                   "quarter")
     Params = QloraParams
     requires = ("bitsandbytes",)
 
