@@ -56,12 +56,13 @@ def devices() -> dict:
     return info
 
 
-def _setting(cfg, device: str):
-    """TrainSetting for `cfg` with its auto values resolved (the data is loaded to count rows; not the model)."""
+def _setting(cfg, device: str, shape):
+    """TrainSetting for `cfg` on a model of `shape`, with its auto values resolved (the data is loaded to count rows;
+    not the model)."""
     from tuneforge.config.auto import resolve_auto
     from tuneforge.data.run_records import load_train_records
     from tuneforge.methods import method_and_params
-    from tuneforge.models.memory import TrainSetting, model_size
+    from tuneforge.models.memory import TrainSetting
     from tuneforge.stages import get_stage
 
     note = None
@@ -71,12 +72,12 @@ def _setting(cfg, device: str):
         n_rows, note = 0, f"training data not loaded ({err.message}); auto values assume a small dataset"
     bf16 = device.startswith("cuda") and _cuda_bf16()
     method, params = method_and_params(cfg)
-    r = resolve_auto(cfg.train, method, n_rows, device, bf16, model_params=model_size(cfg.model.name))
+    r = resolve_auto(cfg.train, method, n_rows, device, bf16, model_params=shape.n_params)
     return TrainSetting(method=method.name, batch_size=r.batch_size, seq_len=cfg.data.cutoff_len,
                         precision=r.precision, gradient_checkpointing=r.gradient_checkpointing,
                         device="cpu" if not device.startswith("cuda") else "cuda", frozen_base=method.frozen_base,
                         base_bytes_per_weight=method.base_bytes_per_weight(params),
-                        trainable=lambda shape: method.estimate_trainable(shape, params),
+                        trainable=method.estimate_trainable(shape, params),
                         trainable_layers=getattr(params, "trainable_layers", 2),
                         train_embeddings=getattr(params, "train_embeddings", False)), note
 
@@ -90,14 +91,11 @@ def _cuda_bf16() -> bool:
 def memory_check(cfg, dev: dict) -> dict:
     """The estimate for `cfg` on its device against that device's free memory, with cheaper settings if needed."""
     from tuneforge.models.load import pick_device
-    from dataclasses import replace
-
     from tuneforge.models.memory import cheaper_settings, estimate_training_memory, read_model_shape
 
     device = pick_device(cfg.model.device)
-    setting, note = _setting(cfg, device)
     shape = read_model_shape(cfg.model.name)
-    setting = replace(setting, trainable=setting.trainable(shape))  # the method counts from the model's shape
+    setting, note = _setting(cfg, device, shape)
     est = estimate_training_memory(shape, setting)
     if device.startswith("cuda") and dev["cuda"]:
         index = int(device.split(":")[1]) if ":" in device else 0

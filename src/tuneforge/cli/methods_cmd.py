@@ -19,17 +19,14 @@ def register(app: typer.Typer) -> None:
         """
         from rich.table import Table
 
+        from tuneforge.cli.stages_cmd import params_table
         from tuneforge.config import compat
         from tuneforge.methods import METHODS, get_method
         from tuneforge.stages import STAGES
         from tuneforge.utils.console import console
 
         if name:
-            method = get_method(name)
-            table = Table("parameter", "default", "meaning", title=f"method {method.name}: {method.description}")
-            for key, field in method.Params.model_fields.items():
-                table.add_row(key, repr(field.default), field.description or "")
-            console.print(table)
+            console.print(params_table("method", get_method(name)))
             return
         table = Table("method", "result", "merges", "auto lr", "what trains")
         for m in METHODS.values():

@@ -5,6 +5,16 @@ from __future__ import annotations
 import typer
 
 
+def params_table(kind: str, plugin):
+    """A plug-in's (stage's or method's) parameters: name, default and meaning, titled with what it does."""
+    from rich.table import Table
+
+    table = Table("parameter", "default", "meaning", title=f"{kind} {plugin.name}: {plugin.description}")
+    for key, field in plugin.Params.model_fields.items():
+        table.add_row(key, repr(field.default), field.description or "")
+    return table
+
+
 def register(app: typer.Typer) -> None:
     @app.command("stages")
     def stages_cmd(
@@ -22,11 +32,7 @@ def register(app: typer.Typer) -> None:
         from tuneforge.utils.console import console
 
         if name:
-            stage = get_stage(name)
-            table = Table("parameter", "default", "meaning", title=f"stage {stage.name}: {stage.description}")
-            for key, field in stage.Params.model_fields.items():
-                table.add_row(key, repr(field.default), field.description or "")
-            console.print(table)
+            console.print(params_table("stage", get_stage(name)))
             return
         table = Table("stage", "trains on", "parameters", "what it does")
         for stage in STAGES.values():

@@ -22,7 +22,6 @@ terms use the same formulas and are not calibrated yet.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -149,7 +148,7 @@ class TrainSetting:
     lora_targets: str | tuple[str, ...] = "all-linear"
     trainable_layers: int = 2
     train_embeddings: bool = False
-    trainable: int | Callable | None = None  # the method's own count, or f(ModelShape) -> count (tuneforge.methods)
+    trainable: int | None = None  # the method's own count (tuneforge.methods), replacing the count by `method`
     frozen_base: bool | None = None  # base weights never train (default: method == "lora")
     base_bytes_per_weight: float | None = None  # a quantized base (QLoRA); None: the precision's size
 
@@ -171,7 +170,7 @@ class MemoryEstimate:
 
 def trainable_params(shape: ModelShape, s: TrainSetting) -> int:
     if s.trainable is not None:
-        return s.trainable(shape) if callable(s.trainable) else s.trainable
+        return s.trainable
     if s.method == "full":
         return shape.n_params
     if s.method == "freeze":
