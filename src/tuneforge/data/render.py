@@ -5,7 +5,9 @@ the record's tool schemas as `tools=`) and tokenized once, so ids equal
 `tokenizer.apply_chat_template(messages, tools=tools, tokenize=True)` exactly; the character spans of the assistant
 turns, found by rendering each turn's prefix, mark which tokens are trained. A token is trained when its characters
 overlap an assistant span: a first answer token that BPE merged with the end of the prompt (" Paris" after "A:")
-is trained, a token made only of prompt characters never is.
+is trained, a token made only of prompt characters never is. The tokenizer's offset mapping places the spans only when
+the ids decode back to the text; a tokenizer that drops characters shifts its offsets, and then each span boundary is
+found by tokenizing the text before it (`data.token_spans`).
 
 Mask policies: `assistant` (every assistant turn, default), `last` (only the final assistant turn), `all` (every
 token including the prompt). Truncation keeps the answer and cuts the prompt from its start (oldest turns first);
@@ -20,6 +22,7 @@ from dataclasses import dataclass, field
 
 from tuneforge.data.records import Record
 from tuneforge.data.templates import uses_tool_calls, uses_tools
+from tuneforge.data.token_spans import offsets_are_exact, token_ranges
 from tuneforge.utils.errors import DataError
 
 IGNORE = -100
@@ -134,6 +137,28 @@ def _labels_from_spans(offsets, spans, ids) -> list[int]:
     return labels
 
 
+def _labels_from_ranges(ranges, ids) -> list[int]:
+    labels = [IGNORE] * len(ids)
+    for first, stop in ranges:
+        labels[first:stop] = ids[first:stop]
+    return labels
+
+
+def _labels_and_answer_start(tok, full: str, spans, mask: str) -> tuple[list[int], list[int], int]:
+    """Ids, labels and the token index where the last answer starts; offsets are used only when they are exact."""
+    enc = tok(full, add_special_tokens=False, return_offsets_mapping=True)
+    ids = list(enc["input_ids"])
+    if offsets_are_exact(tok, full, ids):
+        offsets = enc["offset_mapping"]
+        labels = _labels_from_spans(offsets, spans, ids)
+        answer_start = next((j for j, (s, e) in enumerate(offsets) if e > spans[-1][0] and e > s), len(ids))
+    else:
+        ranges = token_ranges(tok, full, ids, spans[-1:] if mask == "all" else spans)
+        labels = _labels_from_ranges(ranges, ids)
+        answer_start = ranges[-1][0]
+    return ids, list(ids) if mask == "all" else labels, answer_start
+
+
 def render_chat(record: Record, tok, mask: str = "assistant") -> Rendered:
     """Render one chat record (no truncation). EOS is appended when the template does not end the answer with it."""
     messages = template_messages(record.messages, tok)
@@ -143,11 +168,7 @@ def render_chat(record: Record, tok, mask: str = "assistant") -> Rendered:
     full, spans = assistant_spans(tok, messages, record.source, tools=_checked_tools(tok, record))
     if mask == "last":
         spans = spans[-1:]
-    enc = tok(full, add_special_tokens=False, return_offsets_mapping=True)
-    ids = list(enc["input_ids"])
-    labels = list(ids) if mask == "all" else _labels_from_spans(enc["offset_mapping"], spans, ids)
-    last_char = spans[-1][0] if spans else 0
-    answer_start = next((j for j, (s, e) in enumerate(enc["offset_mapping"]) if e > last_char and e > s), len(ids))
+    ids, labels, answer_start = _labels_and_answer_start(tok, full, spans, mask)
     eos = tok.eos_token_id
     if eos is not None and eos not in ids[-3:]:
         ids.append(eos)

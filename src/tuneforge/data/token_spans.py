@@ -1,0 +1,54 @@
+"""Character spans of a rendered conversation → token ranges, exact even where the offset mapping is wrong.
+
+A fast tokenizer's offset mapping is trustworthy only while its ids spell the text. A BPE vocabulary with
+`byte_fallback` but neither byte tokens (<0x7B>) nor an unk token (the TinyStories tokenizer) drops characters it
+cannot spell ('{', a tab, 'ï'), and every offset after such a character is shifted by its byte length, so labels taken
+from offsets land on the wrong tokens. `offsets_are_exact` is the cheap per-row check (one decode); where it fails,
+`token_ranges` finds each boundary by tokenizing the text before it, which costs one tokenization per boundary.
+"""
+
+from __future__ import annotations
+
+
+def offsets_are_exact(tok, text: str, ids: list[int]) -> bool:
+    """Whether `ids` decode back to exactly `text`: nothing was dropped or replaced, so offsets can be trusted.
+
+    A tokenizer that spells the text but decodes it differently (a normalizer, spaces added around special tokens)
+    fails too; it then takes the exact path, which is slower but right. The Rust decoder is called directly where
+    there is one: it is what `tok.decode` runs, without half of the per-row cost.
+    """
+    backend = getattr(tok, "backend_tokenizer", None)
+    if backend is not None:
+        return backend.decode(ids, skip_special_tokens=False) == text
+    return tok.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False) == text
+
+
+def token_ranges(tok, text: str, ids: list[int], spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The [first, stop) token range of each [start, end) character span of `text`, whose tokens are `ids`.
+
+    Same rule as the offset path: a token that BPE merged across a boundary holds span characters, so it belongs to
+    the span at both ends.
+    """
+    ranges = []
+    for start, end in spans:
+        first, _ = _tokens_before(tok, text, ids, start)
+        stop, straddles = _tokens_before(tok, text, ids, end)
+        ranges.append((first, stop + straddles))
+    return ranges
+
+
+def _tokens_before(tok, text: str, ids: list[int], pos: int) -> tuple[int, bool]:
+    """How many leading tokens of `ids` hold only text[:pos], and whether the next one also holds text before pos.
+
+    text[:pos] alone tokenizes to ids' own leading tokens, except where a token of `ids` crosses pos: there the
+    prefix's tokens part from `ids`, and the token of `ids` at that index straddles pos.
+    """
+    if pos <= 0:
+        return 0, False
+    if pos >= len(text):
+        return len(ids), False
+    head = tok(text[:pos], add_special_tokens=False)["input_ids"]
+    if ids[:len(head)] == head:
+        return len(head), False
+    same = next((j for j, (a, b) in enumerate(zip(head, ids)) if a != b), min(len(head), len(ids)))
+    return same, same < len(ids)
