@@ -156,3 +156,15 @@ def test_export_of_a_run_is_recorded_as_its_child(tiny_model_dir, adapter_dir, t
     child = tree["children"][0]
     assert child["kind"] == "export" and child["status"] == "succeeded"
     assert [(a["kind"], a["path"]) for a in child["artifacts"]] == [("merged", str(tmp_path / "merged"))]
+
+
+def test_a_mixture_of_depths_model_is_refused(tiny_model_dir, tmp_path):
+    import shutil
+
+    folder = tmp_path / "mod"
+    shutil.copytree(tiny_model_dir, folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "mixture_of_depths": {"capacity": 0.5, "every": 2}}))
+    with pytest.raises(ModelError, match="Mixture-of-Depths"):
+        merge_adapter(str(folder), None, str(tmp_path / "out"), device="cpu")
+    assert not (tmp_path / "out").exists()

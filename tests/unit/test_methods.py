@@ -43,7 +43,7 @@ def test_another_methods_settings_name_the_type_that_takes_them(tmp_path):
     with pytest.raises(ConfigError, match="method.lora.* is set, but method.type is ia3") as err:
         method_and_params(_cfg(tmp_path, "method.type=ia3", "method.lora.r=16"))
     assert "method.type=lora" in err.value.hint
-    with pytest.raises(ConfigError, match="method.r is a parameter of method lora / qlora / dora, not of ia3") as err:
+    with pytest.raises(ConfigError, match="method.r is a parameter of method lora / qlora / dora / longlora / unipelt, not of ia3") as err:
         method_and_params(_cfg(tmp_path, "method.type=ia3", "method.r=16"))
     assert "method.type=lora" in err.value.hint
 
@@ -64,8 +64,8 @@ def test_every_method_has_parameters_with_defaults_and_a_description():
 
 
 def test_the_compat_table_names_only_stages_and_methods_that_exist():
-    known = {"stage": set(STAGES), "method": set(METHODS), "packing": {"on", "off"}, "distributed": {"none", "ddp"},
-             "device": {"cpu", "cuda", "mps"}, "quantization": {"none"}}
+    known = {"stage": set(STAGES), "method": set(METHODS), "packing": {"on", "off"},
+             "distributed": {"none", "ddp", "fsdp", "deepspeed"}, "device": {"cpu", "cuda", "mps"}, "quantization": {"none", "4bit", "8bit"}}
     for rule in compat.RULES:
         assert set(rule.when) <= set(compat.AXES)
         for axis, values in rule.when.items():

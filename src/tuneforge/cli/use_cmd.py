@@ -64,8 +64,9 @@ tuneforge run (its recorded base is used); the export is recorded in `tuneforge 
 
 def _adapter_dir(adapter: Optional[str]) -> Optional[str]:
     """Accept a run folder for --adapter: use its `adapter/` subfolder when the folder itself is not an adapter."""
-    if adapter and not (Path(adapter) / "adapter_config.json").is_file() \
-            and (Path(adapter) / "adapter" / "adapter_config.json").is_file():
+    from tuneforge.models.addons import is_adapter_dir
+
+    if adapter and not is_adapter_dir(adapter) and is_adapter_dir(Path(adapter) / "adapter"):
         return str(Path(adapter) / "adapter")
     return adapter
 
@@ -87,11 +88,14 @@ def _recorded_bases(adapter: str) -> list[tuple[str, str]]:
             found.append((cfg["model"]["name"], str(folder / "config.yaml")))
         except (OSError, yaml.YAMLError, KeyError, TypeError):
             pass
-    try:
-        peft_cfg = json.loads((Path(_adapter_dir(adapter)) / "adapter_config.json").read_text())
-        found.append((peft_cfg["base_model_name_or_path"], str(Path(_adapter_dir(adapter)) / "adapter_config.json")))
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
+    from tuneforge.models.addons import MARKER
+
+    for marker in ("adapter_config.json", MARKER):
+        try:
+            adapter_cfg = json.loads((Path(_adapter_dir(adapter)) / marker).read_text())
+            found.append((adapter_cfg["base_model_name_or_path"], str(Path(_adapter_dir(adapter)) / marker)))
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
     return [(name, where) for name, where in found if isinstance(name, str) and name]
 
 

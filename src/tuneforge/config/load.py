@@ -203,6 +203,7 @@ def _path_settings(data: dict):
     train = _sub(data, "train")
     if train.get("resume") not in ("auto", "never", "force"):  # keywords, not paths
         yield ("train", "resume"), "train.resume", train, "resume", "cwd"
+    yield ("train", "deepspeed_config"), "train.deepspeed_config", train, "deepspeed_config", "file"
 
 
 def _reward_paths(stage: dict):

@@ -7,6 +7,8 @@ Every section forbids unknown keys, so a typo is an error (config.load turns it 
 from __future__ import annotations
 
 import difflib
+import json
+from pathlib import Path
 from typing import Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -187,6 +189,17 @@ class TrainSection(Section):
     resume: Union[Literal["auto", "never", "force"], str] = Field(
         "auto", description="auto | never | force (resume even though the config changed) | a checkpoint path")
     num_workers: int = Field(0, description="data loader worker processes")
+    distributed: Literal["auto", "none", "ddp", "fsdp", "deepspeed"] = Field(
+        "auto", description="how several processes share a run. Launch them with `torchrun --nproc_per_node N -m "
+                            "tuneforge train CONFIG` or `accelerate launch --num_processes N -m tuneforge train "
+                            "CONFIG`; auto: ddp under such a launcher, none in one process. ddp: a whole model per "
+                            "process, gradients averaged (CPU or GPU); fsdp: FSDP2, parameters, gradients and "
+                            "optimizer state sharded across GPUs; deepspeed: ZeRO as train.deepspeed_config says "
+                            "(CUDA and `pip install deepspeed`)")
+    deepspeed_config: str | None = Field(
+        None, description="DeepSpeed JSON config for train.distributed=deepspeed: examples/deepspeed/zero2.json "
+                          "(optimizer state and gradients sharded) or zero3.json (parameters too); its \"auto\" "
+                          "values are filled from this section")
 
     @field_validator("lr_scheduler")
     @classmethod
@@ -223,6 +236,41 @@ class TrainSection(Section):
         if v != "auto" and v < 1:
             raise ValueError("must be >= 1 or 'auto'")
         return v
+
+    @field_validator("deepspeed_config")
+    @classmethod
+    def _deepspeed_file(cls, v):
+        if v is not None:
+            read_deepspeed_config(v)
+        return v
+
+    @model_validator(mode="after")
+    def _deepspeed_pair(self):
+        if self.distributed == "deepspeed" and not self.deepspeed_config:
+            raise ValueError("train.distributed=deepspeed needs train.deepspeed_config, a DeepSpeed JSON file (e.g. "
+                             "examples/deepspeed/zero2.json)")
+        if self.deepspeed_config and self.distributed != "deepspeed":
+            raise ValueError(f"train.deepspeed_config is set, but train.distributed is {self.distributed}: set "
+                             f"train.distributed=deepspeed, or remove train.deepspeed_config")
+        return self
+
+
+def read_deepspeed_config(path: str) -> dict:
+    """A DeepSpeed config file as a dict; ValueError unless it is a JSON object with zero_optimization.stage 0-3
+    (the ZeRO stage decides what is sharded, so a file without one is most likely not a training config)."""
+    file = Path(path)
+    if not file.is_file():
+        raise ValueError(f"DeepSpeed config {path} does not exist (presets: examples/deepspeed/zero2.json, "
+                         f"zero3.json)")
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"DeepSpeed config {path} is not valid JSON: {err}") from None
+    stage = (data.get("zero_optimization") or {}).get("stage") if isinstance(data, dict) else None
+    if not isinstance(stage, int) or isinstance(stage, bool) or not 0 <= stage <= 3:
+        raise ValueError(f"DeepSpeed config {path} needs zero_optimization.stage set to 0, 1, 2 or 3 (got "
+                         f"{stage!r})")
+    return data
 
 
 class OutputSection(Section):

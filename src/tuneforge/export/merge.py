@@ -6,6 +6,11 @@ fine-tuned run folders (no adapter) are re-saved the same way. The folder is the
 compared with base + adapter on sample conversations rendered with the chat template (see `tuneforge.export.parity`
 for the tolerances). Nothing is written to the destination unless the check passes: the files are staged in a hidden
 sibling folder, which is kept for inspection when the check fails.
+
+A QLoRA adapter (its folder names the quantization its base trained in) learned to correct that quantized base. Its
+reference is the adapter on the base quantized the same way (run on bitsandbytes' training path), and the merge goes
+into that base dequantized (see `load_for_inference`), so the export is the model that was trained, quantization
+error included, and the usual tolerances apply to it.
 """
 
 from __future__ import annotations
@@ -96,14 +101,28 @@ def _cast_parameters(model, dtype: torch.dtype) -> None:
 
 
 def _refuse_adapter_as_model(model: str, adapter: str | None) -> None:
-    if adapter is None and (Path(model) / "adapter_config.json").is_file():
+    from tuneforge.models.addons import is_adapter_dir
+
+    if adapter is None and is_adapter_dir(model):
         raise ModelError(f"{model} is an adapter folder, not a model",
                          hint="pass it as --adapter and the base model it was trained on as --model")
+    _refuse_mixture_of_depths(model)
+
+
+def _refuse_mixture_of_depths(model: str) -> None:
+    """A Mixture-of-Depths model's routers load only through tuneforge: as a plain folder they would be dropped."""
+    from tuneforge.models.mod import KEY
+
+    config = Path(model) / "config.json"
+    if config.is_file() and KEY in json.loads(config.read_text(encoding="utf-8")):
+        raise ModelError(f"{model} is a Mixture-of-Depths model: its routers load only through tuneforge, so a "
+                         f"standalone export would silently be another model",
+                         hint="use it in place (chat / generate / eval / serve with --model FOLDER)")
 
 
 def _merged_in_memory(model: str, adapter: str | None, *, template: str, check_samples: int, device: str,
                       dtype: torch.dtype, template_text: str | None = None) -> _Merged:
-    from tuneforge.models.load import load_for_inference, refuse_unmergeable
+    from tuneforge.models.load import adapter_quantization, load_for_inference, refuse_unmergeable
 
     _refuse_adapter_as_model(model, adapter)
     if adapter:
@@ -118,6 +137,10 @@ def _merged_in_memory(model: str, adapter: str | None, *, template: str, check_s
                       "(pass --template NAME to include the one you trained with)")
     inputs = parity_inputs(tok, check_samples)
     reference = sample_logits(src, inputs)
+    quantization = adapter_quantization(adapter)
+    if quantization is not None:  # the reference is the adapter on its base quantized as it trained
+        reference = sample_logits(load_for_inference(model, adapter, dtype="float32", device=device,
+                                                     quantization=quantization)[0], inputs)
     merged = _merge(src, adapter)
     fp32 = sample_logits(merged, inputs)
     merge_diff = max_abs_diff(fp32, reference)

@@ -10,20 +10,23 @@ from tuneforge.config.schema import pick_plugin
 from tuneforge.methods.adalora import AdaLoraMethod
 from tuneforge.methods.base import Method, MethodParams, ParamCount, count_parameters
 from tuneforge.methods.bitfit import BitfitMethod
+from tuneforge.methods.bottleneck import AdapterMethod, UnipeltMethod
 from tuneforge.methods.freeze import FreezeMethod
 from tuneforge.methods.full import FullMethod
 from tuneforge.methods.ia3 import Ia3Method
 from tuneforge.methods.llama_pro import LlamaProMethod
+from tuneforge.methods.longlora import LongLoraMethod
 from tuneforge.methods.lora import DoraMethod, LoraMethod
 from tuneforge.methods.lowrank_optim import ApolloMethod, GaloreMethod
+from tuneforge.methods.mixture_of_depths import MixtureOfDepthsMethod
 from tuneforge.methods.prompt import PrefixTuning, PromptTuning, Ptuning, PtuningV2
 from tuneforge.methods.qlora import QloraMethod
 from tuneforge.utils.errors import ConfigError
 
 METHODS: dict[str, Method] = {m.name: m for m in (
     FullMethod(), FreezeMethod(), LlamaProMethod(), GaloreMethod(), ApolloMethod(), LoraMethod(), QloraMethod(),
-    DoraMethod(), AdaLoraMethod(), Ia3Method(),
-    BitfitMethod(),
+    DoraMethod(), LongLoraMethod(), AdaLoraMethod(), Ia3Method(),
+    BitfitMethod(), AdapterMethod(), UnipeltMethod(), MixtureOfDepthsMethod(),
     PromptTuning(), Ptuning(), PrefixTuning(), PtuningV2())}
 
 

@@ -1,5 +1,7 @@
 """LoRA and its family through PEFT: rsLoRA scaling, DoRA (`dora` is LoRA with use_dora on), LoRA+ (the B matrices
-learn `lr_ratio` times faster, through optimizer parameter groups) and layer / module selection."""
+learn `lr_ratio` times faster, through optimizer parameter groups), layer / module selection and the adapter's start
+(`init`: zero B, gaussian, PiSSA, OLoRA, and LoftQ for QLoRA — fitted in methods/qlora.py, where the quantized base
+is)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Literal, Union
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from tuneforge.methods.base import MethodParams
 from tuneforge.methods.peft_base import PeftMethod
@@ -27,10 +29,20 @@ class LoraParams(MethodParams):
     modules_to_save: list[str] | None = Field(None, description="modules trained fully beside the adapter")
     lr_ratio: float | None = Field(None, ge=1, description="LoRA+: the B matrices learn this many times faster than "
                                                            "A (the paper suggests 16); null: plain LoRA")
-    init: Literal["default", "gaussian", "pissa", "olora"] = Field(
+    init: Literal["default", "gaussian", "pissa", "olora", "loftq"] = Field(
         "default", description="adapter start: default (B = 0), gaussian, pissa (the weights' principal singular "
-                               "vectors) or olora (a QR basis); pissa/olora adapters are converted when saved so "
-                               "they apply to the original base")
+                               "vectors), olora (a QR basis), or loftq (method qlora only: the adapter starts as the "
+                               "rank-r part of the 4-bit rounding error, so quantized base + adapter ≈ the original "
+                               "weights); pissa/olora adapters are converted when saved so they apply to the "
+                               "original base")
+
+    @field_validator("init")
+    @classmethod
+    def _init_fits_method(cls, v):
+        if v == "loftq":
+            raise ValueError("init=loftq fits the adapter to the rounding error of a 4-bit base, and this method "
+                             "trains over the unquantized one: use method.type=qlora with init=loftq")
+        return v
 
 
 class LoraMethod(PeftMethod):
@@ -60,8 +72,10 @@ class LoraMethod(PeftMethod):
         if start is None:
             return super().save(trainer, final_dir)
         # ΔW of a PiSSA/OLoRA adapter is relative to a base it modified in place; converted (rank 2r) it applies to
-        # the original base, which is what every other command loads.
-        model.save_pretrained(str(final_dir), path_initial_model_for_weight_conversion=start)
+        # the original base, which is what every other command loads. Each process made its own start folder; only
+        # the one that saves (rank 0) writes the adapter.
+        if trainer.args.should_save:
+            model.save_pretrained(str(final_dir), path_initial_model_for_weight_conversion=start)
         shutil.rmtree(start, ignore_errors=True)
 
     def fit_to_model(self, params, model):
@@ -105,7 +119,9 @@ class DoraMethod(LoraMethod):
 
 
 _CONVERTED = ("pissa", "olora")  # initialisations that change the base weights: the adapter is converted at save
-_INIT = {"default": True, "gaussian": "gaussian", "pissa": "pissa", "olora": "olora"}  # → PEFT's init_lora_weights
+# → PEFT's init_lora_weights; loftq starts from PEFT's default and QLoRA fits it (see methods/qlora.py for why not
+# PEFT's own "loftq")
+_INIT = {"default": True, "gaussian": "gaussian", "pissa": "pissa", "olora": "olora", "loftq": True}
 
 
 def lora_kwargs(params) -> dict:

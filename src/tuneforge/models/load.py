@@ -229,7 +229,9 @@ def load_model(name_or_src: str | ModelSource, *, dtype: str = "auto", device: s
         if src.kind == "hub":
             raise _hub_error(src, err) from err
         raise ModelError(f"could not load model from {path}: {err}") from err
-    return model.to(dev)
+    from tuneforge.models.mod import restore_if_converted  # a saved Mixture-of-Depths model: its routers back
+
+    return restore_if_converted(model, path).to(dev)
 
 
 def _is_reward_checkpoint(path: str, revision: str | None) -> bool:
@@ -263,9 +265,18 @@ _PROMPT_ADAPTERS = ("PROMPT_TUNING", "P_TUNING", "PREFIX_TUNING", "MULTITASK_PRO
 
 
 def refuse_unmergeable(adapter: str, doing: str) -> None:
-    """ModelError when the adapter folder holds a prompt-based adapter, which cannot be merged into weights."""
+    """ModelError when the adapter folder holds a prompt-based adapter or one of ours (bottleneck adapters,
+    UniPELT), which cannot be merged into weights."""
     import json
 
+    from tuneforge.models import addons
+
+    marker = addons.read_marker(adapter)
+    if marker is not None:
+        raise ModelError(f"{adapter} is a {marker.get('kind')} adapter: its layers have a nonlinearity (and UniPELT "
+                         f"a prefix), so they cannot be merged into the weights ({doing})",
+                         hint="use it as an adapter (chat/generate/eval --adapter), or train with method lora or "
+                              "ia3 to get a mergeable result")
     peft_type = json.loads((Path(adapter) / "adapter_config.json").read_text(encoding="utf-8")).get("peft_type")
     if peft_type in _PROMPT_ADAPTERS:
         raise ModelError(f"{adapter} is a {peft_type.lower().replace('_', ' ')} adapter: it adds trained virtual "
@@ -284,20 +295,61 @@ def _merged(src: ModelSource, **kwargs):
     return PeftModel.from_pretrained(base, src.path).merge_and_unload()
 
 
-def load_for_inference(model: str, adapter: str | None = None, *, dtype: str = "auto", device: str = "auto"):
-    """(model, tokenizer) in eval mode; `adapter` is a PEFT adapter folder applied on top (not merged).
+BASE_QUANTIZATION = "base_quantization.json"  # in an adapter folder: how its base was quantized while it trained
+
+
+def adapter_quantization(adapter: str | None):
+    """The quantization config (bitsandbytes) the adapter's base trained in (QLoRA), or None."""
+    path = Path(adapter) / BASE_QUANTIZATION if adapter else None
+    if path is None or not path.is_file():
+        return None
+    import json
+
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig.from_dict(json.loads(path.read_text(encoding="utf-8")))
+
+
+def quantized_layers_as_in_training(model) -> None:
+    """Run bitsandbytes layers on their training path in eval mode too. On a CPU, a 4-bit layer's first no-grad
+    forward in eval mode repacks its weights for an inference kernel with bfloat16 block scales (bitsandbytes 0.50),
+    which shifts logits by ~0.1 from what training computed; in training mode it dequantizes with the float32
+    scales training used."""
+    for m in model.modules():
+        if type(m).__name__ in ("Linear4bit", "Linear8bitLt"):
+            m.train()
+
+
+def load_for_inference(model: str, adapter: str | None = None, *, dtype: str = "auto", device: str = "auto",
+                       quantization=None):
+    """(model, tokenizer) in eval mode; `adapter` is an adapter folder (PEFT's or tuneforge's own, see
+    models.addons) applied on top (not merged). `quantization`: load the base quantized (as load_model).
+
+    A QLoRA adapter (its folder names the quantization its base trained in) gets that base quantized the same way
+    and dequantized at once: float weights equal to the values its quantized layers computed with in training, so
+    chat, eval and merges see the model that was trained, not the unquantized original.
 
     When the adapter folder carries its own tokenizer/chat template (tuneforge saves one), that one is used so
     inference renders prompts exactly as training did.
     """
     tok = load_tokenizer(tokenizer_source(model, adapter))
-    m = load_model(model, dtype=dtype, device=device)
+    trained_in = adapter_quantization(adapter) if quantization is None else None
+    m = load_model(model, dtype=dtype, device=device, quantization=quantization or trained_in)
+    if trained_in is not None:
+        m = m.dequantize(dtype=pick_dtype(dtype, pick_device(device)))
     if adapter:
-        if not (Path(adapter) / "adapter_config.json").is_file():
-            raise ModelError(f"{adapter} holds no adapter_config.json",
-                             hint="pass the 'adapter' folder of a LoRA run (OUTPUT_DIR/adapter)")
-        from peft import PeftModel
+        from tuneforge.models import addons
 
-        m = PeftModel.from_pretrained(m, adapter)
+        if addons.read_marker(adapter) is not None:
+            m = addons.load(m, adapter)
+        elif (Path(adapter) / "adapter_config.json").is_file():
+            from peft import PeftModel
+
+            m = PeftModel.from_pretrained(m, adapter)
+        else:
+            raise ModelError(f"{adapter} holds no adapter_config.json or {addons.MARKER}",
+                             hint="pass the 'adapter' folder of an adapter run (OUTPUT_DIR/adapter)")
     m.eval()
+    if quantization is not None:
+        quantized_layers_as_in_training(m)
     return m, tok

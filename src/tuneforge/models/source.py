@@ -127,7 +127,9 @@ def _from_run(run: Path, name: str) -> ModelSource:
     if info.get("status") != "succeeded" or not final.is_dir():
         raise ModelError(f"{run} is a tuneforge run that has no final model (status {info.get('status')})",
                          hint="finish that run first (run its command again to resume it), or name a checkpoint")
-    if (final / "adapter_config.json").is_file():
+    from tuneforge.models.addons import is_adapter_dir
+
+    if is_adapter_dir(final):
         base = resolve_model(info["base_model"])
         return ModelSource("adapter", str(final.resolve()), name, base=base, run_dir=str(run.resolve()))
     src = resolve_model(str(final))

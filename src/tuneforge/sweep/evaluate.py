@@ -18,13 +18,14 @@ def load_trained(cfg, final_dir: Path):
     """(model, tokenizer) of a finished run: `final_dir` is OUTPUT/adapter (LoRA) or OUTPUT/model."""
     from tuneforge.data.templates import ensure_chat_template
     from tuneforge.methods import get_method
+    from tuneforge.models.addons import is_adapter_dir
     from tuneforge.models.load import load_for_inference
 
     if not Path(final_dir).is_dir():
         raise ModelError(f"the finished run has no {Path(final_dir).name} folder at {final_dir}",
                          hint="delete the size's folder so the sweep trains it again")
     dtype = cfg.model.dtype
-    if (Path(final_dir) / "adapter_config.json").is_file():
+    if is_adapter_dir(final_dir):
         model, tok = load_for_inference(cfg.model.name, adapter=str(final_dir), dtype=dtype, device=cfg.model.device)
         if get_method(cfg.method).mergeable:
             model = model.merge_and_unload()  # same numbers, no per-layer adapter matmuls while evaluating

@@ -59,11 +59,12 @@ def _start_recorder(cfg, src, data: PreparedData, out: Path, group_id=None, pare
                              parent_run_id=parent_run_id)
 
 
-def _save_final(trainer, tok, out: Path, method) -> Path:
+def _save_final(trainer, tok, out: Path, method, write_tokenizer: bool = True) -> Path:
     final = out / method.artifact
     trainer.model.config.use_cache = True
     method.save(trainer, final)
-    tok.save_pretrained(str(final))
+    if write_tokenizer:
+        tok.save_pretrained(str(final))
     return final
 
 
@@ -72,6 +73,7 @@ def _run_info(cfg, out, status, started, data, params, resolved, metrics, final=
     ended = time.time() if status != "running" else None
     return {"status": status, "run_id": run_id, "pid": os.getpid(), "started": started, "ended": ended,
             "stage": cfg.stage.type, "method": cfg.method.type, "base_model": cfg.model.name,
+            "distributed": {"mode": compat.distributed_mode(cfg, dist.world_size()), "processes": dist.world_size()},
             "data": data.stats, "datasets": data.datasets, "parameters": params, "auto": resolved.chosen,
             "metrics": metrics, "best": best, "final_dir": str(final) if final else None, "error": error}
 
@@ -381,7 +383,10 @@ def _best_info(trainer, schedule: Schedule) -> dict | None:
 def _finish(trainer, run: _Run, metrics: dict) -> TrainResult:
     cfg, out, recorder, tok = run.cfg, run.out, run.recorder, run.tok
     main = dist.is_main()
-    final = _save_final(trainer, tok, out, run.method) if main else None
+    # a sharded model (fsdp, deepspeed) is gathered by every rank together; only rank 0 writes
+    gathered = run.cfg.train.distributed in ("fsdp", "deepspeed")
+    final = _save_final(trainer, tok, out, run.method, write_tokenizer=main) if main or gathered else None
+    final = final if main else None
     dist.barrier()
     if not main:
         return TrainResult(out, "succeeded", None, metrics)

@@ -9,10 +9,32 @@ import torch
 from transformers import TrainingArguments
 
 from tuneforge.config.auto import resolve_schedule
+from tuneforge.config.compat import distributed_mode
+from tuneforge.train.distributed import world_size
 
 
-def is_distributed() -> bool:
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+# FSDP2 through accelerate (transformers' fsdp_config keys). Each decoder layer is one sharded unit (the model's
+# _no_split_modules), resharded after its forward. FULL_STATE_DICT: a checkpoint holds the whole model and optimizer
+# state gathered on rank 0 (pytorch_model_fsdp.bin, optimizer.bin), which resumes on any number of GPUs, and the
+# final save writes an ordinary model / adapter folder (with SHARDED_STATE_DICT the Trainer's save_model writes no
+# weights at all).
+FSDP_CONFIG = {"version": 2, "auto_wrap_policy": "TRANSFORMER_BASED_WRAP", "reshard_after_forward": True,
+               "state_dict_type": "FULL_STATE_DICT", "cpu_ram_efficient_loading": False}
+
+
+def distributed_arguments(cfg, device: str, checkpointing: bool) -> dict:
+    """The TrainingArguments of train.distributed (auto resolved by the launch): DDP's backend, FSDP2's config,
+    DeepSpeed's JSON file (its "auto" values are filled by transformers from the other arguments). Under FSDP the
+    activations are checkpointed by FSDP itself: the Trainer refuses its own checkpointing beside it."""
+    mode = distributed_mode(cfg, world_size())
+    if mode == "ddp":
+        return {"ddp_backend": None if device.startswith("cuda") else "gloo", "ddp_find_unused_parameters": False}
+    if mode == "fsdp":
+        return {"fsdp": True, "fsdp_config": {**FSDP_CONFIG, "activation_checkpointing": checkpointing},
+                "activation_checkpointing": False}
+    if mode == "deepspeed":
+        return {"deepspeed": cfg.train.deepspeed_config}
+    return {}
 
 
 def _schedule_arguments(schedule, eval_on_start: bool = False) -> dict:
@@ -34,9 +56,8 @@ _OPTIMIZERS = {"adamw": "adamw_torch", "adamw_8bit": "adamw_bnb_8bit", "adafacto
 def training_arguments(cfg, resolved, out_dir: Path, device: str, n_train: int, schedule=None) -> TrainingArguments:
     """Map our TrainSection (+ resolved auto values, + the eval/save schedule) onto TrainingArguments."""
     t = cfg.train
-    on_cpu = not device.startswith("cuda")
     schedule = schedule or resolve_schedule(t, has_validation=False)
-    return TrainingArguments(
+    args = dict(
         output_dir=str(out_dir / "checkpoints"),
         num_train_epochs=resolved.epochs,
         max_steps=t.max_steps,
@@ -64,11 +85,11 @@ def training_arguments(cfg, resolved, out_dir: Path, device: str, n_train: int, 
         remove_unused_columns=False,
         dataloader_num_workers=t.num_workers,
         use_cpu=device == "cpu",  # only the CPU: "mps" must not fall back to it (cuda and mps pick themselves)
-        ddp_backend="gloo" if (on_cpu and is_distributed()) else None,
-        ddp_find_unused_parameters=False if is_distributed() else None,
         save_only_model=False,
         restore_callback_states_from_checkpoint=True,
     )
+    args.update(distributed_arguments(cfg, device, resolved.gradient_checkpointing))
+    return TrainingArguments(**args)
 
 
 def set_threads_for_cpu() -> None:
