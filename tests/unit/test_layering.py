@@ -24,7 +24,7 @@ TIERS = {
     "data": 2, "models": 2,
     "stages": 3, "methods": 3,
     "train": 4, "eval": 4, "export": 4, "infer": 4,
-    "sweep": 5,
+    "sweep": 5, "serve": 5,
     "cli": 6,
 }
 # Single modules that sit in another tier than their package.

@@ -34,6 +34,7 @@ _GROUPS = [
     ("tuneforge.cli.doctor_cmd", "register", None),
     ("tuneforge.cli.stages_cmd", "register", None),
     ("tuneforge.cli.methods_cmd", "register", None),
+    ("tuneforge.cli.serve_cmd", "register", None),
 ]
 
 

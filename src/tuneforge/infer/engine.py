@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -49,6 +49,17 @@ class _Cancel:
 
     def __call__(self, input_ids, scores, **kwargs):
         return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
+def _with_stop(stops: _Stops, stop: str | Sequence[str] | None) -> _Stops:
+    """`stops` plus the caller's own stop texts (an OpenAI request's `stop`); empty ones are ignored."""
+    extra = (stop,) if isinstance(stop, str) else tuple(stop or ())
+    return _Stops(stops.ids, stops.texts + tuple(s for s in extra if s and s not in stops.texts))
+
+
+def encode_text(tokenizer, prompt: str) -> list[int]:
+    """The ids raw-text generation (`complete`, `stream_complete`) starts from: the text, with the usual bos."""
+    return list(tokenizer(prompt, add_special_tokens=True)["input_ids"])
 
 
 def _cut_at_stop(text: str, stops: tuple[str, ...]) -> tuple[str, bool]:
@@ -139,17 +150,20 @@ class Engine:
         # use_cache explicitly: a model mid-training has config.use_cache=False (see train.runner).
         kw = {"max_new_tokens": max_new_tokens, "pad_token_id": self.tokenizer.pad_token_id, "use_cache": True,
               "eos_token_id": list(stops.ids) or None, **sampling.generate_kwargs()}
-        multi = [s for s in stops.texts if single_token_id(self.tokenizer, s) is None]
+        # every stop text that is not already a stop id is matched by generate itself (a caller's one-token stop too)
+        multi = [s for s in stops.texts if single_token_id(self.tokenizer, s) not in stops.ids]
         if multi:
             kw.update(stop_strings=multi, tokenizer=self.tokenizer)
         return kw
 
     def generate(self, conversations: list[list[dict]], *, max_new_tokens: int = 256, temperature: float = 0.0,
                  top_p: float = 1.0, repetition_penalty: float = 1.0, seed: int | None = None, batch_size: int = 8,
-                 progress: bool = False, tools: list[list[dict] | None] | None = None) -> list[Generation]:
+                 progress: bool = False, tools: list[list[dict] | None] | None = None,
+                 stop: str | Sequence[str] | None = None) -> list[Generation]:
         """Answer each conversation (a list of {"role", "content"} ending with a user turn); results in input order.
 
-        `tools`: per conversation, the tool schemas shown in its prompt (as in training), or None.
+        `tools`: per conversation, the tool schemas shown in its prompt (as in training), or None. `stop`: extra
+        texts that end an answer (cut before them, finish_reason "stop"), besides the template's end of turn.
 
         Greedy when temperature is 0. Prompts are sorted by length and left-padded into batches of `batch_size`, so
         greedy results equal one-by-one generation (up to float ties). With temperature > 0, `seed` makes the
@@ -159,15 +173,16 @@ class Engine:
         tools = tools or [None] * len(conversations)
         prompts = [encode_prompt(self.tokenizer, c, t) for c, t in zip(conversations, tools)]
         sampling = Sampling(temperature, top_p, repetition_penalty, seed)
-        return self._run(prompts, self._chat_stops(), max_new_tokens, sampling, batch_size, progress)
+        stops = _with_stop(self._chat_stops(), stop)
+        return self._run(prompts, stops, max_new_tokens, sampling, batch_size, progress)
 
     def complete(self, prompts: list[str], *, max_new_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0,
                  repetition_penalty: float = 1.0, seed: int | None = None, batch_size: int = 8,
-                 progress: bool = False) -> list[Generation]:
-        """Continue raw text (no chat template, tokenizer's usual bos): for base models. Stops at eos only."""
-        ids = [list(self.tokenizer(p, add_special_tokens=True)["input_ids"]) for p in prompts]
+                 progress: bool = False, stop: str | Sequence[str] | None = None) -> list[Generation]:
+        """Continue raw text (no chat template, tokenizer's usual bos): for base models. Stops at eos (and `stop`)."""
+        ids = [encode_text(self.tokenizer, p) for p in prompts]
         sampling = Sampling(temperature, top_p, repetition_penalty, seed)
-        return self._run(ids, self._eos_stops(), max_new_tokens, sampling, batch_size, progress)
+        return self._run(ids, _with_stop(self._eos_stops(), stop), max_new_tokens, sampling, batch_size, progress)
 
     def _run(self, prompts: list[list[int]], stops: _Stops, max_new_tokens: int, sampling: Sampling,
              batch_size: int, progress: bool) -> list[Generation]:
@@ -211,25 +226,40 @@ class Engine:
         return Generation(text, "stop" if stopped else "length", len(prompt), n_tokens)
 
     def stream(self, messages: list[dict], *, max_new_tokens: int = 256, temperature: float = 0.0,
-               top_p: float = 1.0, repetition_penalty: float = 1.0, seed: int | None = None) -> Iterator[str]:
+               top_p: float = 1.0, repetition_penalty: float = 1.0, seed: int | None = None,
+               tools: list[dict] | None = None,
+               stop: str | Sequence[str] | None = None) -> Generator[str, None, Generation]:
         """Yield the answer to one conversation piece by piece as it is generated.
 
-        The pieces joined equal `generate([messages])[0].text` for the same settings. Closing the iterator early
-        stops the generation thread at its next token and waits for it to end.
+        The pieces joined equal `generate([messages])[0].text` for the same settings, and the generator's return
+        value (`gen = yield from engine.stream(...)`) is that same Generation, with its finish_reason and token
+        counts. Closing the iterator early stops the generation thread at its next token and waits for it to end.
         """
+        stops, sampling = _with_stop(self._chat_stops(), stop), Sampling(temperature, top_p, repetition_penalty, seed)
+        return (yield from self._stream(encode_prompt(self.tokenizer, messages, tools), stops, max_new_tokens,
+                                        sampling))
+
+    def stream_complete(self, prompt: str, *, max_new_tokens: int = 256, temperature: float = 0.0,
+                        top_p: float = 1.0, repetition_penalty: float = 1.0, seed: int | None = None,
+                        stop: str | Sequence[str] | None = None) -> Generator[str, None, Generation]:
+        """`stream` for raw text: the pieces joined equal `complete([prompt])[0].text`; returns that Generation."""
+        stops, sampling = _with_stop(self._eos_stops(), stop), Sampling(temperature, top_p, repetition_penalty, seed)
+        return (yield from self._stream(encode_text(self.tokenizer, prompt), stops, max_new_tokens, sampling))
+
+    def _stream(self, prompt: list[int], stops: _Stops, max_new_tokens: int,
+                sampling: Sampling) -> Generator[str, None, Generation]:
         from transformers import TextIteratorStreamer
 
-        stops, sampling = self._chat_stops(), Sampling(temperature, top_p, repetition_penalty, seed)
         kw = self._generate_kwargs(stops, max_new_tokens, sampling)
-        ids = torch.tensor([encode_prompt(self.tokenizer, messages)], device=self.device)
+        ids = torch.tensor([prompt], device=self.device)
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
-        cancel, failure = _Cancel(), []
+        cancel, failure, output = _Cancel(), [], []
 
         def work():
             try:
                 with torch.inference_mode(), sampling.rng():
-                    self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), streamer=streamer,
-                                        stopping_criteria=[cancel], **kw)
+                    output.append(self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
+                                                      streamer=streamer, stopping_criteria=[cancel], **kw))
             except BaseException as err:  # noqa: BLE001 - handed to the reading thread
                 failure.append(err)
                 streamer.end()
@@ -238,11 +268,16 @@ class Engine:
         thread.start()
         try:
             yield from _hold_back_stops(streamer, stops.texts)
-        finally:
+        except BaseException:  # the reader left (or failed): stop generating at the next token
             cancel.event.set()
+            raise
+        finally:
+            # Reaching a stop text, generate stops on it by itself (every stop text is an eos id or a stop string),
+            # so the thread ends where `generate` would and the token counts below match it.
             thread.join()
         if failure:
             raise failure[0]
+        return self._finish(prompt, output[0][0, len(prompt):].tolist(), stops, max_new_tokens)
 
 
 def _hold_back_stops(pieces: Iterator[str], stops: tuple[str, ...]) -> Iterator[str]:

@@ -1,0 +1,47 @@
+"""GET /v1/models and GET /v1/models/{id}: the base and every fine-tuned model this server answers to, each with
+`parent` (the base it applies to) and `root` (the folder served), as vLLM lists them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import anyio
+from fastapi import APIRouter, Depends, Request
+
+from tuneforge.serve.auth import require_api_key
+from tuneforge.serve.catalog import ModelEntry
+from tuneforge.serve.errors import model_not_found
+from tuneforge.serve.schemas import Model, ModelList
+
+router = APIRouter(dependencies=[Depends(require_api_key)])
+
+
+def _own_context(folder: str) -> int | None:
+    """A full fine-tune's context length from its config.json, without loading it."""
+    try:
+        value = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8")).get("max_position_embeddings")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, int) else None
+
+
+def _model(entry: ModelEntry, base_context: int | None) -> Model:
+    context = _own_context(entry.root) if entry.kind == "model" else base_context
+    return Model(id=entry.id, created=entry.created, root=entry.root, parent=entry.parent, max_model_len=context)
+
+
+@router.get("/v1/models")
+async def list_models(request: Request) -> ModelList:
+    state = request.app.state.tuneforge
+    entries = await anyio.to_thread.run_sync(state.catalog.entries)
+    return ModelList(data=[_model(e, state.base_context) for e in entries])
+
+
+@router.get("/v1/models/{model_id:path}")
+async def retrieve_model(model_id: str, request: Request) -> Model:
+    state = request.app.state.tuneforge
+    entry = await anyio.to_thread.run_sync(state.catalog.find, model_id)
+    if entry is None:
+        raise model_not_found(model_id)
+    return _model(entry, state.base_context)
