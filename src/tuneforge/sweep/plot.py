@@ -99,12 +99,16 @@ def cell_label(run: dict, keys: list[str], several_sizes: bool) -> str:
 
 def _bars(ax, labels: list[str], series: list[tuple[str, list[float]]], log: bool) -> None:
     width = 0.8 / len(series)
+    crowded = len(labels) * len(series) > 10  # upright value labels and slanted names, or they overlap
     for i, (name, values) in enumerate(series):
         xs = [x + (i - (len(series) - 1) / 2) * width for x in range(len(labels))]
         bars = ax.bar(xs, values, width, label=name if len(series) > 1 else None)
-        ax.bar_label(bars, labels=["" if math.isnan(v) else _fmt_sig(v) for v in values], fontsize=7)
+        ax.bar_label(bars, labels=["" if math.isnan(v) else _fmt_sig(v) for v in values], fontsize=6 if crowded else 7,
+                     rotation=90 if crowded else 0, padding=2)
     ax.set_xticks(range(len(labels)))
-    ax.set_xticklabels(labels, fontsize=7)
+    ax.set_xticklabels(labels, fontsize=7, rotation=40 if crowded else 0, ha="right" if crowded else "center",
+                       rotation_mode="anchor")
+    ax.margins(y=0.15)
     if log:
         from matplotlib.ticker import FuncFormatter, NullFormatter
 
@@ -157,8 +161,11 @@ def _fmt(v, digits: int = 4) -> str:
 
 
 def _fmt_sig(v, digits: int = 3) -> str:
-    """Significant digits, for values spanning magnitudes (0.0123 % trainable, 0.004 s/step)."""
-    return "-" if v is None else f"{float(v):.{digits}g}"
+    """Significant digits, for values spanning magnitudes (0.0123 % trainable, 0.004 s/step); whole numbers from
+    10**digits up (4055 MB, not 4.05e+03)."""
+    if v is None:
+        return "-"
+    return f"{float(v):.0f}" if abs(float(v)) >= 10 ** digits else f"{float(v):.{digits}g}"
 
 
 def grid_keys(runs: list[dict]) -> list[str]:
