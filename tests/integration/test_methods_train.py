@@ -247,6 +247,10 @@ def test_qlora_trains_adapters_over_a_4bit_base_and_reloads_on_it(tmp_path, tiny
     report = merge_adapter(str(tiny_model_dir), str(res.final_dir), str(tmp_path / "export"), device="cpu")
     exported = _logits(AutoModelForCausalLM.from_pretrained(tmp_path / "export"), batch)
     assert report.passed and (exported - trained).abs().max().item() < 1e-3 < gap, (report, gap)
+    # a next stage that starts from the run merges the adapter into that same base
+    from tuneforge.models.load import load_model
+
+    assert (_logits(load_model(str(res.output_dir), device="cpu"), batch) - trained).abs().max().item() < 1e-3
 
 
 @pytest.mark.parametrize("name, optimizer", [("galore", "galore_torch"), ("apollo", "apollo_torch")])

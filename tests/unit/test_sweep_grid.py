@@ -113,3 +113,16 @@ def test_an_invalid_cell_is_named_with_the_reason(tmp_path, grid, message):
     with pytest.raises(ConfigError, match=message) as err:
         plan_cells(base, [4], parse_grid(grid))
     assert err.value.hint
+
+
+def test_the_sweep_signature_ignores_settings_left_at_their_defaults():
+    from types import SimpleNamespace
+
+    from tuneforge.sweep.runner import signature
+
+    pool = SimpleNamespace(fingerprint="abc")
+    base = ["model.name=tinystories-656k", "data.train=x.jsonl"]
+    plain = signature(load_config(None, base), pool)
+    assert signature(load_config(None, [*base, "train.distributed=auto", "train.optim=adamw"]), pool) == plain
+    assert signature(load_config(None, [*base, "train.optim=sgd"]), pool) != plain
+    assert signature(load_config(None, base), SimpleNamespace(fingerprint="other")) != plain

@@ -290,8 +290,10 @@ def _merged(src: ModelSource, **kwargs):
     from peft import PeftModel
 
     refuse_unmergeable(src.path, "to start the next stage from it")
-
-    base = load_model(src.base, **kwargs)
+    trained_in = adapter_quantization(src.path) if kwargs.get("head", "causal_lm") == "causal_lm" else None
+    base = load_model(src.base, **kwargs, quantization=trained_in)
+    if trained_in is not None:  # a QLoRA adapter merges into the base it trained on (see load_for_inference)
+        base = base.dequantize(dtype=pick_dtype(kwargs.get("dtype", "auto"), pick_device(kwargs.get("device", "auto"))))
     return PeftModel.from_pretrained(base, src.path).merge_and_unload()
 
 

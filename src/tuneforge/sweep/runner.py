@@ -62,8 +62,9 @@ def _now() -> str:
 
 
 def signature(cfg, pool: Pool) -> str:
-    """What must not change between runs of one sweep: the config (minus output, eval and tags) and the data."""
-    conf = cfg.model_dump(mode="json")
+    """What must not change between runs of one sweep: the config (minus output, eval and tags) and the data.
+    Settings at their defaults are left out, so a setting a newer tuneforge adds does not orphan older sweeps."""
+    conf = cfg.model_dump(mode="json", exclude_defaults=True)
     for key in ("output", "eval", "tags"):
         conf.pop(key, None)
     blob = json.dumps({"config": conf, "pool": pool.fingerprint}, sort_keys=True)
