@@ -203,3 +203,17 @@ def test_it_trains_in_a_reference_free_preference_stage_and_as_a_reward_model(tm
     assert res.status == "succeeded"
     saved = json.loads((res.final_dir / "config.json").read_text())
     assert saved["mixture_of_depths"]["every"] == 2
+
+
+def test_a_saved_model_loaded_in_4_bits_keeps_its_routers(mod_run):
+    from bitsandbytes.nn import Linear4bit
+    from transformers import BitsAndBytesConfig
+
+    from tuneforge.models.load import load_model
+
+    res, live = mod_run
+    model = load_model(str(res.final_dir), device="cpu", quantization=BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_compute_dtype=torch.float32))
+    layer = model.model.layers[1]
+    assert isinstance(layer, mod.RoutedLayer) and isinstance(layer.mlp.down_proj, Linear4bit)
+    assert torch.equal(layer.router.weight, live.model.model.layers[1].router.weight.detach())

@@ -217,9 +217,9 @@ def load_model(name_or_src: str | ModelSource, *, dtype: str = "auto", device: s
                     path, dtype=torch_dtype, revision=revision, attn_implementation=attn_implementation),
                     pad_token_id)
             elif quantization is not None:  # quantized modules cannot be moved after loading: place them now
-                return AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, revision=revision,
-                                                            attn_implementation=attn_implementation,
-                                                            quantization_config=quantization, device_map=dev)
+                model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, revision=revision,
+                                                             attn_implementation=attn_implementation,
+                                                             quantization_config=quantization, device_map=dev)
             else:
                 model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, revision=revision,
                                                              attn_implementation=attn_implementation)
@@ -231,7 +231,8 @@ def load_model(name_or_src: str | ModelSource, *, dtype: str = "auto", device: s
         raise ModelError(f"could not load model from {path}: {err}") from err
     from tuneforge.models.mod import restore_if_converted  # a saved Mixture-of-Depths model: its routers back
 
-    return restore_if_converted(model, path).to(dev)
+    model = restore_if_converted(model, path)
+    return model if quantization is not None and head != "reward" else model.to(dev)
 
 
 def _is_reward_checkpoint(path: str, revision: str | None) -> bool:

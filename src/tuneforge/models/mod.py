@@ -131,7 +131,8 @@ def _saved_routers(path: str) -> dict:
 
 
 def _add_router(block, index: int, hidden: int) -> None:
-    weight = next(block.parameters())
+    # the block's float dtype (a 4-bit block's first parameters are packed integers; its norms stay float)
+    weight = next(p for p in block.parameters() if p.is_floating_point())
     block.__class__ = _routed_class(type(block))
     block.router = nn.Linear(hidden, 1, device=weight.device, dtype=weight.dtype)
     nn.init.normal_(block.router.weight, std=_ROUTER_INIT / math.sqrt(hidden))
