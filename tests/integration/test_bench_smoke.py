@@ -45,3 +45,22 @@ def test_bench_quick_writes_the_table_fields(tmp_path, tiny_model_dir, demo_data
     assert result["config"]["batch_size"] == 8 and result["config"]["cutoff"] == 64  # --quick
     assert result["epoch_plan"]["grouped"]["padding_fraction"] >= 0
     assert result["contestants"]["tf_unpacked"]["runner"]["real_tokens"] > 0
+
+
+@pytest.mark.timeout(300)
+def test_serve_load_bench_writes_levels_and_equal_texts(tmp_path, tiny_model_dir):
+    """bench/serve_load.py on the 656K model, N=1,2: a row per level, server answers equal the in-process ones."""
+    out = tmp_path / "serve.json"
+    cmd = [sys.executable, str(ROOT / "bench" / "serve_load.py"), "--model", str(tiny_model_dir), "--template",
+           "chatml", "--device", "cpu", "--concurrency", "1,2", "--max-tokens", "6", "--requests-per-level", "3",
+           "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ), cwd=str(ROOT), timeout=280)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "TTFT p50" in proc.stdout  # the printed table
+
+    result = json.loads(out.read_text())
+    assert [s["concurrency"] for s in result["levels"]] == [1, 2] and result["all_texts_match"]
+    for level in result["levels"]:
+        assert level["requests"] == 3 and level["texts_match"] and level["throughput_ratio"] > 0
+        assert 0 < level["ttft_p50_s"] <= level["ttft_p95_s"] and level["latency_p50_s"] <= level["latency_p95_s"]
+        assert all(r["tokens"] == 6 for r in level["server"] + level["in_process"])  # the base never ends early
