@@ -7,7 +7,8 @@ import json
 import pytest
 import torch
 
-from tuneforge.data.templates import ensure_chat_template, template_stop_token_ids
+from train_helpers import train_sky_adapter
+from tuneforge.data.templates import template_stop_token_ids
 from tuneforge.export import merge as merge_mod
 from tuneforge.export.merge import merge_adapter, verify_export
 from tuneforge.export.parity import ParityError
@@ -21,25 +22,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def adapter_dir(tiny_model_dir, tmp_path_factory):
     """A LoRA adapter trained for a few steps with plain PEFT, saved with its chatml tokenizer like a run does."""
-    from peft import LoraConfig, get_peft_model
-
-    torch.manual_seed(0)
-    tok = load_tokenizer(str(tiny_model_dir))
-    ensure_chat_template(tok, "chatml")
-    model = get_peft_model(load_model(str(tiny_model_dir), device="cpu"),
-                           LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", lora_dropout=0.0))
-    conv = [{"role": "user", "content": "What color is the sky?"}, {"role": "assistant", "content": "Blue."}]
-    ids = torch.tensor([tok.apply_chat_template(conv)["input_ids"]])
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-2)
-    for _ in range(4):
-        loss = model(input_ids=ids, labels=ids).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
-    assert any(p.abs().max() > 0 for n, p in model.named_parameters() if "lora_B" in n)
     out = tmp_path_factory.mktemp("run") / "adapter"
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
+    model = train_sky_adapter(tiny_model_dir, out, steps=4)
+    assert any(p.abs().max() > 0 for n, p in model.named_parameters() if "lora_B" in n)
     return out
 
 

@@ -17,14 +17,13 @@ from types import SimpleNamespace
 import httpx
 import openai
 import pytest
-import torch
 from openai import OpenAI
 
+from train_helpers import train_sky_adapter
 from tuneforge.data.records import Record
 from tuneforge.data.render import render_chat
-from tuneforge.data.templates import ensure_chat_template
 from tuneforge.infer.engine import Engine
-from tuneforge.models.load import load_model, load_tokenizer
+from tuneforge.models.load import load_tokenizer
 from tuneforge.serve.app import create_app
 from tuneforge.serve.run import check_bind
 from tuneforge.serve.settings import ServeSettings
@@ -39,23 +38,9 @@ N = 12
 
 @pytest.fixture(scope="module")
 def adapter_dir(tiny_model_dir, tmp_path_factory):
-    """A LoRA adapter trained for a few steps with plain PEFT, saved with its chatml tokenizer like a run does."""
-    from peft import LoraConfig, get_peft_model
-
-    torch.manual_seed(0)
-    tok = load_tokenizer(str(tiny_model_dir))
-    ensure_chat_template(tok, "chatml")
-    model = get_peft_model(load_model(str(tiny_model_dir), device="cpu"),
-                           LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", lora_dropout=0.0))
-    ids = torch.tensor([tok.apply_chat_template([*SKY, {"role": "assistant", "content": "Blue."}])["input_ids"]])
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-2)
-    for _ in range(8):  # enough to answer "Blue." and end the turn
-        model(input_ids=ids, labels=ids).loss.backward()
-        opt.step()
-        opt.zero_grad()
+    """A LoRA adapter trained with plain PEFT to answer SKY with "Blue.", saved with its chatml tokenizer."""
     out = tmp_path_factory.mktemp("run") / "adapter"
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
+    train_sky_adapter(tiny_model_dir, out, steps=8)  # enough to answer "Blue." and end the turn
     return out
 
 

@@ -53,3 +53,30 @@ class StopAt(TrainerCallback):
         if state.global_step == self.step:
             control.should_save = True
             control.should_training_stop = True
+
+
+def train_sky_adapter(model_dir: Path, out: Path, steps: int):
+    """A LoRA adapter (r 8, all linear layers) trained `steps` full-batch steps with plain PEFT on one chatml
+    conversation ("What color is the sky?" → "Blue."), saved in `out` with its chatml tokenizer as a run saves
+    it. Returns the trained PeftModel."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from tuneforge.data.templates import ensure_chat_template
+    from tuneforge.models.load import load_model, load_tokenizer
+
+    torch.manual_seed(0)
+    tok = load_tokenizer(str(model_dir))
+    ensure_chat_template(tok, "chatml")
+    model = get_peft_model(load_model(str(model_dir), device="cpu"),
+                           LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", lora_dropout=0.0))
+    conv = [{"role": "user", "content": "What color is the sky?"}, {"role": "assistant", "content": "Blue."}]
+    ids = torch.tensor([tok.apply_chat_template(conv)["input_ids"]])
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-2)
+    for _ in range(steps):
+        model(input_ids=ids, labels=ids).loss.backward()
+        opt.step()
+        opt.zero_grad()
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return model
