@@ -109,6 +109,22 @@ def serve_cmd(
                                                       "float16"),
     insecure: bool = typer.Option(False, "--insecure", help="allow a --host beyond loopback although API keys are "
                                                             "not checked yet"),
+    storage: Optional[str] = typer.Option(None, "--storage", help="folder for uploaded files and fine-tuning jobs "
+                                                                  "(default $TUNEFORGE_HOME/serve)"),
+    jobs: bool = typer.Option(True, "--jobs/--no-jobs", help="serve the files and fine-tuning jobs API"),
+    concurrency: int = typer.Option(1, "--concurrency", help="fine-tuning jobs trained at once, each in its own "
+                                                             "worker process"),
+    executor: str = typer.Option("local", "--executor", help="where job workers run: local, or ray (a Ray "
+                                                             "cluster; see --ray-address)"),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster for --executor ray: auto, "
+                                                                          "or HOST:PORT of its head"),
+    require_keys: bool = typer.Option(False, "--require-keys", help="refuse requests without a valid API key, "
+                                                                    "also on loopback (`tuneforge keys create`)"),
+    log_requests: bool = typer.Option(False, "--log-requests", help="store every chat completion in the registry "
+                                                                    "(for /v1/feedback and `data from-feedback`)"),
+    max_upload_mb: int = typer.Option(512, "--max-upload-mb", help="largest file POST /v1/files accepts"),
+    python_grader: bool = typer.Option(False, "--allow-python-grader", help="let reinforcement jobs use `python` "
+                                                                            "graders (runs clients' code here)"),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn log level: debug, info, warning, error"),
 ) -> None:
     from tuneforge.serve.run import check_bind, serve
@@ -120,7 +136,9 @@ def serve_cmd(
     _warn_other_base(adapters, model)
     settings = ServeSettings(model=model, name=name, template=template, adapters=adapters, runs_dir=runs or None,
                              max_adapters=max_adapters, max_copies=max_copies, max_tokens=max_tokens, max_n=max_n,
-                             device=device, dtype=dtype)
+                             device=device, dtype=dtype, storage=storage, jobs=jobs, concurrency=concurrency,
+                             executor=executor, ray_address=ray_address, require_keys=require_keys,
+                             log_requests=log_requests, max_upload_mb=max_upload_mb, python_grader=python_grader)
     serve(settings, host=host, port=port, insecure=insecure, log_level=log_level)
 
 

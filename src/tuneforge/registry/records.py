@@ -146,3 +146,6 @@ class Artifact(Base):
     path: Mapped[str] = mapped_column(Text)
     size_bytes: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[dt.datetime] = _utc_time()
+
+
+from tuneforge.registry import serving as _serving  # noqa: E402,F401  (its tables join Base.metadata)

@@ -15,7 +15,7 @@ from fastapi import FastAPI
 
 from tuneforge import __version__
 from tuneforge.models.source import resolve_model
-from tuneforge.serve import routes_chat, routes_models
+from tuneforge.serve import routes_chat, routes_feedback, routes_files, routes_jobs, routes_models
 from tuneforge.serve.catalog import Catalog
 from tuneforge.serve.errors import install_handlers
 from tuneforge.serve.pool import ModelPool, context_length
@@ -57,4 +57,7 @@ def create_app(settings: ServeSettings, *, pool: ModelPool | None = None) -> Fas
 
     app.include_router(routes_models.router)
     app.include_router(routes_chat.router)
+    app.include_router(routes_files.router)
+    app.include_router(routes_jobs.router)
+    app.include_router(routes_feedback.router)
     return app

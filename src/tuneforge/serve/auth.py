@@ -1,15 +1,24 @@
-"""Where API keys will be checked: every /v1 route depends on `require_api_key`.
+"""Who is calling: every /v1 route depends on `require_api_key`, which answers the caller's project.
 
-Keys are a later step (issue 10, security: Bearer keys, stored hashed, required beyond loopback). Until then every
-caller is accepted with or without an `Authorization` header (the official client always sends one), and the server
-refuses to bind beyond loopback unless told `--insecure` (see serve.run).
+Files, jobs, fine-tuned models and logged completions belong to a project; another project's ids answer 404.
+(Placeholder until API keys land: every caller is the "default" project.)
 """
 
 from __future__ import annotations
 
-from fastapi import Header
+from dataclasses import dataclass
+
+from fastapi import Header, Request
+
+DEFAULT_PROJECT = "default"
 
 
-async def require_api_key(authorization: str | None = Header(default=None)) -> None:
-    """Accept the request. The future check reads `authorization` ("Bearer KEY") here and raises a 401."""
-    return None
+@dataclass(frozen=True)
+class Caller:
+    project: str
+    key_id: str | None = None
+
+
+async def require_api_key(request: Request, authorization: str | None = Header(default=None)) -> Caller:
+    """The caller's project."""
+    return Caller(DEFAULT_PROJECT)

@@ -97,17 +97,23 @@ class Catalog:
         self._runs: dict[str, ModelEntry] = {}
         self._bases: dict[str, str | None] = {}  # a run's recorded base_model → resolved path (None: unresolvable)
         self.skipped: dict[str, str] = {}  # run folder → why it is not served
+        self.finetuned = None  # the jobs' models: an object with find(id, project) and entries(project)
         self._lock = threading.Lock()
         self.rescan()
 
-    def entries(self) -> list[ModelEntry]:
-        """Every servable model: the base, then the given adapters, then runs by id."""
+    def entries(self, project: str | None = None) -> list[ModelEntry]:
+        """Every servable model: the base, then the given adapters, then runs by id, then the fine-tuned models
+        (and their checkpoints) of `project`'s jobs."""
         self.rescan()
-        return [*self._fixed.values(), *(self._runs[k] for k in sorted(self._runs))]
+        tuned = self.finetuned.entries(project) if self.finetuned and project else []
+        return [*self._fixed.values(), *(self._runs[k] for k in sorted(self._runs)), *tuned]
 
-    def find(self, model_id: str) -> ModelEntry | None:
-        """The entry for `model_id`; an unknown id rescans the runs folder once (a run may have just finished)."""
+    def find(self, model_id: str, project: str | None = None) -> ModelEntry | None:
+        """The entry for `model_id`; an unknown id rescans the runs folder once (a run may have just finished).
+        A job's model (`ft:...`) is found for the project that owns the job only."""
         found = self._fixed.get(model_id) or self._runs.get(model_id)
+        if found is None and self.finetuned and project and model_id.startswith("ft:"):
+            return self.finetuned.find(model_id, project)
         if found is None:
             self.rescan()
             found = self._runs.get(model_id)

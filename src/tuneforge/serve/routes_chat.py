@@ -18,7 +18,7 @@ from fastapi import APIRouter, Depends, Request
 from jinja2.exceptions import TemplateError
 
 from tuneforge.infer.engine import Generation
-from tuneforge.serve.auth import require_api_key
+from tuneforge.serve.auth import Caller, require_api_key
 from tuneforge.serve.catalog import ModelEntry
 from tuneforge.serve.decoding import (
     COMPLETIONS_DEFAULT_MAX_TOKENS,
@@ -49,7 +49,7 @@ from tuneforge.serve.schemas import (
 from tuneforge.serve.sse import DONE, error_event, event, sse_response
 from tuneforge.utils.errors import TuneforgeError
 
-router = APIRouter(dependencies=[Depends(require_api_key)])
+router = APIRouter()
 
 
 @dataclass(frozen=True)
@@ -73,8 +73,8 @@ def _usage(prompt_tokens: int, gens: list[Generation]) -> CompletionUsage:
                            total_tokens=prompt_tokens + completion)
 
 
-async def _resolve(state, model_id: str) -> tuple[ModelEntry, RequestView]:
-    entry = await anyio.to_thread.run_sync(state.catalog.find, model_id)
+async def _resolve(state, model_id: str, project: str) -> tuple[ModelEntry, RequestView]:
+    entry = await anyio.to_thread.run_sync(state.catalog.find, model_id, project)
     if entry is None:
         raise model_not_found(model_id)
     try:
@@ -127,11 +127,11 @@ def _error_body(err: Exception) -> dict:
 
 
 @router.post("/v1/chat/completions")
-async def chat_completions(req: ChatCompletionRequest, request: Request):
+async def chat_completions(req: ChatCompletionRequest, request: Request, caller: Caller = Depends(require_api_key)):
     state = request.app.state.tuneforge
     plan = chat_plan(req, state.settings)
     messages, tools = chat_messages(req)
-    entry, view = await _resolve(state, req.model)
+    entry, view = await _resolve(state, req.model, caller.project)
     if tools and not view.renders_tools():
         raise invalid("tools", "this model's chat template does not show tools to the model, so it would never "
                                "see them; serve it with a named --template (chatml, llama3, ...)")
@@ -192,11 +192,11 @@ def _chat_events(pool: ModelPool, entry: ModelEntry, messages: list[dict], tools
 
 
 @router.post("/v1/completions")
-async def completions(req: CompletionRequest, request: Request):
+async def completions(req: CompletionRequest, request: Request, caller: Caller = Depends(require_api_key)):
     state = request.app.state.tuneforge
     plan = completion_plan(req, state.settings)
     prompts = completion_prompts(req)
-    entry, view = await _resolve(state, req.model)
+    entry, view = await _resolve(state, req.model, caller.project)
     ids = [await _render(view.text_ids, p) for p in prompts]
     budgets = [completion_budget(plan, COMPLETIONS_DEFAULT_MAX_TOKENS, len(p), view.context, param="prompt")
                for p in ids]

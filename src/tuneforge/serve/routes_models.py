@@ -9,12 +9,12 @@ from pathlib import Path
 import anyio
 from fastapi import APIRouter, Depends, Request
 
-from tuneforge.serve.auth import require_api_key
+from tuneforge.serve.auth import Caller, require_api_key
 from tuneforge.serve.catalog import ModelEntry
 from tuneforge.serve.errors import model_not_found
 from tuneforge.serve.schemas import Model, ModelList
 
-router = APIRouter(dependencies=[Depends(require_api_key)])
+router = APIRouter()
 
 
 def _own_context(folder: str) -> int | None:
@@ -32,16 +32,16 @@ def _model(entry: ModelEntry, base_context: int | None) -> Model:
 
 
 @router.get("/v1/models")
-async def list_models(request: Request) -> ModelList:
+async def list_models(request: Request, caller: Caller = Depends(require_api_key)) -> ModelList:
     state = request.app.state.tuneforge
-    entries = await anyio.to_thread.run_sync(state.catalog.entries)
+    entries = await anyio.to_thread.run_sync(state.catalog.entries, caller.project)
     return ModelList(data=[_model(e, state.base_context) for e in entries])
 
 
 @router.get("/v1/models/{model_id:path}")
-async def retrieve_model(model_id: str, request: Request) -> Model:
+async def retrieve_model(model_id: str, request: Request, caller: Caller = Depends(require_api_key)) -> Model:
     state = request.app.state.tuneforge
-    entry = await anyio.to_thread.run_sync(state.catalog.find, model_id)
+    entry = await anyio.to_thread.run_sync(state.catalog.find, model_id, caller.project)
     if entry is None:
         raise model_not_found(model_id)
     return _model(entry, state.base_context)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from tuneforge.utils.errors import ConfigError
+from tuneforge.utils.paths import tuneforge_home
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
@@ -25,6 +27,18 @@ class ServeSettings:
     max_tokens: the largest completion a request may ask for, and the default when it asks for none (both also
         capped by the model's context length).
     max_n: the most choices (`n`) one request may ask for.
+    storage: the folder for uploaded files and fine-tuning jobs' runs (default $TUNEFORGE_HOME/serve); with the Ray
+        executor, a folder every node reads and writes at the same path.
+    jobs: serve the files and fine-tuning jobs API (and run jobs in workers).
+    concurrency: jobs trained at once (each in its own worker process).
+    executor: where job workers run: `local` (processes on this machine) or `ray` (tasks on a Ray cluster).
+    ray_address: the Ray cluster for executor `ray` (`auto`, or host:port of the head).
+    max_attempts: times a job is started before a worker that keeps dying fails it.
+    require_keys: every request needs a valid API key (always on when binding beyond loopback).
+    log_requests: store every chat completion (request, answers, model id) in the registry, for /v1/feedback.
+    max_upload_mb: the largest file POST /v1/files accepts. max_request_mb: the largest other request body.
+    registry_url: the registry holding files, jobs, keys and logged completions (default: the usual one).
+    python_grader: allow reinforcement jobs' `python` graders, which run the client's code on this machine.
     """
 
     model: str
@@ -38,12 +52,31 @@ class ServeSettings:
     max_n: int = 8
     device: str = "auto"
     dtype: str = "auto"
+    storage: str | None = None
+    jobs: bool = True
+    concurrency: int = 1
+    executor: str = "local"
+    ray_address: str | None = None
+    max_attempts: int = 3
+    require_keys: bool = False
+    log_requests: bool = False
+    max_upload_mb: int = 512
+    max_request_mb: int = 16
+    registry_url: str | None = None
+    python_grader: bool = False
 
     def __post_init__(self):
-        for key in ("max_adapters", "max_copies", "max_tokens", "max_n"):
+        for key in ("max_adapters", "max_copies", "max_tokens", "max_n", "concurrency", "max_attempts",
+                    "max_upload_mb", "max_request_mb"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key} must be at least 1, got {getattr(self, key)}")
+        if self.executor not in ("local", "ray"):
+            raise ConfigError(f"executor must be local or ray, got {self.executor!r}")
 
     @property
     def base_id(self) -> str:
         return self.name or self.model
+
+    @property
+    def storage_dir(self) -> Path:
+        return Path(self.storage).expanduser().resolve() if self.storage else tuneforge_home() / "serve"

@@ -48,7 +48,7 @@ def test_reopening_is_idempotent(registry_url):
     a = Store(registry_url)
     b = Store(registry_url)  # second migrate() is a no-op
     with b.engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version_tuneforge")).scalar() == "0001"
+        assert conn.execute(text("SELECT version_num FROM alembic_version_tuneforge")).scalar() == "0002"
     a.close()
     b.close()
 
