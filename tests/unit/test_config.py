@@ -104,3 +104,13 @@ def test_a_first_argument_that_is_an_override_is_not_a_config_file():
     assert config_arguments("runs/x=1.yaml", None) == ("runs/x=1.yaml", [])
     assert config_arguments("cfg.yaml", ["a=b"]) == ("cfg.yaml", ["a=b"])
     assert config_arguments(None, None) == (None, [])
+
+
+def test_learning_rate_multiplier_scales_auto_and_given_rates():
+    auto = resolve_auto(TrainSection(batch_size=8), METHODS["lora"], 1000, "cpu").learning_rate
+    halved = resolve_auto(TrainSection(batch_size=8, learning_rate_multiplier=0.5), METHODS["lora"], 1000, "cpu")
+    assert halved.learning_rate == pytest.approx(auto / 2)
+    assert "multiplier 0.5" in halved.chosen["learning_rate"]
+    given = resolve_auto(TrainSection(batch_size=8, learning_rate=1e-4, learning_rate_multiplier=3), METHODS["lora"],
+                         1000, "cpu")
+    assert given.learning_rate == pytest.approx(3e-4)

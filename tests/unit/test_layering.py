@@ -1,9 +1,9 @@
 """Imports point one way (docs/architecture.md): a module may import its own package and the tiers below it.
 
-    cli → sweep → train / eval / export / infer / registry.api → stages, methods → data, models → registry, config
-    → utils
+    cli → serve → sweep, jobs → train / eval / export / infer / registry.api → stages, methods → data, models →
+    registry, config → utils
 
-(sweep, not in the architecture diagram, runs training and evaluation, so it sits above them.)
+(sweep, not in the architecture diagram, runs training and evaluation, so it sits above them, beside jobs.)
 
 Packages in one tier may import each other (data and models do, for tokenizers and chat templates). Every import
 counts, also those inside functions: a lazy import is still a dependency. Sources are parsed with `ast`, nothing is
@@ -24,8 +24,9 @@ TIERS = {
     "data": 2, "models": 2,
     "stages": 3, "methods": 3,
     "train": 4, "eval": 4, "export": 4, "infer": 4,
-    "sweep": 5, "serve": 5,
-    "cli": 6,
+    "sweep": 5, "jobs": 5,
+    "serve": 6,
+    "cli": 7,
 }
 # Single modules that sit in another tier than their package.
 MODULE_TIERS = {

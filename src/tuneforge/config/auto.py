@@ -101,6 +101,10 @@ def resolve_auto(train, method, n_rows: int, device: str, has_cuda_bf16: bool = 
         stage = f" × stage {lr_scale:g}" if lr_scale != 1 else ""
         small = f" × {size:.2f} for {model_params / 1e6:.0f}M parameters" if size != 1 else ""
         chosen["learning_rate"] = f"{lr:.2e} ({method.name} base {method.base_lr:.0e} × sqrt({bs}/8){small}{stage})"
+    if train.learning_rate_multiplier != 1:
+        given = chosen.get("learning_rate", f"{lr:.2e} (given)")
+        lr *= train.learning_rate_multiplier
+        chosen["learning_rate"] = f"{lr:.2e} = {given} × multiplier {train.learning_rate_multiplier:g}"
     gc = train.gradient_checkpointing
     if gc == "auto":
         gc = device.startswith("cuda") and not method.frozen_base

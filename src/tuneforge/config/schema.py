@@ -153,6 +153,8 @@ class TrainSection(Section):
     batch_size: Union[int, Auto] = Field("auto", description="rows per step per device; auto from the row count")
     grad_accum: int = Field(1, ge=1, description="steps accumulated per optimizer step")
     learning_rate: Union[float, Auto] = Field("auto", description="peak learning rate; auto by method")
+    learning_rate_multiplier: float = Field(
+        1.0, gt=0, description="multiplies the learning rate, auto or given (OpenAI's learning_rate_multiplier)")
     lr_scheduler: str = Field("cosine", description=f"one of {', '.join(LR_SCHEDULERS)}")
     warmup_ratio: float = Field(0.03, ge=0, lt=1, description="share of steps with a rising learning rate")
     optim: Literal["adamw", "adamw_8bit", "adafactor", "sgd"] = Field(

@@ -138,7 +138,7 @@ class Catalog:
             return self._skip(folder, "run.json is unreadable")
         if not isinstance(info, dict) or info.get("status") != "succeeded":
             return self._skip(folder, f"status {info.get('status') if isinstance(info, dict) else '?'}")
-        final = _final_dir(folder, info)
+        final = final_dir(folder, info)
         if final is None:
             return self._skip(folder, "its final model folder is missing")
         if model_id in self._fixed:
@@ -180,7 +180,7 @@ def _run_folders(root: Path, depth: int = 0):
             yield from _run_folders(child, depth + 1)
 
 
-def _final_dir(folder: Path, info: dict) -> Path | None:
+def final_dir(folder: Path, info: dict) -> Path | None:
     """The run's final artifact: the folder run.json names, looked up inside the run folder first (runs folders
     get moved, and run.json may hold a path relative to where training ran)."""
     recorded = info.get("final_dir")

@@ -50,6 +50,12 @@ def unsupported(param: str, what: str) -> APIError:
 def from_tuneforge(err: TuneforgeError, model_id: str | None = None) -> APIError:
     """A library error as an answer: a model that fails to load is the server's problem (500, details in the log);
     anything else (no chat template, a bad setting) is the request's (400)."""
+    from tuneforge.jobs.store import JobConflict, NotFound
+
+    if isinstance(err, NotFound):
+        return APIError(404, err.message, code="not_found")
+    if isinstance(err, JobConflict):
+        return APIError(409, err.message, code="conflict")
     if isinstance(err, ModelError):
         log.error("loading %s failed: %s", model_id, err)
         return APIError(500, f"the model `{model_id}` could not be loaded; the server log says why",

@@ -265,6 +265,7 @@ def _filled_config(cfg, resolved, schedule: Schedule, method: dict):
     filled.train.early_stopping_threshold = schedule.threshold
     filled.train.epochs, filled.train.batch_size = resolved.epochs, resolved.batch_size
     filled.train.learning_rate = resolved.learning_rate
+    filled.train.learning_rate_multiplier = 1.0  # already in learning_rate
     filled.train.gradient_checkpointing, filled.train.precision = resolved.gradient_checkpointing, resolved.precision
     return filled
 
