@@ -204,8 +204,8 @@ def test_errors_have_openai_shape(client, server):
     assert raw.json()["error"]["type"] == "invalid_request_error" and "nope" in raw.json()["error"]["message"]
 
     with pytest.raises(openai.BadRequestError) as err:
-        _chat(client, "tiny", logprobs=True, top_logprobs=2)
-    assert err.value.code == "unsupported_parameter" and err.value.param == "logprobs"
+        _chat(client, "tiny", logit_bias={"5": 1.0})
+    assert err.value.code == "unsupported_parameter" and err.value.param == "logit_bias"
     with pytest.raises(openai.BadRequestError) as err:
         _chat(client, "tiny", max_tokens=600)  # the model's context is 512
     assert err.value.code == "context_length_exceeded"

@@ -7,6 +7,7 @@ Jobs train the 656K TinyStories base (served as "tiny" with the chatml template)
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -169,6 +170,51 @@ def test_a_job_trains_a_model_the_server_then_answers_with(client, finished, tra
     assert ckpt.choices[0].message.content  # an early checkpoint answers too
 
 
+def test_projects_see_only_their_own_files_jobs_and_models(server, client, settings, finished, training_file):
+    from tuneforge.registry.keys import create_key
+
+    _, secret = create_key(open_store(settings.registry_url), "team-b")
+    other = OpenAI(base_url=f"{server.url}/v1", api_key=secret, max_retries=0, timeout=60)
+    for call in (lambda: other.files.retrieve(training_file.id), lambda: other.files.content(training_file.id),
+                 lambda: other.files.delete(training_file.id), lambda: other.fine_tuning.jobs.retrieve(finished.id),
+                 lambda: other.fine_tuning.jobs.cancel(finished.id),
+                 lambda: other.fine_tuning.jobs.list_events(finished.id),
+                 lambda: other.fine_tuning.jobs.checkpoints.list(finished.id),
+                 lambda: other.chat.completions.create(model=finished.fine_tuned_model, messages=SKY, max_tokens=2)):
+        with pytest.raises(openai.NotFoundError):
+            call()
+    with pytest.raises(openai.BadRequestError) as err:
+        other.fine_tuning.jobs.create(model="tiny", training_file=training_file.id)
+    assert err.value.code == "file_not_found"
+    assert other.files.list().data == [] and other.fine_tuning.jobs.list().data == []
+    assert finished.fine_tuned_model not in {m.id for m in other.models.list()}
+    assert "tiny" in {m.id for m in other.models.list()}  # the base is everyone's
+    with pytest.raises(openai.BadRequestError):
+        client.files.create(file=("x.exe", b"MZ"), purpose="fine-tune")  # not a data file type
+
+
+def test_upload_names_never_become_paths_and_sizes_are_limited(settings, tmp_path):
+    small = start_server(dataclasses.replace(settings, max_upload_mb=1))
+    try:
+        row = json.dumps(ROWS[0]) + "\n"
+        sneaky = small.client.files.create(file=("../../../etc/cron.d/evil.jsonl", row.encode()), purpose="fine-tune")
+        assert sneaky.filename == "evil.jsonl"
+        stored = js.get_file(open_store(settings.registry_url), "default", sneaky.id)
+        assert stored.path == f"files/{sneaky.id}.jsonl" and (settings.storage_dir / stored.path).is_file()
+        windows = small.client.files.create(file=("..\\..\\boot.ini.jsonl", row.encode()), purpose="fine-tune")
+        assert windows.filename == "boot.ini.jsonl"
+        with pytest.raises(openai.APIStatusError) as err:
+            small.client.files.create(file=("big.jsonl", row.encode() * (2**20 // len(row) + 10)),
+                                      purpose="fine-tune")
+        assert err.value.status_code == 413
+        assert not list((settings.storage_dir / "files").glob(".*.part"))  # nothing half-written is left
+        with pytest.raises(openai.BadRequestError) as err:
+            small.client.files.create(file=("a.jsonl", row.encode()), purpose="assistants")
+        assert err.value.param == "purpose"
+    finally:
+        small.stop()
+
+
 def registry_job(settings, job_id):
     return js.get_job(open_store(settings.registry_url), None, job_id)
 
@@ -214,6 +260,9 @@ def test_pause_saves_a_checkpoint_and_resume_continues_from_it(client, training_
     with pytest.raises(openai.ConflictError) as err:
         client.fine_tuning.jobs.pause(job.id)
     assert "paused already" in err.value.body["message"]
+    with pytest.raises(openai.ConflictError) as err:  # an unfinished job's data cannot go from under it
+        client.files.delete(training_file.id)
+    assert job.id in err.value.body["message"]
     assert client.fine_tuning.jobs.resume(paused.id).status == "queued"
     done = wait_for(client, job.id, ("succeeded",))
     steps = metric_steps(client, job.id)
@@ -233,6 +282,38 @@ def test_a_killed_worker_is_restarted_from_its_last_checkpoint(client, training_
     assert "killed by SIGKILL" in restarted and "restarts from checkpoint step" in restarted
     assert any(m.startswith("Resuming from checkpoint step") for m in log)
     assert registry_job(settings, job.id).attempts == 2
+
+
+def test_a_reinforcement_job_trains_grpo_with_an_openai_grader(client, tmp_path, finished):
+    prompts = tmp_path / "rl.jsonl"
+    prompts.write_text("".join(json.dumps({"messages": r["messages"][:1], "answer": r["messages"][1]["content"]})
+                               + "\n" for r in ROWS))
+    with prompts.open("rb") as f:
+        uploaded = client.files.create(file=f, purpose="fine-tune")
+    check = {"type": "string_check", "name": "exact", "input": "{{sample.output_text}}",
+             "reference": "{{item.answer}}", "operation": "ilike"}
+    grader = {"type": "multi", "name": "both", "calculate_output": "0.5 * exact + 0.5 * close",
+              "graders": {"exact": check, "close": {**check, "type": "text_similarity", "name": "close",
+                                                    "evaluation_metric": "fuzzy_match"}}}
+    rl = {"train.max_steps": 2, "train.batch_size": 4, "stage.num_generations": 2,
+          "stage.max_completion_length": 6, "method.r": 4, "data.cutoff_len": 64}
+    job = client.fine_tuning.jobs.create(model="tiny", training_file=uploaded.id,
+                                         method={"type": "reinforcement", "reinforcement": {"grader": grader}},
+                                         extra_body={"tuneforge": rl})
+    done = wait_for(client, job.id, ("succeeded", "failed"))
+    assert done.status == "succeeded", done.error
+    rewards = [e.data for e in client.fine_tuning.jobs.list_events(job.id, limit=100).data if e.type == "metrics"]
+    assert rewards and all(0 <= e["reward"] <= 1 for e in rewards)
+    for bad, why in (({"type": "python", "name": "p", "source": "def grade(s, i): return 1"}, "switched off"),
+                     ({"type": "score_model", "name": "m", "model": "x", "input": []}, "not supported"),
+                     ({**grader, "calculate_output": "__import__('os')"}, "calculate_output")):
+        with pytest.raises(openai.BadRequestError) as err:
+            client.fine_tuning.jobs.create(model="tiny", training_file=uploaded.id,
+                                           method={"type": "reinforcement", "reinforcement": {"grader": bad}})
+        assert why in err.value.body["message"]
+    with pytest.raises(openai.BadRequestError) as err:  # prompts without answers cannot train SFT
+        client.fine_tuning.jobs.create(model="tiny", training_file=uploaded.id)
+    assert err.value.body["param"] == "training_file"
 
 
 def test_a_restarted_server_adopts_a_live_worker_and_restarts_a_dead_ones_job(settings, training_file, finished,

@@ -148,3 +148,51 @@ def _render_counts(rs: dict, skipped_rows: int) -> str:
         parts.append(f"dropped (answer too long) {rs['dropped_long_answer']}")
     parts += [f"dropped (no answer left) {rs['dropped_no_target']}", f"skipped bad rows {skipped_rows}"]
     return ", ".join(parts)
+
+
+@app.command("from-feedback")
+def from_feedback_cmd(
+    model: str = typer.Option(..., "--model", help="The served model id whose logged completions to export."),
+    out: Path = typer.Option(..., "--out", help="The JSONL file to write (must not exist)."),
+    kind: str = typer.Option("sft", "--kind", help="sft, dpo, kto, or all (three files: OUT's stem + "
+                                                   ".sft.jsonl / .dpo.jsonl / .kto.jsonl)."),
+    project: Optional[str] = typer.Option(None, "--project", help="Only this project's completions (default: all)."),
+    registry: Optional[str] = typer.Option(None, "--registry", help="Registry URL (default: $TUNEFORGE_REGISTRY_URL, "
+                                                                    "else $TUNEFORGE_HOME/registry.db)."),
+    since: Optional[str] = typer.Option(None, "--since", help="Only completions logged from this ISO date/time on "
+                                                              "(local time unless it names a zone)."),
+) -> None:
+    """Training data from `tuneforge serve --log-requests` and POST /v1/feedback: corrections and upvoted answers
+    as SFT rows, corrections over their answers (and upvoted over downvoted choices) as DPO pairs, thumbs as KTO
+    rows. Every row names the completion it came from in `source`; the files load as any dataset (path: OUT)."""
+    import datetime as dt
+
+    from tuneforge.data.from_feedback import collect, output_paths, refuse_existing, write_rows
+    from tuneforge.registry.store import open_store
+    from tuneforge.utils.errors import DataError
+
+    paths = output_paths(out, kind)
+    refuse_existing(paths)
+    try:
+        start = dt.datetime.fromisoformat(since).astimezone() if since else None
+    except ValueError:
+        raise DataError(f"--since {since!r} is not an ISO date or date/time", field="since",
+                        hint="e.g. 2025-01-31 or 2025-01-31T14:00") from None
+    store = open_store(registry)
+    result = collect(store, model, project, start)
+    written = write_rows(result, paths)
+    for k, path in paths.items():
+        rows = len(result.rows[k])
+        console.print(f"{k}: {rows} row(s) → {path}" if k in written else f"{k}: no rows (nothing written)",
+                      markup=False)
+    console.print(f"{result.logged} logged completion(s) of {model}: {result.used} gave rows, {result.unused} had "
+                  f"no usable feedback", markup=False)
+    for why in result.dropped[:5]:
+        console.print(f"left out {why}", markup=False, highlight=False)
+    if len(result.dropped) > 5:
+        console.print(f"... and {len(result.dropped) - 5} more rows left out")
+    if not written:
+        raise DataError(f"no {'' if kind == 'all' else kind + ' '}rows to write for model {model!r} in "
+                        f"{store.display_url}",
+                        hint="feedback comes from POST /v1/feedback on completions a server logged with "
+                             "--log-requests; check --model (the id clients called) and --project")

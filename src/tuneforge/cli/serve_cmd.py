@@ -18,6 +18,10 @@ Endpoints (base URL http://127.0.0.1:8000/v1):
   GET  /v1/models              the base and every fine-tuned model, with parent (its base) and root (its folder)
   POST /v1/chat/completions    chat, streamed (SSE) or not
   POST /v1/completions         raw text continuation, streamed or not
+  POST /v1/files               upload training data (validated at once; a bad file is refused naming its lines)
+  POST /v1/fine_tuning/jobs    fine-tune this base (supervised, dpo, reinforcement with graders); then list,
+                               retrieve, cancel, pause, resume, events, checkpoints
+  POST /v1/feedback            rate / correct a logged answer (--log-requests); `tuneforge data from-feedback`
 \b
 Model ids (a request's `model`):
   the base          --model as given, or --name ID
@@ -26,6 +30,8 @@ Model ids (a request's `model`):
   a finished run    its folder's path under --runs (default ./runs): `sft-lora`, or `sweep1/n500-lr1e-4` for a
                     sweep's child. Only runs trained on this base; a run that finishes while the server runs can
                     be called at once. Runs left out are listed at start, with why.
+  a job's model     ft:BASE:SUFFIX:JOB once the job succeeded, and ft:BASE:SUFFIX:JOB:ckpt-step-N for each of
+                    its checkpoints (only for the API key's project)
 \b
 With the official openai client:
   from openai import OpenAI
@@ -40,15 +46,25 @@ With curl:
 Prompts are rendered with the chat template saved with the adapter or run (the one its training used); --template
 sets the base's and is the fallback for adapters saved without one. Defaults follow OpenAI: temperature 1 (pass
 temperature=0 for the greedy answers of `tuneforge chat`), top_p 1; a chat answer may run to --max-tokens.
-Supported: temperature, top_p, max_tokens / max_completion_tokens, stop, seed, n, stream (+ include_usage), the
-extensions repetition_penalty and return_token_ids. Refused with a 400 for now: logprobs, frequency/presence
-penalty, logit_bias, forced tool calls, non-text content.
+Supported: temperature, top_p, max_tokens / max_completion_tokens, stop, seed, n, stream (+ include_usage),
+logprobs / top_logprobs (chat) and logprobs 0-5 (completions), the extensions repetition_penalty and
+return_token_ids. Refused with a 400 for now: frequency/presence penalty, logit_bias, echo with logprobs, forced
+tool calls, non-text content.
+\b
+Fine-tuning jobs train in worker processes (--concurrency at once; --executor ray runs them on a Ray cluster)
+with the same runner as `tuneforge train`, LoRA by default; our extension `tuneforge: {"method.type": "full",
+"train.max_steps": 100}` (extra_body) sets any other config key. Uploaded files and runs live under --storage;
+jobs, files and keys in the registry. A worker that dies is restarted from its last checkpoint; stopping the
+server leaves running workers going, and the next start adopts them.
 \b
 LoRA adapters are loaded onto the one base on first use and kept (--max-adapters, least recently used unloaded
 first); the base is never reloaded. Full fine-tunes and other adapter kinds load their own copy (--max-copies).
 Requests are answered one at a time per set of weights (the base and its LoRA adapters share one queue); batching
-is not there yet. API keys are not checked yet (any Authorization header is accepted), so the server binds
-127.0.0.1 and refuses another --host unless --insecure. Files and fine-tuning jobs are not served yet.
+is not there yet.
+\b
+API keys: `tuneforge keys create --project NAME` (Bearer KEY). Files, jobs and fine-tuned models belong to the
+key's project. On 127.0.0.1 keys are optional (no key or an unknown one is project "default") unless
+--require-keys; any other --host requires them and refuses to start while the registry holds none.
 """
 
 
@@ -107,8 +123,8 @@ def serve_cmd(
     device: str = typer.Option("auto", "--device", help="auto (cuda > mps > cpu), cpu, cuda, cuda:1, …"),
     dtype: str = typer.Option("auto", "--dtype", help="auto (bf16/fp16 on GPU, fp32 on CPU), float32, bfloat16, "
                                                       "float16"),
-    insecure: bool = typer.Option(False, "--insecure", help="allow a --host beyond loopback although API keys are "
-                                                            "not checked yet"),
+    insecure: bool = typer.Option(False, "--insecure", help="serve beyond loopback without checking API keys "
+                                                            "(anyone who can reach the port)"),
     storage: Optional[str] = typer.Option(None, "--storage", help="folder for uploaded files and fine-tuning jobs "
                                                                   "(default $TUNEFORGE_HOME/serve)"),
     jobs: bool = typer.Option(True, "--jobs/--no-jobs", help="serve the files and fine-tuning jobs API"),

@@ -26,7 +26,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 
-from tuneforge.eval.textmetrics import content_tokens, ngrams
+from tuneforge.utils.textmetrics import content_tokens, ngrams
 
 FLAGS = ("empty", "did_not_stop", "repetition", "too_long", "too_short", "wrong_format", "misspelling")
 THRESHOLDS = {

@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from decimal import Decimal, InvalidOperation
 
-from tuneforge.eval.textmetrics import metric_tokens, normalize_answer
+from tuneforge.utils.textmetrics import metric_tokens, normalize_answer
 
 _NUM = r"-?\$?\s?\d[\d,]*(?:\.\d+)?"
 _HASH_RE = re.compile(rf"####\s*({_NUM})")

@@ -22,7 +22,7 @@ from tuneforge.eval.metrics import classification_metrics
 from tuneforge.eval.parsing import parse_label
 from tuneforge.utils.progress import progress_bar
 from tuneforge.eval.prompts import chat_request
-from tuneforge.eval.textmetrics import generation_metrics
+from tuneforge.utils.textmetrics import generation_metrics
 from tuneforge.eval.taskdata import check_labels, split_record, tail
 from tuneforge.utils.errors import DataError
 

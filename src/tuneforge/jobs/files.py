@@ -86,8 +86,8 @@ class Checked:
 
     @property
     def kind(self) -> str:
-        """chat, pairwise, kto or text: what a job can train on it."""
-        for name in ("pairwise", "kto"):
+        """chat, pairwise, kto, prompts (conversations that end with the user: RL prompts) or text."""
+        for name in ("pairwise", "kto", "prompts"):
             if name in self.data_format:
                 return name
         return "text" if self.data_format.startswith("text") else "chat"
@@ -103,14 +103,25 @@ def _problem(err: DataError, shown_name: str) -> str:
     return f"{where}: {msg}"
 
 
-def check_file(path: Path, shown_name: str) -> Checked:
-    """Read every row with tuneforge's readers (format detected from the first row). Raises DataError when the
-    file cannot be read at all or has no usable row; bad rows are listed in `problems`."""
+def _load(path: Path, prompts: bool):
     from tuneforge.data.catalog import load_dataset
 
     try:
-        result = load_dataset({"path": str(path)}, on_error="skip")
+        return load_dataset({"path": str(path)}, on_error="skip", prompts=prompts), None
     except DataError as err:
-        raise DataError(f"{shown_name}: {_problem(err, shown_name)}", field="file", hint=err.hint) from None
+        return None, err
+
+
+def check_file(path: Path, shown_name: str) -> Checked:
+    """Read every row with tuneforge's readers (format detected from the first row). Raises DataError when the
+    file cannot be read at all or has no usable row; bad rows are listed in `problems`."""
+    result, first_error = _load(path, prompts=False)
+    fmt = result.format if result else ""
+    if result is None or result.skipped:  # prompts for reinforcement fine-tuning end with a user turn
+        prompts, _ = _load(path, prompts=True)
+        if prompts is not None and not prompts.skipped:
+            result, fmt = prompts, f"{prompts.format}+prompts"
+    if result is None:
+        raise DataError(f"{shown_name}: {_problem(first_error, shown_name)}", field="file", hint=first_error.hint)
     problems = [_problem(e, shown_name) for e in result.skipped[:MAX_SHOWN_ERRORS]]
-    return Checked(result.format, len(result.records), problems, len(result.skipped))
+    return Checked(fmt, len(result.records), problems, len(result.skipped))

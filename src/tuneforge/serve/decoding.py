@@ -6,6 +6,9 @@ Defaults follow OpenAI: temperature 1, top_p 1, no stop; a chat completion may r
 (and the model's context), a text completion to 16 tokens. Choice i of a request with `seed` samples with seed + i,
 one choice after another, so a streamed request gives the same choices as the same request unstreamed (batching
 the choices is a later optimisation). With temperature 0 the choices are greedy and all equal.
+
+Log-probabilities (chat `logprobs` + `top_logprobs` 0..20, text completions `logprobs` 0..5) are those of the
+model's raw next-token logits, before temperature, top_p and repetition_penalty, as OpenAI and vLLM report them.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ class Plan:
     stop: tuple[str, ...]
     requested_tokens: int | None  # max_tokens / max_completion_tokens as asked; None: the default
     include_usage: bool  # stream_options.include_usage
+    logprobs: int | None = None  # None: no log-probabilities; n: each token's and the n most likely at its place
 
     @property
     def greedy(self) -> bool:
@@ -41,10 +45,12 @@ class Plan:
         """Keywords of Engine.generate / complete / stream for choice number `choice`."""
         seed = None if self.seed is None or self.greedy else self.seed + choice
         return {"max_new_tokens": max_new_tokens, "temperature": self.temperature, "top_p": self.top_p,
-                "repetition_penalty": self.repetition_penalty, "seed": seed, "stop": self.stop}
+                "repetition_penalty": self.repetition_penalty, "seed": seed, "stop": self.stop,
+                "logprobs": self.logprobs}
 
 
-def _plan(req: SamplingRequest, settings: ServeSettings, requested_tokens: int | None) -> Plan:
+def _plan(req: SamplingRequest, settings: ServeSettings, requested_tokens: int | None,
+          logprobs: int | None) -> Plan:
     for name in ("frequency_penalty", "presence_penalty"):
         if getattr(req, name):
             raise unsupported(name, "a non-zero value (the extension `repetition_penalty` > 1 discourages "
@@ -65,12 +71,12 @@ def _plan(req: SamplingRequest, settings: ServeSettings, requested_tokens: int |
                                     f"(--max-tokens), got {requested_tokens}")
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
     return Plan(req.n, temperature, top_p, req.repetition_penalty or 1.0, req.seed, tuple(s for s in stop if s),
-                requested_tokens, include_usage)
+                requested_tokens, include_usage, logprobs)
 
 
 def chat_plan(req: ChatCompletionRequest, settings: ServeSettings) -> Plan:
-    if req.logprobs or req.top_logprobs:
-        raise unsupported("logprobs", "returning log probabilities")
+    if req.top_logprobs is not None and not req.logprobs:
+        raise invalid("top_logprobs", "top_logprobs needs logprobs: true")
     if req.response_format and req.response_format.get("type", "text") != "text":
         raise unsupported("response_format", f"type {req.response_format.get('type')!r}")
     if req.modalities and set(req.modalities) != {"text"}:
@@ -79,17 +85,17 @@ def chat_plan(req: ChatCompletionRequest, settings: ServeSettings) -> Plan:
         raise unsupported("tool_choice", "forcing a tool call (tools are shown to the model as training showed "
                                          "them; its answer comes back as text)")
     requested = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
-    return _plan(req, settings, requested)
+    return _plan(req, settings, requested, (req.top_logprobs or 0) if req.logprobs else None)
 
 
 def completion_plan(req: CompletionRequest, settings: ServeSettings) -> Plan:
-    if req.logprobs is not None:
-        raise unsupported("logprobs", "returning log probabilities")
+    if req.logprobs is not None and req.echo:
+        raise unsupported("echo", "echo together with logprobs (log probabilities of the prompt's tokens)")
     if req.best_of not in (None, 1):
         raise unsupported("best_of", "a value other than 1")
     if req.suffix:
         raise unsupported("suffix", "inserting between a prompt and a suffix")
-    return _plan(req, settings, req.max_tokens)
+    return _plan(req, settings, req.max_tokens, req.logprobs)
 
 
 def completion_prompts(req: CompletionRequest) -> list[str]:

@@ -64,7 +64,7 @@ def from_tuneforge(err: TuneforgeError, model_id: str | None = None) -> APIError
 
 
 def _json(err: APIError) -> JSONResponse:
-    return JSONResponse(err.body(), status_code=err.status)
+    return JSONResponse(err.body(), status_code=err.status, headers=getattr(err, "headers", None))
 
 
 def _param(loc: tuple) -> str | None:

@@ -3,13 +3,15 @@
 Each request: find the model id (404 when unknown), check the parameters (400 for what is not supported), load the
 model if needed, render and count the prompt with the model's own chat template, then generate while holding that
 model's weights (see serve.pool). Everything that can fail for the request's own reasons fails before a stream
-starts, as a plain HTTP error; a failure while streaming is sent as an error event, then [DONE].
+starts, as a plain HTTP error; a failure while streaming is sent as an error event, then [DONE]. Asked for, each
+choice carries its tokens' log-probabilities, and each streamed chunk those of the tokens that wrote its text.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
+from functools import partial
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 
@@ -17,7 +19,7 @@ import anyio
 from fastapi import APIRouter, Depends, Request
 from jinja2.exceptions import TemplateError
 
-from tuneforge.infer.engine import Generation
+from tuneforge.infer.engine import Generation, Piece, TokenLogprob
 from tuneforge.serve.auth import Caller, require_api_key
 from tuneforge.serve.catalog import ModelEntry
 from tuneforge.serve.decoding import (
@@ -31,6 +33,7 @@ from tuneforge.serve.decoding import (
 )
 from tuneforge.serve.errors import APIError, from_tuneforge, invalid, log, model_not_found
 from tuneforge.serve.pool import ModelPool, RequestView
+from tuneforge.serve.request_log import log_chat_completion
 from tuneforge.serve.schemas import (
     ChatChoice,
     ChatCompletion,
@@ -38,9 +41,11 @@ from tuneforge.serve.schemas import (
     ChatCompletionMessage,
     ChatCompletionRequest,
     ChoiceDelta,
+    ChoiceLogprobs,
     ChunkChoice,
     Completion,
     CompletionChoice,
+    CompletionLogprobs,
     CompletionRequest,
     CompletionUsage,
     dump_chunk,
@@ -100,8 +105,8 @@ def _decode_n(plan: Plan, budget: int, one: Callable[[dict], Generation]) -> lis
     return [one(plan.engine_kwargs(i, budget)) for i in range(plan.n)]
 
 
-def _relay(pieces: Generator[str, None, Generation],
-           wrap: Callable[[str], str]) -> Generator[str, None, Generation]:
+def _relay(pieces: Generator[str | Piece, None, Generation],
+           wrap: Callable[[str | Piece], str]) -> Generator[str, None, Generation]:
     """Yield wrap(piece) for each piece of an engine stream; return its Generation. Closing stops the stream."""
     try:
         while True:
@@ -112,6 +117,11 @@ def _relay(pieces: Generator[str, None, Generation],
             yield wrap(piece)
     finally:
         pieces.close()
+
+
+def _split(piece: str | Piece) -> tuple[str, list[TokenLogprob] | None]:
+    """(text, its tokens with log-probabilities, or None when they were not asked for) of a streamed piece."""
+    return (piece.text, piece.logprobs) if isinstance(piece, Piece) else (piece, None)
 
 
 def _error_body(err: Exception) -> dict:
@@ -140,14 +150,18 @@ async def chat_completions(req: ChatCompletionRequest, request: Request, caller:
     reply = _reply("chatcmpl", req, state, plan)
     prompt_ids = prompt if req.return_token_ids else None
     if req.stream:
-        return sse_response(_chat_events(state.pool, entry, messages, tools, plan, budget, reply, prompt, prompt_ids))
+        logged = partial(log_chat_completion, state, caller.project, req, reply.id, model=req.model)
+        return sse_response(_chat_events(state.pool, entry, messages, tools, plan, budget, reply, prompt, prompt_ids,
+                                         logged))
 
     def run() -> list[Generation]:
         with state.pool.lease(entry) as engine:
             return _decode_n(plan, budget, lambda kw: engine.generate([messages], tools=[tools], **kw)[0])
 
     gens = await anyio.to_thread.run_sync(run)
-    choices = [ChatChoice(index=i, message=ChatCompletionMessage(content=g.text), finish_reason=g.finish_reason)
+    log_chat_completion(state, caller.project, req, reply.id, [g.text for g in gens], req.model)
+    choices = [ChatChoice(index=i, message=ChatCompletionMessage(content=g.text), finish_reason=g.finish_reason,
+                          logprobs=None if g.logprobs is None else ChoiceLogprobs.of(g.logprobs))
                for i, g in enumerate(gens)]
     return to_json(ChatCompletion(id=reply.id, created=reply.created, model=reply.model, choices=choices,
                                   usage=_usage(len(prompt), gens), system_fingerprint=reply.fingerprint,
@@ -161,15 +175,20 @@ def _chat_chunk(reply: _Reply, choices: list[ChunkChoice], **extra) -> str:
                                                 system_fingerprint=reply.fingerprint, **{**usage, **extra})))
 
 
-def _content_chunk(reply: _Reply, index: int) -> Callable[[str], str]:
-    return lambda text: _chat_chunk(reply, [ChunkChoice(index=index, delta=ChoiceDelta(content=text),
-                                                        finish_reason=None)])
+def _content_chunk(reply: _Reply, index: int) -> Callable[[str | Piece], str]:
+    def chunk(piece: str | Piece) -> str:
+        text, tokens = _split(piece)
+        logprobs = {} if tokens is None else {"logprobs": ChoiceLogprobs.of(tokens)}
+        return _chat_chunk(reply, [ChunkChoice(index=index, delta=ChoiceDelta(content=text), finish_reason=None,
+                                               **logprobs)])
+    return chunk
 
 
 def _chat_events(pool: ModelPool, entry: ModelEntry, messages: list[dict], tools, plan: Plan, budget: int,
-                 reply: _Reply, prompt: list[int], prompt_ids: list[int] | None) -> Iterator[str]:
+                 reply: _Reply, prompt: list[int], prompt_ids: list[int] | None,
+                 logged: Callable[[list[str]], None]) -> Iterator[str]:
     """The chunks of a streamed chat completion: per choice a role chunk, content chunks and a finish chunk; then
-    the usage chunk (stream_options.include_usage) and [DONE]."""
+    the usage chunk (stream_options.include_usage) and [DONE]. `logged(answers)` once the answers are complete."""
     gens = []
     try:
         with pool.lease(entry) as engine:
@@ -181,6 +200,7 @@ def _chat_events(pool: ModelPool, entry: ModelEntry, messages: list[dict], tools
                 gens.append((yield from _relay(pieces, _content_chunk(reply, i))))
                 yield _chat_chunk(reply, [ChunkChoice(index=i, delta=ChoiceDelta(),
                                                       finish_reason=gens[-1].finish_reason)])
+        logged([g.text for g in gens])
         if reply.include_usage:
             yield _chat_chunk(reply, [], usage=_usage(len(prompt), gens))
     except Exception as err:  # noqa: BLE001 - the status line is sent already: report it in the stream
@@ -215,6 +235,7 @@ async def completions(req: CompletionRequest, request: Request, caller: Caller =
     per_prompt = await anyio.to_thread.run_sync(run)
     choices = [CompletionChoice(index=k * plan.n + j, text=(prompts[k] if req.echo else "") + g.text,
                                 finish_reason=g.finish_reason,
+                                logprobs=None if g.logprobs is None else CompletionLogprobs.of(g.logprobs),
                                 prompt_token_ids=shown_ids[k] if shown_ids is not None else None)
                for k, gens in enumerate(per_prompt) for j, g in enumerate(gens)]
     return to_json(Completion(id=reply.id, created=reply.created, model=reply.model, choices=choices,
@@ -229,9 +250,12 @@ def _text_chunk(reply: _Reply, choices: list[CompletionChoice], **extra) -> str:
                                        **{**usage, **extra})))
 
 
-def _text_piece(reply: _Reply, index: int) -> Callable[[str], str]:
-    return lambda text: _text_chunk(reply, [CompletionChoice(index=index, text=text, finish_reason=None,
-                                                             logprobs=None)])
+def _text_piece(reply: _Reply, index: int) -> Callable[[str | Piece], str]:
+    def chunk(piece: str | Piece) -> str:
+        text, tokens = _split(piece)
+        logprobs = None if tokens is None else CompletionLogprobs.of(tokens)
+        return _text_chunk(reply, [CompletionChoice(index=index, text=text, finish_reason=None, logprobs=logprobs)])
+    return chunk
 
 
 def _completion_events(pool: ModelPool, entry: ModelEntry, prompts: list[str], plan: Plan, budgets: list[int],

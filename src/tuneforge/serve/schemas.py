@@ -1,5 +1,5 @@
 """Request and response bodies, field by field as openai-python's types define them (chat.ChatCompletion,
-ChatCompletionChunk, Completion, Model, CompletionUsage).
+ChatCompletionChunk, ChatCompletionTokenLogprob, Completion with its legacy Logprobs, Model, CompletionUsage).
 
 Requests accept every field the official client may send: unknown ones are ignored (the API grows faster than any
 server), and known ones this server cannot honour yet are refused with a 400 by `serve.decoding`, never ignored.
@@ -10,9 +10,12 @@ the answer, so a client can check that the server renders prompts exactly as tra
 from __future__ import annotations
 
 import json
-from typing import Literal, Optional, Union
+from typing import TYPE_CHECKING, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    from tuneforge.infer.engine import TokenLogprob, TopToken
 
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "function_call"]
 
@@ -84,6 +87,65 @@ class CompletionUsage(BaseModel):
     total_tokens: int
 
 
+UNLIKELY = -9999.0  # OpenAI's log-probability for "very unlikely" (JSON has no -inf)
+
+
+def _logprob(value: float) -> float:
+    return max(value, UNLIKELY)
+
+
+class TopLogprob(BaseModel):
+    token: str
+    bytes: Optional[list[int]] = None
+    logprob: float
+
+    @classmethod
+    def of(cls, top: TopToken) -> TopLogprob:
+        return cls(token=top.token, bytes=top.bytes, logprob=_logprob(top.logprob))
+
+
+class ChatCompletionTokenLogprob(TopLogprob):
+    top_logprobs: list[TopLogprob]
+
+    @classmethod
+    def of(cls, token: TokenLogprob) -> ChatCompletionTokenLogprob:
+        return cls(token=token.token, bytes=token.bytes, logprob=_logprob(token.logprob),
+                   top_logprobs=[TopLogprob.of(t) for t in token.top])
+
+
+class ChoiceLogprobs(BaseModel):
+    """A chat choice's (or chunk's) logprobs: one entry per answer token, `top_logprobs` as many as asked."""
+
+    content: Optional[list[ChatCompletionTokenLogprob]] = None
+    refusal: Optional[list[ChatCompletionTokenLogprob]] = None
+
+    @classmethod
+    def of(cls, tokens: list[TokenLogprob]) -> ChoiceLogprobs:
+        return cls(content=[ChatCompletionTokenLogprob.of(t) for t in tokens], refusal=None)
+
+
+class CompletionLogprobs(BaseModel):
+    """The legacy shape of /v1/completions: parallel lists; `top_logprobs` maps token text → logprob for the n most
+    likely tokens plus the chosen one (so up to n + 1 entries, as OpenAI documents); `text_offset` is where each
+    token starts in the choice's text."""
+
+    tokens: list[str]
+    token_logprobs: list[float]
+    top_logprobs: list[dict[str, float]]
+    text_offset: list[int]
+
+    @classmethod
+    def of(cls, tokens: list[TokenLogprob]) -> CompletionLogprobs:
+        def top(token: TokenLogprob) -> dict[str, float]:
+            ranked = {}
+            for t in [*token.top, token]:
+                ranked.setdefault(t.token, _logprob(t.logprob))
+            return ranked
+
+        return cls(tokens=[t.token for t in tokens], token_logprobs=[_logprob(t.logprob) for t in tokens],
+                   top_logprobs=[top(t) for t in tokens], text_offset=[t.offset for t in tokens])
+
+
 class ChatCompletionMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: Optional[str] = None
@@ -95,7 +157,7 @@ class ChatChoice(BaseModel):
     index: int
     message: ChatCompletionMessage
     finish_reason: FinishReason
-    logprobs: Optional[dict] = None
+    logprobs: Optional[ChoiceLogprobs] = None
 
 
 class ChatCompletion(BaseModel):
@@ -119,7 +181,7 @@ class ChunkChoice(BaseModel):
     index: int
     delta: ChoiceDelta
     finish_reason: Optional[FinishReason] = None
-    logprobs: Optional[dict] = None
+    logprobs: Optional[ChoiceLogprobs] = None
 
 
 class ChatCompletionChunk(BaseModel):
@@ -137,7 +199,7 @@ class CompletionChoice(BaseModel):
     index: int
     text: str
     finish_reason: Optional[Literal["stop", "length", "content_filter"]] = None
-    logprobs: Optional[dict] = None
+    logprobs: Optional[CompletionLogprobs] = None
     prompt_token_ids: Optional[list[int]] = None  # extension, with return_token_ids
 
 

@@ -13,6 +13,7 @@ A relative `file.py` (and an rm run folder, a judge's rubric_file) written in a 
 file's folder, like data paths; given on the command line, against the working directory.
 
 Built-ins: label_match (the completion equals the row's label), regex (the completion matches a pattern),
+grader (OpenAI's string_check / text_similarity / multi / python graders; see `tuneforge.stages.graders`),
 number_match (the last number equals the label's last number, GSM8K style), length (a penalty away from a
 target length in characters), rm (a trained reward-model run scores prompt + completion), judge (RLAIF: a local
 model or an OpenAI-compatible endpoint scores each completion with an editable rubric; see `tuneforge.stages.judge`).
@@ -28,6 +29,7 @@ from typing import Callable
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tuneforge.stages.graders import check_grader, grader
 from tuneforge.utils.errors import ConfigError
 
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
@@ -137,7 +139,7 @@ def rm_reward(model: str, device: str = "auto", cutoff: int = 1024, batch_size: 
 
 
 BUILTINS: dict[str, Callable] = {"label_match": label_match, "regex": regex, "number_match": number_match,
-                                 "length": length}
+                                 "length": length, "grader": grader}
 
 
 def _load_custom(name: str) -> Callable:
@@ -179,6 +181,8 @@ def check_reward(spec: RewardSpec) -> None:
     else:
         fn = BUILTINS.get(spec.name) or _load_custom(spec.name)
         _check_args(fn, spec.args, spec.name, strict=spec.name in BUILTINS)
+        if spec.name == "grader":
+            check_grader(spec.args["grader"], spec.args.get("allow_python", False))
 
 
 def _check_args(fn: Callable, args: dict, name: str, *, strict: bool) -> None:

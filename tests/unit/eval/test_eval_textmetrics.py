@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from tuneforge.eval.textmetrics import (bleu_tokenizer, content_tokens, corpus_bleu, exact_match, generation_metrics,
+from tuneforge.utils.textmetrics import (bleu_tokenizer, content_tokens, corpus_bleu, exact_match, generation_metrics,
                                         lcs_length, metric_tokens, rouge_scores, sentence_bleu)
 
 HYP = "the cat sat on the mat"
