@@ -171,6 +171,8 @@ def _resolve_one(value: str, base: Path | None, rule: str) -> str:
         target, sep, func = value.rpartition(":")
         return _resolve_one(target, base, "file") + sep + func if sep and target.endswith(".py") else value
     p = Path(value)
+    if value.startswith("modelscope:"):  # a ModelScope id, not a path
+        return value
     if base is None or rule == "cwd" or p.is_absolute() or (rule == "jinja" and p.suffix != ".jinja"):
         return value
     if rule in ("file", "jinja") or value.startswith(("./", "../")) or p.suffix.lower() in _SUFFIXES[rule] \

