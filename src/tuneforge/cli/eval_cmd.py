@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 app = typer.Typer(help="Evaluate models: `bench` (MMLU, ARC, ...), `task` (your data), `rm` (a reward model on pairs), "
-                       "`compare` (before/after).",
+                       "`compare` (before/after), `arena` (pairwise judging, Elo / Bradley–Terry).",
                   no_args_is_help=True)
 
 _MODEL_HELP = "Model: alias, folder, .gguf or hub id; `MODEL::ADAPTER` evaluates a LoRA adapter on top."
@@ -166,3 +166,47 @@ def compare_cmd(
     console.print(f"comparison: [bold]{paths['markdown']}[/bold] (also {paths['html'].name}, {paths['json'].name})")
     if as_json:
         typer.echo(json.dumps(cmp, indent=1, ensure_ascii=False))
+
+
+@app.command("arena")
+def arena_cmd(
+    model: list[str] = typer.Option(..., "--model", "-m", help="A model, twice or more: NAME=SPEC or SPEC; SPEC is a "
+                                    "base (alias/folder/hub id), MODEL::ADAPTER, an adapter or run folder, or "
+                                    "endpoint:URL#MODEL."),
+    prompts: str = typer.Option(..., help="Prompts: JSONL with `prompt` or `messages` (also alpaca/sharegpt rows)."),
+    judge: Optional[str] = typer.Option(None, help="rule:longer | rule:shorter | rule:contains:TEXT | human | a "
+                                                   "local judge model."),
+    judge_endpoint: Optional[str] = typer.Option(None, help="OpenAI-compatible judge server (URL before "
+                                                            "/chat/completions)."),
+    judge_model: Optional[str] = typer.Option(None, help="Model name for --judge-endpoint."),
+    api_key_env: Optional[str] = typer.Option(None, help="Environment variable with the API key for endpoints."),
+    rubric: Optional[str] = typer.Option(None, help="Rubric file with {prompt}, {answer_1}, {answer_2} "
+                                                    "[, {reference}] (model/endpoint judges)."),
+    judge_template: str = typer.Option("auto", help="Chat template of a local judge model."),
+    judge_max_new_tokens: int = typer.Option(16, help="Reply length of a model/endpoint judge."),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="Arena folder: answers cache, verdicts, report "
+                                                                "(default: $TUNEFORGE_HOME/arena/PROMPTS-HASH)."),
+    template: list[str] = typer.Option([], help="Chat template for the local models without one of their own; "
+                                                "NAME=TEMPLATE sets (replaces) one model's."),
+    max_new_tokens: int = typer.Option(256, help="Answer length, the same for every model."),
+    temperature: float = typer.Option(0.0, help="0 = greedy answers."),
+    bootstrap: int = typer.Option(1000, help="Bootstrap rounds over prompts for the intervals (0: none)."),
+    elo_k: float = typer.Option(16.0, help="Elo K factor."),
+    seed: int = typer.Option(0, help="Seed of Elo orders, bootstrap draws, the human judge's order and sampled "
+                                     "answers."),
+    batch_size: BatchSizeOpt = 8,
+    dtype: DtypeOpt = "auto",
+    device: DeviceOpt = "auto",
+    progress: ProgressOpt = True,
+) -> None:
+    """Pairwise arena: every pair of models on every prompt, judged in both orders; Elo and Bradley–Terry ratings
+    with bootstrap intervals, win rates, the judge's self-agreement; arena.md/html/json and a chart in --out."""
+    from tuneforge.eval.arena import ArenaSettings, GenerationSettings, JudgeSpec, run_arena
+
+    spec = JudgeSpec(judge=judge, endpoint=judge_endpoint, api_model=judge_model, api_key_env=api_key_env,
+                     rubric=rubric, template=judge_template, max_new_tokens=judge_max_new_tokens,
+                     batch_size=batch_size, device=device, dtype=dtype)
+    gen = GenerationSettings(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed, batch_size=batch_size,
+                             dtype=dtype, device=device, api_key_env=api_key_env)
+    run_arena(ArenaSettings(models=model, prompts=prompts, judge=spec, out=out, templates=template, generation=gen,
+                            bootstrap=bootstrap, elo_k=elo_k, seed=seed, progress=progress))
