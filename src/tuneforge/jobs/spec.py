@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from tuneforge.utils.errors import ConfigError
@@ -20,7 +21,7 @@ METHOD_STAGES = {"supervised": "sft", "dpo": "dpo", "reinforcement": "grpo"}
 FILE_KINDS = {"supervised": ("chat",), "dpo": ("pairwise",), "reinforcement": ("chat", "prompts")}
 DEFAULT_METHOD = "lora"
 # Settings a job may not change through `tuneforge`: the server decides the base, the data and where runs go.
-_FIXED = ("model", "data.train", "data.eval", "output", "train.resume", "train.distributed", "stage.type")
+_FIXED = ("model", "data.train", "data.eval", "output", "train.resume", "train.distributed", "stage.type", "tags")
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,8 @@ def run_config(method: dict, seed: int, overrides: dict | None, inputs: JobInput
             "eval": [{"path": inputs.validation_path}] if inputs.validation_path else []}
     config = {"model": {"name": inputs.base_source, "template": inputs.template}, "data": data, "stage": stage,
               "method": {"type": DEFAULT_METHOD}, "train": {**train, "save_total_limit": 3},
-              "output": {"dir": inputs.run_dir, "run_name": inputs.run_dir.rstrip("/").rsplit("/", 1)[-1]}}
+              "output": {"dir": inputs.run_dir, "run_name": Path(inputs.run_dir).parent.name},
+              "tags": [f"job:{Path(inputs.run_dir).parent.name}"]}
     overrides = dict(overrides or {})
     _check_overrides(overrides)
     config = copy.deepcopy(config)

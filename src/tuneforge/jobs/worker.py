@@ -180,6 +180,7 @@ def _finish(store: Store, job, status: str, message: str, level: str = "info", *
 
 def run_job(store: Store, job_id: str, storage: Path) -> str:
     """Train the job to its end; returns the status written."""
+    from tuneforge.eval.callback import classification_callbacks
     from tuneforge.jobs.spec import validate_config
     from tuneforge.train.output import checkpoint_step, latest_checkpoint
     from tuneforge.train.runner import train
@@ -195,7 +196,7 @@ def run_job(store: Store, job_id: str, storage: Path) -> str:
         callback = JobCallback(store, job, beat)
         try:
             cfg = validate_config(job.resolved["config"])
-            result = train(cfg, extra_callbacks=[callback])
+            result = train(cfg, extra_callbacks=[callback], eval_callbacks=classification_callbacks)
         except (Exception, KeyboardInterrupt) as err:  # noqa: BLE001 - every failure is the job's, with a reason
             _finish(store, job, "failed", f"Fine-tuning job failed: {err}", level="error", error=_error(err))
             return "failed"
