@@ -49,7 +49,7 @@ completion_tokens. An existing --out is refused unless --overwrite. Greedy unles
 run (its recorded base is used).
 """
 
-EXPORT_HELP = """Merge a LoRA adapter into its base model and save one standalone Hugging Face folder, then verify it.
+EXPORT_HELP = """Merge a LoRA adapter into its base model, save a standalone Hugging Face folder (or a GGUF), verify it.
 
 \b
 The folder holds safetensors weights, the tokenizer with the chat template used in training, a generation_config
@@ -59,6 +59,18 @@ base + adapter on sample conversations: max |Δlogit| must stay within 1e-3 for 
 checked in float32 and the reload against the cast model). On failure nothing is written to --out and the command
 exits non-zero. A non-empty --out is refused unless --overwrite. --model may be left out when --adapter is a
 tuneforge run (its recorded base is used); the export is recorded in `tuneforge runs` as a child of that run.
+
+\b
+--format gguf writes a GGUF for llama.cpp (Llama, SmolLM2, Mistral and Qwen2 architectures) into --out:
+  merged/                the verified Hugging Face merge (above); reused by a later export into the same --out
+  NAME-QUANT.gguf        --quant f16 (default), f32, bf16, q8_0, q4_0 or q4_1, NAME = the --out folder's name
+  NAME-QUANT.check.json  the verification: read back through transformers, compared with merged/
+  NAME-QUANT.Modelfile   with --ollama (or --format ollama): `ollama create NAME -f NAME-QUANT.Modelfile`
+The GGUF embeds the tokenizer and the chat template. It is verified: the same weights quantized in memory give
+the same logits (≤ 1e-3), and vs merged/ max |Δlogit| and top-1 agreement stay within the bounds of
+docs/export_gguf.md (f32/f16: also the same greedy text). A failed file is renamed NAME-QUANT.gguf.failed and
+the command exits non-zero. K-quants (q4_k_m, …) are refused: make them from the f16 file with llama.cpp's
+llama-quantize. --ollama translates chatml and llama3 chat templates only. Existing files are never overwritten.
 """
 
 
@@ -323,20 +335,41 @@ def generate_cmd(
 def export_cmd(
     model: Optional[str] = typer.Option(None, "--model", "-m", help=MODEL_HELP + "; or a full fine-tuned model "
                                                                                 "folder"),
-    out: str = typer.Option(..., "--out", "-o", help="destination folder (created; must be new or empty)"),
+    out: str = typer.Option(..., "--out", "-o", help="destination folder (created; must be new or empty; "
+                                                     "--format gguf: may hold earlier GGUF exports of the model)"),
     adapter: Optional[str] = typer.Option(None, "--adapter", "-a", help=ADAPTER_HELP),
     dtype: str = typer.Option("auto", "--dtype", help="auto (the base model's stored dtype), float32, "
-                                                      "bfloat16 or float16"),
+                                                      "bfloat16 or float16 (gguf: of merged/)"),
     template: str = typer.Option("auto", "--template", "-t", help=TEMPLATE_HELP),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace a non-empty --out folder"),
     check_samples: int = typer.Option(4, "--check-samples", help="sample conversations in the parity check"),
     device: str = typer.Option("auto", "--device", help="auto (cuda > mps > cpu), cpu, cuda, …"),
+    fmt: str = typer.Option("hf", "--format", help="hf (a Hugging Face folder), gguf (llama.cpp), ollama (gguf + "
+                                                   "a Modelfile)"),
+    quant: Optional[str] = typer.Option(None, "--quant", help="with --format gguf: f16 (default), f32, bf16, q8_0, "
+                                                               "q4_0, q4_1"),
+    ollama: bool = typer.Option(False, "--ollama", help="with --format gguf: also write an Ollama Modelfile"),
 ) -> None:
     from tuneforge.export.merge import merge_adapter
 
+    if fmt not in ("hf", "gguf", "ollama"):
+        raise ModelError(f"unknown --format {fmt}", hint="choose hf, gguf or ollama")
+    if fmt == "hf" and (quant or ollama):
+        raise ModelError("--quant and --ollama apply to --format gguf", hint="add --format gguf")
+    if fmt != "hf" and overwrite:
+        raise ModelError("--overwrite does not apply to --format gguf: a GGUF export never overwrites a file",
+                         hint="delete the old files, or export into another --out folder")
     if adapter and not Path(_adapter_dir(adapter)).is_dir():
         raise ModelError(f"adapter folder {adapter} does not exist")
     model = _base_model(model, adapter)
+    if fmt != "hf":
+        from tuneforge.export.gguf import export_gguf
+
+        g = export_gguf(model, _adapter_dir(adapter), out, quant=quant or "f16", ollama=ollama or fmt == "ollama",
+                        dtype=dtype, template=template, check_samples=check_samples, device=device)
+        console.print(g.summary())
+        typer.echo(g.gguf)
+        return
     r = merge_adapter(model, _adapter_dir(adapter), out, dtype=dtype, overwrite=overwrite,
                       check_samples=check_samples, template=template, device=device)
     p = r.parity
