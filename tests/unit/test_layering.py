@@ -24,8 +24,8 @@ TIERS = {
     "data": 2, "models": 2,
     "stages": 3, "methods": 3,
     "train": 4, "eval": 4, "export": 4, "infer": 4,
-    "sweep": 5, "jobs": 5,
-    "serve": 6,
+    "sweep": 5, "jobs": 5, "synth": 5,
+    "serve": 6, "ui": 6,
     "cli": 7,
 }
 # Single modules that sit in another tier than their package.

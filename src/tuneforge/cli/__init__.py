@@ -35,6 +35,7 @@ _GROUPS = [
     ("tuneforge.cli.stages_cmd", "register", None),
     ("tuneforge.cli.methods_cmd", "register", None),
     ("tuneforge.cli.serve_cmd", "register", None),
+    ("tuneforge.cli.ui_cmd", "register", None),
     ("tuneforge.cli.keys_cmd", "app", "keys"),
 ]
 

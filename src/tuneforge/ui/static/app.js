@@ -1,0 +1,543 @@
+// tuneforge web UI: a client of the server's HTTP API (the OpenAI /v1 routes and the read-only /tf/v1 ones).
+// Everything it shows comes from the server; the page keeps only the chosen file and job in the URL hash
+// (#file=...&job=...), so reloading it, or opening the link elsewhere, shows the same state.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const S = {  // what the server last said; re-rendered on a language switch
+  base: null, files: [], fileId: null, preview: null, doctor: null, options: null, plan: null,
+  job: null, jobs: [], events: [], stage: "supervised", method: "lora", poll: null,
+};
+
+// ---------- HTTP ----------
+async function api(path, options = {}) {
+  let response;
+  try {
+    response = await fetch(path, options);
+  } catch (err) {
+    throw new Error(t("error.network", {why: err.message}));
+  }
+  const body = await response.json().catch(() => ({}));
+  if (!response.ok) {
+    const error = new Error((body.error && body.error.message) || `${response.status} ${response.statusText}`);
+    error.status = response.status;
+    throw error;
+  }
+  return body;
+}
+const post = (path, body) => api(path, {method: "POST", headers: {"Content-Type": "application/json"},
+                                       body: JSON.stringify(body || {})});
+
+function hashState() {
+  return Object.fromEntries(new URLSearchParams(location.hash.slice(1)));
+}
+function setHash(values) {
+  const next = {...hashState(), ...values};
+  Object.keys(next).forEach((k) => next[k] == null && delete next[k]);
+  history.replaceState(null, "", "#" + new URLSearchParams(next).toString());
+}
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (key === "class") node.className = value;
+    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else node.setAttribute(key, value);
+  }
+  children.flat().forEach((c) => node.append(c instanceof Node ? c : document.createTextNode(String(c))));
+  return node;
+}
+function showError(id, message) {
+  const box = $(id);
+  box.hidden = !message;
+  box.textContent = message || "";
+  return box;
+}
+const human = (n) => n >= 1e9 ? (n / 1e9).toFixed(1) + "B" : n >= 1e6 ? (n / 1e6).toFixed(1) + "M"
+  : n >= 1e3 ? (n / 1e3).toFixed(0) + "K" : String(n);
+const bytes = (n) => n >= 2 ** 30 ? (n / 2 ** 30).toFixed(1) + " GiB" : (n / 2 ** 20).toFixed(0) + " MiB";
+
+// ---------- 1. Model ----------
+function renderModel() {
+  const b = S.base;
+  if (!b) return;
+  const facts = [
+    ["model.id", b.id], ["model.size", t("model.params", {n: human(b.parameters)})],
+    ["model.context", b.context_length ? t("model.tokens", {n: b.context_length}) : "?"],
+    ["model.template", b.chat_template ? t("model.has_template", {name: b.template}) : t("model.no_template")],
+    ["model.device", `${b.device} · ${b.dtype.replace("torch.", "")}`],
+  ];
+  $("model-facts").replaceChildren(...facts.map(([k, v]) => el("div", {}, el("dt", {}, t(k)), el("dd", {}, v))));
+}
+
+// ---------- 2. Data ----------
+async function loadFiles() {
+  S.files = (await api("/v1/files")).data;
+  renderFiles();
+}
+function renderFiles() {
+  const select = $("file-select");
+  const options = S.files.map((f) => el("option", {value: f.id}, `${f.filename} (${f.status_details || f.id})`));
+  select.replaceChildren(el("option", {value: ""}, t("data.none")), ...options);
+  select.value = S.fileId || "";
+}
+
+async function upload(file) {
+  showError("data-error", "");
+  $("data-status").textContent = t("data.uploading", {name: file.name});
+  const form = new FormData();
+  form.append("purpose", "fine-tune");
+  form.append("file", file, file.name);
+  try {
+    const saved = await api("/v1/files", {method: "POST", body: form});
+    await loadFiles();
+    await chooseFile(saved.id);
+  } catch (err) {
+    $("data-status").textContent = "";
+    showRefusal(err.message);
+  } finally {
+    $("file-input").value = "";
+  }
+}
+
+function showRefusal(message) {
+  // The server names each bad line: "name: 2 bad row(s); fix them and upload again. line 2: ...; line 3: ..."
+  const box = showError("data-error", "");
+  box.hidden = false;
+  const lines = message.split(/; (?=line \d+)|\. (?=line \d+)/);
+  box.append(el("strong", {}, t("data.refused") + " "), lines[0]);
+  if (lines.length > 1) box.append(el("ul", {}, lines.slice(1).map((l) => el("li", {}, l))));
+}
+
+async function chooseFile(fileId) {
+  S.fileId = fileId || null;
+  setHash({file: S.fileId});
+  $("file-select").value = S.fileId || "";
+  S.preview = S.doctor = S.options = S.plan = null;
+  $("data-summary").hidden = true;
+  ["step-method", "step-settings"].forEach((id) => { $(id).hidden = true; });
+  if (!fileId) return;
+  $("data-status").textContent = t("data.loading");
+  showError("data-error", "");
+  try {
+    [S.preview, S.doctor, S.options] = await Promise.all([
+      api(`/tf/v1/files/${fileId}/preview?n=3`), api(`/tf/v1/files/${fileId}/doctor`),
+      api(`/tf/v1/options?file_id=${fileId}`)]);
+  } catch (err) {
+    $("data-status").textContent = "";
+    showError("data-error", err.message);
+    return;
+  }
+  $("data-status").textContent = "";
+  S.stage = S.preview.kind === "pairwise" ? "dpo" : "supervised";
+  renderData();
+  renderOptions();
+  if (!S.job) ["step-method", "step-settings"].forEach((id) => { $(id).hidden = false; });
+  schedulePlan();
+}
+
+function renderData() {
+  const p = S.preview;
+  if (!p) return;
+  $("data-summary").hidden = false;
+  $("data-format").textContent = t("data.format", {name: p.filename, rows: p.rows, format: p.format, stage: p.stage});
+  $("samples").replaceChildren(...p.samples.map((s) => el("div", {class: "sample"},
+    el("div", {class: "src"}, `${s.source} · ${t("data.tokens", {n: s.tokens})}`
+                              + (s.truncated ? ` · ${t("data.truncated")}` : "")),
+    el("pre", {}, s.segments.map((g) => el("span", {class: g.trained ? "trained" : "untrained"}, g.text))))));
+  renderDoctor();
+}
+
+function renderDoctor() {
+  const findings = (S.doctor && S.doctor.findings) || [];
+  const where = (f) => (f.examples || []).slice(0, 3)
+    .map((e) => (e.sources || [e.source]).filter(Boolean).join(", ")).filter(Boolean).join(" | ");
+  const items = findings.map((f) => el("li", {class: `f-${f.severity}`},
+    el("span", {class: "sev"}, f.severity), f.summary, where(f) ? el("div", {class: "where"}, where(f)) : ""));
+  $("doctor").replaceChildren(...(items.length ? items : [el("li", {class: "f-ok"}, t("data.clean"))]));
+}
+
+// ---------- 3. Method and stage ----------
+function renderOptions() {
+  const o = S.options;
+  if (!o) return;
+  // Reinforcement needs a grader, which this page cannot write yet: it offers the stages it can start.
+  const stages = o.stages.filter((s) => s.fits_data && s.method !== "reinforcement");
+  if (!stages.some((s) => s.method === S.stage)) S.stage = stages.length ? stages[0].method : S.stage;
+  $("stages").replaceChildren(...stages.map((s) => el("label", {class: "choice"},
+    el("input", {type: "radio", name: "stage", value: s.method, ...(s.method === S.stage ? {checked: ""} : {}),
+                 onchange: () => { S.stage = s.method; renderMethods(); schedulePlan(); }}),
+    el("span", {}, el("strong", {}, `${s.stage.toUpperCase()}`), el("small", {}, s.description)))));
+  renderMethods();
+}
+
+function renderMethods() {
+  const stage = S.options.stages.find((s) => s.method === S.stage);
+  const allowed = S.options.methods.filter((m) => stage.methods.includes(m.name));
+  if (!allowed.some((m) => m.name === S.method)) S.method = allowed.some((m) => m.name === "lora") ? "lora"
+    : allowed[0].name;
+  const select = $("method-select");
+  select.replaceChildren(...allowed.map((m) => el("option", {value: m.name}, m.name)));
+  select.value = S.method;
+  renderMethodAbout();
+}
+function renderMethodAbout() {
+  const m = S.options.methods.find((x) => x.name === S.method);
+  $("method-about").textContent = m ? `${m.description} (${t(m.artifact === "adapter" ? "method.adapter"
+                                                                                     : "method.model")})` : "";
+}
+
+// ---------- 4. Settings and the plan ----------
+function number(id) {
+  const raw = $(id).value.trim();
+  return raw === "" || raw === "auto" ? "auto" : Number(raw);
+}
+function overrides() {
+  const out = {};
+  $("set-overrides").value.split("\n").forEach((line, i) => {
+    const text = line.trim();
+    if (!text || text.startsWith("#")) return;
+    const at = text.indexOf("=");
+    if (at < 1) throw new Error(t("settings.bad_line", {n: i + 1}));
+    const key = text.slice(0, at).trim();
+    const value = text.slice(at + 1).trim();
+    out[key] = /^-?\d+(\.\d+)?(e-?\d+)?$/i.test(value) ? Number(value) : value === "true" ? true
+      : value === "false" ? false : value;
+  });
+  return out;
+}
+function jobRequest() {
+  const hp = {n_epochs: number("set-epochs"), learning_rate_multiplier: number("set-lr"),
+              batch_size: number("set-batch")};
+  return {model: S.base.id, training_file: S.fileId, suffix: $("set-suffix").value.trim() || null,
+          method: {type: S.stage, [S.stage]: {hyperparameters: hp}},
+          tuneforge: {"method.type": S.method, ...overrides()}};
+}
+
+let planTimer = null;
+function schedulePlan() {
+  clearTimeout(planTimer);
+  planTimer = setTimeout(loadPlan, 250);
+}
+async function loadPlan() {
+  if (!S.fileId || !S.options) return;
+  try {
+    S.plan = await post("/tf/v1/plan", jobRequest());
+    showError("plan-error", "");
+  } catch (err) {
+    S.plan = null;
+    showError("plan-error", err.message);
+  }
+  renderPlan();
+}
+function renderPlan() {
+  const p = S.plan;
+  $("train").disabled = !p;
+  $("plan-yaml").textContent = p ? p.yaml : "";
+  const chosen = (p && p.resolved.chosen) || {};
+  $("auto-epochs").textContent = chosen.epochs ? t("settings.auto", {value: chosen.epochs}) : "";
+  $("auto-batch").textContent = chosen.batch_size ? t("settings.auto", {value: chosen.batch_size}) : "";
+  $("auto-lr").textContent = p ? t("settings.lr_is", {value: p.resolved.learning_rate.toExponential(2)}) : "";
+  const m = p && p.memory;
+  $("plan-memory").textContent = m ? t("settings.memory", {trainable: human(m.trainable_parameters),
+    share: (100 * m.trainable_share).toFixed(m.trainable_share < 0.01 ? 2 : 1) + "%", memory: bytes(m.bytes),
+    device: p.device}) : "";
+  const link = $("yaml-download");
+  if (link.href.startsWith("blob:")) URL.revokeObjectURL(link.href);
+  link.href = p ? URL.createObjectURL(new Blob([p.yaml], {type: "text/yaml"})) : "#";
+}
+
+async function startJob() {
+  $("train").disabled = true;
+  try {
+    const job = await post("/v1/fine_tuning/jobs", jobRequest());
+    showJob(job.id);
+    loadJobs();
+  } catch (err) {
+    showError("plan-error", err.message);
+    $("train").disabled = false;
+  }
+}
+
+// ---------- 5. Train ----------
+const ACTIVE = ["validating_files", "queued", "running", "pausing"];
+
+function showJob(jobId) {
+  setHash({job: jobId});
+  S.job = {id: jobId, status: "queued"};
+  S.events = [];
+  ["step-method", "step-settings"].forEach((id) => { $(id).hidden = true; });
+  $("step-train").hidden = false;
+  $("step-chat").hidden = false;
+  $("step-train").scrollIntoView({block: "start"});
+  clearTimeout(S.poll);
+  pollJob();
+}
+
+async function pollJob() {
+  const jobId = S.job && S.job.id;
+  if (!jobId) return;
+  try {
+    const [job, events] = await Promise.all([api(`/v1/fine_tuning/jobs/${jobId}`),
+      api(`/v1/fine_tuning/jobs/${jobId}/events?limit=1000`)]);
+    if (!S.job || S.job.id !== jobId) return;
+    S.job = job;
+    S.events = events.data.slice().reverse();  // oldest first
+    showError("job-error", job.error ? `${job.error.code}: ${job.error.message}` : "");
+  } catch (err) {
+    showError("job-error", err.message);
+  }
+  renderJob();
+  if (S.job && ACTIVE.includes(S.job.status)) S.poll = setTimeout(pollJob, 1000);
+  else loadJobs().catch(() => {});
+}
+
+function metrics() {
+  return S.events.filter((e) => e.type === "metrics" && e.data && e.data.train_loss != null).map((e) => e.data);
+}
+
+function renderJob() {
+  const job = S.job;
+  if (!job) return;
+  const badge = $("job-status");
+  badge.className = `badge ${job.status}`;
+  badge.textContent = t(`status.${job.status}`);
+  badge.dataset.status = job.status;
+  $("job-id").textContent = job.id;
+  const points = metrics();
+  const last = points[points.length - 1];
+  const total = last && last.total_steps;
+  const share = job.status === "succeeded" ? 1 : total ? last.step / total : 0;
+  $("job-bar").style.width = `${(100 * share).toFixed(1)}%`;
+  $("job-bar").parentElement.setAttribute("aria-valuenow", String(Math.round(100 * share)));
+  $("job-steps").textContent = job.status === "succeeded" ? t("train.done", {model: job.fine_tuned_model})
+    : last ? t("train.step", {step: last.step, total: total || "?"}) : t("train.waiting");
+  const left = job.estimated_finish ? Math.max(0, job.estimated_finish - Date.now() / 1000) : null;
+  $("job-eta").textContent = left != null ? t("train.eta", {time: left < 90 ? `${Math.round(left)} s`
+                                                                            : `${Math.round(left / 60)} min`}) : "";
+  $("job-pause").disabled = job.status !== "running";
+  $("job-resume").disabled = job.status !== "paused";
+  $("job-cancel").disabled = !ACTIVE.includes(job.status) && job.status !== "paused";
+  drawLoss(points);
+  const log = $("job-log");
+  const atEnd = log.scrollTop + log.clientHeight >= log.scrollHeight - 4;
+  log.textContent = S.events.map((e) => `${new Date(e.created_at * 1000).toLocaleTimeString()}  ${e.message}`)
+    .join("\n");
+  if (atEnd) log.scrollTop = log.scrollHeight;
+  renderChatModels();
+}
+
+function drawLoss(points) {
+  const svg = $("loss-chart");
+  const W = 600, H = 220, L = 48, R = 12, T = 12, B = 28;
+  const ns = "http://www.w3.org/2000/svg";
+  const node = (tag, attrs, text) => {
+    const n = document.createElementNS(ns, tag);
+    Object.entries(attrs).forEach(([k, v]) => n.setAttribute(k, v));
+    if (text != null) n.textContent = text;
+    return n;
+  };
+  const parts = [node("line", {class: "axis", x1: L, y1: H - B, x2: W - R, y2: H - B}),
+                 node("line", {class: "axis", x1: L, y1: T, x2: L, y2: H - B})];
+  if (points.length) {
+    const steps = points.map((p) => p.step), losses = points.map((p) => p.train_loss);
+    const maxStep = Math.max(points[points.length - 1].total_steps || 0, ...steps, 1);
+    let lo = Math.min(...losses), hi = Math.max(...losses);
+    if (hi - lo < 1e-9) { hi += 0.5; lo -= 0.5; }
+    // A loss falling by more than 20x reads better on a log scale: the late steps would be a flat line otherwise.
+    const log = lo > 0 && hi / lo > 20;
+    const f = log ? Math.log : (v) => v;
+    const x = (s) => L + (W - L - R) * (s / maxStep);
+    const y = (v) => T + (H - T - B) * (1 - (f(v) - f(lo)) / (f(hi) - f(lo)));
+    svg.dataset.scale = log ? "log" : "linear";
+    const path = points.map((p, i) => `${i ? "L" : "M"}${x(p.step).toFixed(1)},${y(p.train_loss).toFixed(1)}`);
+    parts.push(node("path", {class: "line", d: path.join(" ")}));
+    if (points.length === 1) parts.push(node("circle", {cx: x(steps[0]), cy: y(losses[0]), r: 3, fill: "#2563eb"}));
+    parts.push(node("text", {x: L - 6, y: T + 10, "text-anchor": "end"}, hi.toFixed(2)),
+               node("text", {x: L - 6, y: H - B, "text-anchor": "end"}, lo.toFixed(2)),
+               node("text", {x: L, y: H - 8}, "0"),
+               node("text", {x: W - R, y: H - 8, "text-anchor": "end"}, `step ${maxStep}`));
+    if (log) parts.push(node("text", {x: W - R, y: T + 10, "text-anchor": "end"}, "log scale"));
+  }
+  svg.dataset.points = String(points.length);
+  svg.replaceChildren(...parts);
+}
+
+async function jobAction(action) {
+  if (action === "cancel" && !confirm(t("train.confirm_cancel"))) return;
+  try {
+    S.job = await post(`/v1/fine_tuning/jobs/${S.job.id}/${action}`);
+    renderJob();
+    clearTimeout(S.poll);
+    pollJob();
+  } catch (err) {
+    showError("job-error", err.message);
+  }
+}
+
+function newJob() {
+  clearTimeout(S.poll);
+  S.job = null;
+  S.events = [];
+  setHash({job: null});
+  $("job-select").value = "";
+  $("step-train").hidden = true;
+  $("step-chat").hidden = true;
+  if (S.fileId) ["step-method", "step-settings"].forEach((id) => { $(id).hidden = false; });
+  schedulePlan();
+}
+
+async function loadJobs() {
+  S.jobs = (await api("/v1/fine_tuning/jobs?limit=20")).data;
+  renderJobs();
+}
+function renderJobs() {
+  const select = $("job-select");
+  const options = (S.jobs || []).map((j) => el("option", {value: j.id},
+    `${j.user_provided_suffix || j.id.slice(6, 14)} · ${t(`status.${j.status}`)} · `
+    + new Date(j.created_at * 1000).toLocaleString()));
+  select.replaceChildren(el("option", {value: ""}, t("jobs.none")), ...options);
+  select.value = S.job ? S.job.id : "";
+}
+async function openJob(jobId) {
+  if (!jobId) return newJob();
+  showJob(jobId);
+  const row = await api(`/v1/fine_tuning/jobs/${jobId}`).catch(() => null);
+  if (row && row.training_file !== S.fileId) await chooseFile(row.training_file);
+}
+
+// ---------- 6. Chat ----------
+function tunedModel() {
+  return S.job && S.job.status === "succeeded" ? S.job.fine_tuned_model : null;
+}
+function renderChatModels() {
+  const tuned = tunedModel();
+  $("answer-tuned").querySelector(".model-id").textContent = tuned || t("chat.not_ready");
+  $("answer-base").querySelector(".model-id").textContent = S.base ? S.base.id : "";
+  $("chat-send").disabled = !S.base;
+}
+
+async function streamAnswer(model, prompt, box) {
+  const text = box.querySelector(".text");
+  const vote = box.querySelector(".vote");
+  text.textContent = "";
+  vote.replaceChildren();
+  box.dataset.done = "false";
+  const response = await fetch("/v1/chat/completions", {method: "POST", headers: {"Content-Type": "application/json"},
+    body: JSON.stringify({model, stream: true, temperature: 0, max_tokens: 48,
+                          messages: [{role: "user", content: prompt}]})});
+  if (!response.ok) {
+    const body = await response.json().catch(() => ({}));
+    text.textContent = (body.error && body.error.message) || response.statusText;
+    box.dataset.done = "error";
+    return;
+  }
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "", completionId = null;
+  for (;;) {
+    const {value, done} = await reader.read();
+    if (done) break;
+    buffer += decoder.decode(value, {stream: true});
+    const lines = buffer.split("\n");
+    buffer = lines.pop();
+    for (const line of lines) {
+      if (!line.startsWith("data: ") || line === "data: [DONE]") continue;
+      const chunk = JSON.parse(line.slice(6));
+      completionId = chunk.id;
+      const delta = chunk.choices && chunk.choices[0] && chunk.choices[0].delta;
+      if (delta && delta.content) text.textContent += delta.content;
+    }
+  }
+  box.dataset.done = "true";
+  vote.dataset.completionId = completionId || "";
+  if (S.base.log_requests && completionId) vote.append(...voteButtons(completionId, vote));
+}
+
+function voteButtons(completionId, vote) {
+  const send = async (rating, button) => {
+    try {
+      await post("/v1/feedback", {completion_id: completionId, rating});
+      vote.querySelectorAll("button").forEach((b) => b.setAttribute("aria-pressed", String(b === button)));
+      vote.querySelector(".said").textContent = t("chat.thanks");
+    } catch (err) {
+      vote.querySelector(".said").textContent = err.message;
+    }
+  };
+  const up = el("button", {type: "button", class: "up", "aria-label": t("chat.good"), title: t("chat.good"),
+                           "aria-pressed": "false"}, "▲ " + t("chat.good"));
+  const down = el("button", {type: "button", class: "down", "aria-label": t("chat.bad"), title: t("chat.bad"),
+                             "aria-pressed": "false"}, "▼ " + t("chat.bad"));
+  up.addEventListener("click", () => send(1, up));
+  down.addEventListener("click", () => send(-1, down));
+  return [up, down, el("span", {class: "said"})];
+}
+
+async function chat(event) {
+  event.preventDefault();
+  const prompt = $("chat-input").value.trim();
+  if (!prompt) return;
+  $("chat-send").disabled = true;
+  const tuned = tunedModel();
+  const jobs = [streamAnswer(S.base.id, prompt, $("answer-base"))];
+  if (tuned) jobs.push(streamAnswer(tuned, prompt, $("answer-tuned")));
+  try {
+    await Promise.all(jobs);
+  } finally {
+    $("chat-send").disabled = false;
+  }
+}
+
+// ---------- start ----------
+function renderAll() {
+  renderModel();
+  renderFiles();
+  renderData();
+  renderOptions();
+  renderPlan();
+  renderJob();
+  renderChatModels();
+  renderJobs();
+}
+
+async function start() {
+  applyLanguage();
+  $("lang").addEventListener("click", () => { switchLanguage(); renderAll(); });
+  $("file-input").addEventListener("change", (e) => e.target.files[0] && upload(e.target.files[0]));
+  $("file-select").addEventListener("change", (e) => chooseFile(e.target.value));
+  $("method-select").addEventListener("change", (e) => { S.method = e.target.value; renderMethodAbout();
+                                                         schedulePlan(); });
+  ["set-epochs", "set-lr", "set-batch", "set-suffix", "set-overrides"].forEach((id) => {
+    $(id).addEventListener("input", () => {
+      try {
+        overrides();
+        schedulePlan();
+      } catch (err) {
+        showError("plan-error", err.message);
+        $("train").disabled = true;
+      }
+    });
+  });
+  $("train").addEventListener("click", startJob);
+  $("job-pause").addEventListener("click", () => jobAction("pause"));
+  $("job-resume").addEventListener("click", () => jobAction("resume"));
+  $("job-cancel").addEventListener("click", () => jobAction("cancel"));
+  $("job-new").addEventListener("click", newJob);
+  $("chat-form").addEventListener("submit", chat);
+  $("train").disabled = true;
+  S.base = await api("/tf/v1/base");
+  renderModel();
+  renderChatModels();
+  await loadFiles();
+  await loadJobs();
+  $("job-select").addEventListener("change", (e) => openJob(e.target.value));
+  const {file, job} = hashState();
+  if (job) {
+    await openJob(job);
+  } else if (file) {
+    await chooseFile(file);
+  }
+  document.body.dataset.ready = "true";
+}
+
+start().catch((err) => showError("data-error", err.message));

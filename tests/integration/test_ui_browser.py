@@ -1,0 +1,217 @@
+"""The web UI in a real browser: Debian's chromium, headless, driven by Selenium through Debian's chromium-driver.
+
+One walk through the page as a beginner takes it, against a real `tuneforge serve` app (656K TinyStories base,
+chatml) with the UI mounted: the model's facts; a bad file refused naming its lines; a good file uploaded, rendered
+with trained tokens marked and checked by the doctor; LoRA + SFT offered by default; the YAML the job will run; a
+200-step job started, paused, the page reloaded (the same job, status and loss curve come back from the server),
+resumed and finished; one message answered by the fine-tuned model and the base, and a thumbs up stored as
+feedback; the page in Chinese and at phone width. A screenshot of each step goes to tmp_path/screens (look at them).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tuneforge.serve.app import create_app
+from tuneforge.serve.settings import ServeSettings
+from tuneforge.ui.app import mount_ui
+
+webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is in the test extra")
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
+
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.timeout(300)]
+
+CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+ROWS = [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}
+        for q, a in [("What color is the sky?", "Blue."), ("What color is grass?", "Green."),
+                     ("What color is the sun?", "Yellow."), ("What color is snow?", "White.")]] * 4
+FAST = ("train.max_steps=200\ntrain.learning_rate=0.005\ntrain.warmup_ratio=0\ntrain.save_steps=0\nmethod.r=4\n"
+        "data.cutoff_len=64")
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model_dir, tmp_path_factory):
+    import uvicorn
+
+    root = tmp_path_factory.mktemp("ui")
+    settings = ServeSettings(model=str(tiny_model_dir), name="tiny", template="chatml", runs_dir=None, device="cpu",
+                             storage=str(root / "storage"), registry_url=f"sqlite:///{root / 'registry.db'}",
+                             log_requests=True)
+    app = create_app(settings)
+    mount_ui(app)
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not srv.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.02)
+    yield f"http://127.0.0.1:{srv.servers[0].sockets[0].getsockname()[1]}"
+    srv.should_exit = True
+    thread.join(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not (CHROMIUM and DRIVER):
+        pytest.skip("needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,800",
+                "--lang=en-US"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=DRIVER))
+    yield driver
+    driver.quit()
+
+
+class Page:
+    """The browser on the UI, with waits that fail with what the page shows."""
+
+    def __init__(self, driver, url: str, shots: Path):
+        self.driver, self.url, self.shots = driver, url, shots
+        shots.mkdir(parents=True, exist_ok=True)
+
+    def find(self, css: str):
+        return self.driver.find_element(By.CSS_SELECTOR, css)
+
+    def all(self, css: str):
+        return self.driver.find_elements(By.CSS_SELECTOR, css)
+
+    def text(self, css: str) -> str:
+        return self.find(css).text
+
+    def until(self, check, what: str, timeout: float = 30):
+        try:
+            return WebDriverWait(self.driver, timeout, poll_frequency=0.1).until(lambda _: check())
+        except Exception:
+            self.shot("failed")
+            errors = [e.text for e in self.all(".error") if e.text]
+            raise AssertionError(f"waited {timeout} s for {what}; errors on the page: {errors}") from None
+
+    def shot(self, name: str, section: str | None = None) -> None:
+        if section:
+            self.driver.execute_script("arguments[0].scrollIntoView({block: 'start'})", self.find(section))
+        self.driver.save_screenshot(str(self.shots / f"{name}.png"))
+
+    def open(self) -> None:
+        self.driver.get(self.url + "/")
+        self.until(lambda: self.find("body").get_attribute("data-ready") == "true", "the page to load")
+
+    def upload(self, path: Path) -> None:
+        self.find("#file-input").send_keys(str(path))
+
+    def job_status(self) -> str:
+        return self.find("#job-status").get_attribute("data-status") or ""
+
+    def points(self) -> int:
+        return int(self.find("#loss-chart").get_attribute("data-points") or 0)
+
+
+def test_a_beginner_trains_and_chats_through_the_web_ui(server, browser, tmp_path):
+    page = Page(browser, server, tmp_path / "screens")
+    started = time.monotonic()
+
+    # 1. Model
+    page.open()
+    facts = page.text("#model-facts")
+    assert "tiny" in facts and "656K parameters" in facts and "512 tokens" in facts and "yes (chatml)" in facts
+    page.shot("1-model")
+
+    # 2. Data: a bad file names its lines; a good one is rendered and checked
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps(ROWS[0]) + "\n" + json.dumps({"messages": [{"role": "user", "content": "hi"}]})
+                   + "\n{not json\n")
+    page.upload(bad)
+    page.until(lambda: "line 3" in page.text("#data-error"), "the refusal of bad.jsonl")
+    refusal = page.text("#data-error")
+    assert "bad.jsonl" in refusal and "line 2" in refusal and len(page.all("#data-error li")) == 2
+    page.shot("2a-data-refused", "#step-data")
+    good = tmp_path / "colors.jsonl"
+    good.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+    page.upload(good)
+    page.until(lambda: len(page.all("#samples .sample")) == 3, "three rendered samples")
+    assert page.find("#data-error").get_attribute("hidden") is not None
+    assert "colors.jsonl: 16 rows, format openai" in page.text("#data-format")
+    trained = [s.text for s in page.all("#samples .sample:first-child .trained")]
+    assert trained and "Blue." in trained[0] and "What color" not in "".join(trained)
+    assert "colors.jsonl:1" in page.text("#samples .sample .src")
+    assert "repeat an earlier row" in page.text("#doctor")  # the rows repeat 4 times: the doctor says so
+    page.shot("2b-data-preview", "#step-data")
+
+    # 3. Method and stage: SFT + LoRA by default, only what the table and this data allow
+    stages = [r.get_attribute("value") for r in page.all("#stages input[name=stage]")]
+    assert stages == ["supervised"] and page.find("#stages input:checked").get_attribute("value") == "supervised"
+    methods = Select(page.find("#method-select"))
+    assert methods.first_selected_option.text == "lora" and "full" in [o.text for o in methods.options]
+    assert "prompt" in [o.text for o in methods.options]  # prompt tuning runs with SFT (not with DPO: not offered)
+    assert page.text("#method-about")
+    page.shot("3-method", "#step-method")
+
+    # 4. Settings: auto resolved, an advanced override, the exact YAML
+    page.until(lambda: "max_steps" not in page.text("#plan-yaml") and "epochs: auto" in page.text("#plan-yaml"),
+               "the plan")
+    assert page.text("#auto-epochs").startswith("auto → ") and page.text("#auto-batch").startswith("auto → ")
+    page.find("#advanced summary").click()
+    page.find("#set-overrides").send_keys(FAST)
+    page.until(lambda: "max_steps: 200" in page.text("#plan-yaml"), "the override in the YAML")
+    assert "type: lora" in page.text("#plan-yaml") and "type: sft" in page.text("#plan-yaml")
+    page.shot("4-settings", "#step-settings")
+
+    # 5. Train: live status and loss; pause, reload (the same state comes back), resume, finish
+    page.find("#train").click()
+    page.until(lambda: page.job_status() == "running" and page.points() >= 2, "the job running with a loss curve",
+               timeout=60)
+    job_id = page.text("#job-id")
+    assert job_id.startswith("ftjob-") and f"job={job_id}" in browser.current_url
+    page.find("#job-pause").click()
+    page.until(lambda: page.job_status() == "paused", "the job paused", timeout=60)
+    points = page.points()
+    assert page.find("#job-resume").is_enabled() and not page.find("#job-pause").is_enabled()
+    page.shot("5a-train-paused", "#step-train")
+    browser.refresh()
+    page.until(lambda: page.find("body").get_attribute("data-ready") == "true", "the reloaded page")
+    page.until(lambda: page.job_status() == "paused" and page.points() == points, "the same job state after reload")
+    assert page.text("#job-id") == job_id and "paused at step" in page.text("#job-log")
+    assert Select(page.find("#job-select")).first_selected_option.get_attribute("value") == job_id
+    assert len(page.all("#samples .sample")) == 3  # the job's data came back too
+    page.shot("5b-train-reloaded")
+    page.find("#job-resume").click()
+    page.until(lambda: page.job_status() == "succeeded", "the job to succeed", timeout=90)
+    assert page.points() == 200 and "ft:tiny:ui:" in page.text("#job-steps")
+    page.shot("5c-train-done", "#step-train")
+
+    # 6. Chat: both models answer the same prompt, streamed; a thumbs up is stored
+    page.find("#chat-input").send_keys("What color is the sky?")
+    page.find("#chat-send").click()
+    page.until(lambda: all(a.get_attribute("data-done") == "true" for a in page.all(".answer")), "both answers")
+    tuned, base = page.text("#answer-tuned .text"), page.text("#answer-base .text")
+    assert tuned and base and tuned != base
+    assert page.text("#answer-tuned .model-id").startswith("ft:tiny:ui:")
+    page.find("#answer-tuned .vote .up").click()
+    page.until(lambda: page.text("#answer-tuned .said") == "thanks, saved", "the feedback saved")
+    completion = page.find("#answer-tuned .vote").get_attribute("data-completion-id")
+    feedback = httpx.get(f"{server}/v1/feedback", params={"completion_id": completion}).json()["data"]
+    assert [f["rating"] for f in feedback] == [1]
+    page.shot("6-chat", "#step-chat")
+
+    # 7. Chinese, and a phone-width screen
+    page.find("#lang").click()
+    assert page.text("#h-model") == "1模型" or page.text("#h-model").endswith("模型")
+    assert "训练" in page.text("#h-train") and page.find("html").get_attribute("lang") == "zh-CN"
+    page.shot("7a-chinese")
+    page.find("#lang").click()
+    browser.set_window_size(390, 844)
+    assert browser.execute_script("return document.documentElement.scrollWidth") <= 390  # nothing runs off-screen
+    page.shot("7b-phone")
+    page.shot("7c-phone-chat", "#step-chat")
+    browser.set_window_size(1280, 800)
+    print(f"screenshots: {page.shots}; walk took {time.monotonic() - started:.0f} s")
