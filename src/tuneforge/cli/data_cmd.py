@@ -196,3 +196,105 @@ def from_feedback_cmd(
                         f"{store.display_url}",
                         hint="feedback comes from POST /v1/feedback on completions a server logged with "
                              "--log-requests; check --model (the id clients called) and --project")
+
+
+# --- `tuneforge data synth`: synthetic rows (tuneforge.synth) -----------------------------------------------------
+
+synth_app = typer.Typer(help="Synthetic rows when real data is short: `self-instruct` from seed examples and a "
+                             "generator model, `templates` from prompt templates with slots. See docs/synth.md.",
+                        no_args_is_help=True)
+app.add_typer(synth_app, name="synth")
+_GEN_MODEL = typer.Option(None, "--model", help="Local generator model (alias, folder, .gguf, hub id).")
+_GEN_ENDPOINT = typer.Option(None, "--endpoint", help="OpenAI-compatible server instead, e.g. http://host:8000/v1.")
+_GEN_NAME = typer.Option(None, "--model-name", help="With --endpoint: the model name the server expects.")
+_GEN_KEY = typer.Option(None, "--api-key-env", help="With --endpoint: environment variable holding the API key.")
+_GEN_TEMPLATE = typer.Option("auto", "--template", help="Chat template of a local generator (auto = its own).")
+_GEN_DEVICE = typer.Option("auto", "--device", help="Device of a local generator: auto, cpu, cuda, mps.")
+_SYNTH_REPORT = typer.Option(None, "--report", help="Report folder (default: OUT's name + .report; must not exist).")
+
+
+def _synth_done(rep, as_json: bool) -> None:
+    from tuneforge.synth.report import print_report
+    from tuneforge.utils.errors import DataError
+
+    if as_json:
+        sys.stdout.write(json.dumps(rep.as_dict(), indent=2, ensure_ascii=False) + "\n")
+    else:
+        print_report(rep)
+    if not rep.kept:
+        top = max(rep.dropped, key=rep.dropped.get) if rep.dropped else "none generated"
+        raise DataError(f"no synthetic rows were kept (most were dropped as {top}); nothing written",
+                        hint=f"see {rep.files.get('markdown')} for examples of each reason")
+
+
+@synth_app.command("self-instruct")
+def synth_self_instruct_cmd(
+    seed: str = typer.Option(..., "--seed", help="Seed examples: a file or folder in any data format."),
+    out: Path = typer.Option(..., "--out", help="JSONL file to write (must not exist)."),
+    n: int = typer.Option(100, "--n", min=1, help="Rows to keep."),
+    model: Optional[str] = _GEN_MODEL, endpoint: Optional[str] = _GEN_ENDPOINT,
+    model_name: Optional[str] = _GEN_NAME, api_key_env: Optional[str] = _GEN_KEY,
+    template: str = _GEN_TEMPLATE, device: str = _GEN_DEVICE,
+    test: Optional[str] = typer.Option(None, "--test", help="Test set: drop near-copies of its prompts; the doctor "
+                                                            "checks leakage against it."),
+    temperature: float = typer.Option(0.7, "--temperature", min=0.0, help="Sampling temperature of instructions."),
+    answer_temperature: float = typer.Option(0.0, "--answer-temperature", min=0.0, help="Of answers (0: greedy)."),
+    seed_int: int = typer.Option(0, "--seed-int", help="Random seed (examples shown, sampling)."),
+    shots: int = typer.Option(6, "--shots", min=0, help="Seed examples shown per instruction request."),
+    max_instruction_tokens: int = typer.Option(128, "--max-instruction-tokens", min=1),
+    max_answer_tokens: int = typer.Option(256, "--max-answer-tokens", min=1,
+                                          help="Longer answers are dropped as over-long."),
+    labels: Optional[str] = typer.Option(None, "--labels", help="Comma-separated labels (default: detected)."),
+    output_first: Optional[bool] = typer.Option(None, "--output-first/--input-first",
+                                                help="Label first, then an input for it (default for labelled seeds "
+                                                     "under one task), or input first, then the generator's answer."),
+    max_tries: Optional[int] = typer.Option(None, "--max-tries", min=1, help="Candidates at most (default 5n+20)."),
+    batch_size: int = typer.Option(8, "--batch-size", min=1, help="Generation batch (local) or concurrency."),
+    fmt: str = typer.Option("alpaca", "--format", help="Output rows: alpaca or openai (messages)."),
+    seed_format: str = typer.Option("auto", "--seed-format", help="Format of the seed file (auto-detected)."),
+    report: Optional[Path] = _SYNTH_REPORT,
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON to stdout."),
+) -> None:
+    """Self-instruct: new instructions (or new inputs of the seeds' task), then answers, from a generator model.
+
+    Drops near-copies (ROUGE-L >= 0.7 against seeds and kept rows), empty, cut-off, over-long and wrong-format
+    answers, runs the dataset doctor on the result and reports what was kept and dropped, and why."""
+    from tuneforge.synth.self_instruct import SelfInstructOptions, synthesize
+
+    opts = SelfInstructOptions(n=n, shots=shots, temperature=temperature, answer_temperature=answer_temperature,
+                               seed=seed_int, max_instruction_tokens=max_instruction_tokens,
+                               max_answer_tokens=max_answer_tokens, round_size=max(16, batch_size),
+                               max_tries=max_tries, output_first=output_first, format=fmt)
+    gen = dict(model=model, endpoint=endpoint, model_name=model_name, api_key_env=api_key_env, template=template,
+               device=device, batch_size=batch_size, concurrency=batch_size)
+    label_list = tuple(x.strip() for x in labels.split(",") if x.strip()) if labels else None
+    rep = synthesize(seed, out, gen, opts, seed_format=seed_format, labels=label_list, test=test, report_dir=report)
+    _synth_done(rep, as_json)
+
+
+@synth_app.command("templates")
+def synth_templates_cmd(
+    spec: Path = typer.Option(..., "--spec", help="YAML of templates with {slots} and slot values."),
+    out: Path = typer.Option(..., "--out", help="JSONL file to write (must not exist)."),
+    sample: Optional[int] = typer.Option(None, "--sample", min=1, help="Write N rows drawn at random (default: "
+                                                                        "the whole cross product)."),
+    seed: int = typer.Option(0, "--seed", help="Random seed of --sample and of sampled answers."),
+    model: Optional[str] = _GEN_MODEL, endpoint: Optional[str] = _GEN_ENDPOINT,
+    model_name: Optional[str] = _GEN_NAME, api_key_env: Optional[str] = _GEN_KEY,
+    template: str = _GEN_TEMPLATE, device: str = _GEN_DEVICE,
+    temperature: float = typer.Option(0.0, "--temperature", min=0.0, help="Of generated answers (0: greedy)."),
+    max_answer_tokens: int = typer.Option(256, "--max-answer-tokens", min=1),
+    test: Optional[str] = typer.Option(None, "--test", help="Test set the doctor checks leakage against."),
+    fmt: str = typer.Option("alpaca", "--format", help="Output rows: alpaca or openai (messages)."),
+    report: Optional[Path] = _SYNTH_REPORT,
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON to stdout."),
+) -> None:
+    """Template expansion: every combination of slot values (or a seeded sample) as rows; answers from the
+    template's `answer:` or, where it has none, from the generator model."""
+    from tuneforge.synth.templates import synthesize
+
+    gen = dict(model=model, endpoint=endpoint, model_name=model_name, api_key_env=api_key_env, template=template,
+               device=device)
+    rep = synthesize(str(spec), out, gen, sample=sample, seed=seed, fmt=fmt, max_answer_tokens=max_answer_tokens,
+                     temperature=temperature, report_dir=report, test=test)
+    _synth_done(rep, as_json)
