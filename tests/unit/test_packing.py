@@ -7,7 +7,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from tuneforge.data.collate import PadCollator
-from tuneforge.data.packing import first_fit_decreasing, pack_examples
+from tuneforge.data.packing import best_fit_decreasing, pack_examples
 from tuneforge.data.records import Record
 from tuneforge.data.render import render_chat
 from tuneforge.data.templates import ensure_chat_template
@@ -19,12 +19,27 @@ QA = [("Tell me a story.", "Once upon a time there was a cat."), ("Hi", "Hello!"
       ("Say yes", "Yes.")]
 
 
-def test_first_fit_decreasing_respects_capacity():
+def test_best_fit_decreasing_respects_capacity():
     lengths = [5, 9, 3, 7, 1, 8, 2]
-    bins = first_fit_decreasing(lengths, 10)
+    bins = best_fit_decreasing(lengths, 10)
     assert sorted(i for b in bins for i in b) == list(range(len(lengths)))
     assert all(sum(lengths[i] for i in b) <= 10 for b in bins)
     assert len(bins) == 4  # optimal here: 35 tokens in bins of 10
+
+
+def test_best_fit_puts_a_sample_where_it_fits_tightest():
+    # 8 → bin 0 (2 left), 6 → bin 1, 3 → bin 1 (1 left), 3 → bin 2; the last 1 goes to bin 1 (1 left), where
+    # first-fit would have put it into bin 0 (2 left)
+    assert best_fit_decreasing([8, 1, 3, 3, 6], 10) == [[0], [4, 2, 1], [3]]
+    # equal lengths are placed in index order, equally tight bins are chosen lowest first
+    assert best_fit_decreasing([4, 4, 4, 4], 10) == [[0, 1], [2, 3]]
+    assert best_fit_decreasing([3, 3, 2, 2], 5) == [[0, 2], [1, 3]]
+
+
+def test_best_fit_edge_cases():
+    assert best_fit_decreasing([], 10) == []
+    assert best_fit_decreasing([12, 3], 10) == [[0], [1]]  # longer than the capacity: a bin of its own
+    assert best_fit_decreasing([10, 10, 1], 10) == [[0], [1], [2]]  # full bins take nothing more
 
 
 @pytest.fixture(scope="module")

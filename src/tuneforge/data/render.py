@@ -103,20 +103,35 @@ def _checked_tools(tok, record: Record) -> list[dict] | None:
     return record.tools or None
 
 
-def _apply(tok, messages, add_generation_prompt=False, tools=None) -> str:
+def _apply_all(tok, conversations: list[list[dict]], add_generation_prompt=False, tools=None) -> list[str]:
+    """Render several conversations in one `apply_chat_template` call: each renders exactly as it would alone (the
+    template runs once per conversation), but its per-call setup (template lookup, special tokens, tool schemas) is
+    paid once."""
+    if not conversations:
+        return []
     kwargs = {"tools": tools} if tools else {}
-    return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt, **kwargs)
+    return tok.apply_chat_template(conversations, tokenize=False, add_generation_prompt=add_generation_prompt,
+                                   **kwargs)
 
 
 def assistant_spans(tok, messages: list[dict], source: str = "", tools=None) -> tuple[str, list[tuple[int, int]]]:
-    """Full rendered text and the [start, end) character span of each assistant turn (content + end marker)."""
-    full = _apply(tok, messages, tools=tools)
+    """Full rendered text and the [start, end) character span of each assistant turn (content + end marker).
+
+    Turn i spans from the end of messages[:i] rendered with the generation prompt to the end of messages[:i + 1];
+    any template may render differently, so every prefix is rendered (O(turns²) characters), but in two batched
+    calls, and a turn that ends the conversation reuses the full text instead of rendering it again.
+    """
+    turns = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
+    inner_ends = [i + 1 for i in turns if i + 1 < len(messages)]
+    full, *uptos = _apply_all(tok, [messages] + [messages[:end] for end in inner_ends], tools=tools)
+    upto_by_end = dict(zip(inner_ends, uptos))
+    starts = [i for i in turns if i]
+    prefix_by_start = dict(zip(starts, _apply_all(tok, [messages[:i] for i in starts], add_generation_prompt=True,
+                                                  tools=tools)))
     spans = []
-    for i, m in enumerate(messages):
-        if m["role"] != "assistant":
-            continue
-        prefix = _apply(tok, messages[:i], add_generation_prompt=True, tools=tools) if i else ""
-        upto = _apply(tok, messages[: i + 1], tools=tools)
+    for i in turns:
+        prefix = prefix_by_start.get(i, "")
+        upto = upto_by_end.get(i + 1, full)
         if not (upto.startswith(prefix) and full.startswith(upto)):
             raise DataError("the chat template renders a conversation differently from its prefixes, so the "
                             "assistant turns cannot be located", file=source or None,

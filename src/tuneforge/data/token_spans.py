@@ -4,7 +4,8 @@ A fast tokenizer's offset mapping is trustworthy only while its ids spell the te
 `byte_fallback` but neither byte tokens (<0x7B>) nor an unk token (the TinyStories tokenizer) drops characters it
 cannot spell ('{', a tab, 'ï'), and every offset after such a character is shifted by its byte length, so labels taken
 from offsets land on the wrong tokens. `offsets_are_exact` is the cheap per-row check (one decode); where it fails,
-`token_ranges` finds each boundary by tokenizing the text before it, which costs one tokenization per boundary.
+`token_ranges` finds each boundary by tokenizing the text before it, which costs one tokenization per boundary
+(all in one batched call).
 """
 
 from __future__ import annotations
@@ -27,27 +28,28 @@ def token_ranges(tok, text: str, ids: list[int], spans: list[tuple[int, int]]) -
     """The [first, stop) token range of each [start, end) character span of `text`, whose tokens are `ids`.
 
     Same rule as the offset path: a token that BPE merged across a boundary holds span characters, so it belongs to
-    the span at both ends.
+    the span at both ends. The text before every boundary is tokenized in one batched call.
     """
+    inner = sorted({pos for span in spans for pos in span if 0 < pos < len(text)})
+    heads = dict(zip(inner, tok([text[:pos] for pos in inner], add_special_tokens=False)["input_ids"])) if inner else {}
     ranges = []
     for start, end in spans:
-        first, _ = _tokens_before(tok, text, ids, start)
-        stop, straddles = _tokens_before(tok, text, ids, end)
+        first, _ = _tokens_before(ids, len(text), start, heads.get(start))
+        stop, straddles = _tokens_before(ids, len(text), end, heads.get(end))
         ranges.append((first, stop + straddles))
     return ranges
 
 
-def _tokens_before(tok, text: str, ids: list[int], pos: int) -> tuple[int, bool]:
+def _tokens_before(ids: list[int], text_len: int, pos: int, head: list[int] | None) -> tuple[int, bool]:
     """How many leading tokens of `ids` hold only text[:pos], and whether the next one also holds text before pos.
 
-    text[:pos] alone tokenizes to ids' own leading tokens, except where a token of `ids` crosses pos: there the
-    prefix's tokens part from `ids`, and the token of `ids` at that index straddles pos.
+    text[:pos] alone tokenizes to `head`, ids' own leading tokens, except where a token of `ids` crosses pos: there
+    the prefix's tokens part from `ids`, and the token of `ids` at that index straddles pos.
     """
     if pos <= 0:
         return 0, False
-    if pos >= len(text):
+    if pos >= text_len:
         return len(ids), False
-    head = tok(text[:pos], add_special_tokens=False)["input_ids"]
     if ids[:len(head)] == head:
         return len(head), False
     same = next((j for j, (a, b) in enumerate(zip(head, ids)) if a != b), min(len(head), len(ids)))
