@@ -38,11 +38,14 @@ def register(app: typer.Typer) -> None:
         overrides: Optional[list[str]] = typer.Argument(None, help="dotted overrides, e.g. train.epochs=2"),
     ) -> None:
         from tuneforge.config.load import config_arguments, load_config
-        from tuneforge.eval.callback import classification_callbacks
-        from tuneforge.train.runner import train
+        from tuneforge.train.cpu_runtime import reexec_with_allocator
 
         config, overrides = config_arguments(config, overrides)
         cfg = load_config(config, overrides)
+        reexec_with_allocator(cfg.train.allocator)  # restarts this command once, with jemalloc/tcmalloc preloaded
+        from tuneforge.eval.callback import classification_callbacks
+        from tuneforge.train.runner import train
+
         result = train(cfg, config_path=config, eval_callbacks=classification_callbacks)
         if result.status == "interrupted":
             raise typer.Exit(130)

@@ -102,6 +102,13 @@ class DataSection(Section):
     on_long_answer: Literal["cut", "drop"] = Field(
         "cut", description="an answer longer than cutoff_len: cut its end (it then never learns to stop there) or "
                            "drop the row; either way the count is reported as answer_cut")
+    cache: bool = Field(True, description="keep the rendered data (Arrow, memory-mapped) in the data cache and reuse "
+                                          "it when the same data, tokenizer, template and settings come again "
+                                          "(rerun, resume, sweep cell, another method); `tuneforge data cache ls` "
+                                          "lists it")
+    cache_dir: str | None = Field(None, description="data cache folder (default $TUNEFORGE_HOME/cache/data)")
+    num_proc: Union[int, Auto] = Field(
+        "auto", description="processes that render the data; auto: one per CPU core from 10,000 rows on, else 1")
 
     @field_validator("train", "eval", mode="before")
     @classmethod
@@ -202,6 +209,35 @@ class TrainSection(Section):
         None, description="DeepSpeed JSON config for train.distributed=deepspeed: examples/deepspeed/zero2.json "
                           "(optimizer state and gradients sharded) or zero3.json (parameters too); its \"auto\" "
                           "values are filled from this section")
+    threads: Union[int, Auto] = Field(
+        "auto", description="CPU threads of each training process (torch.set_num_threads); auto: OMP_NUM_THREADS "
+                            "when set, else the physical cores this process may use divided by the processes on "
+                            "this machine (hyper-threads only wait for each other). Lower it when other work "
+                            "shares the CPU")
+    compile: bool = Field(
+        False, description="torch.compile the model (inductor; on CPU it builds C++ kernels with the system "
+                           "compiler): the first steps wait for the compilation (about a minute on 2 cores even "
+                           "for a tiny model) and a new batch shape may compile again, so it can pay only on long "
+                           "runs; the loss curve stays the same. Off by default (bench/cpu_knobs.py measures it)")
+    attention: Literal["auto", "sdpa", "eager"] = Field(
+        "auto", description="attention kernel the model loads with: sdpa (PyTorch's fused "
+                            "scaled_dot_product_attention) or eager (matmul + softmax, every attention weight kept: "
+                            "for debugging or a model without sdpa); auto: sdpa. Methods longlora and unipelt "
+                            "replace it with their own SDPA-based attention")
+    allocator: Literal["auto", "system", "jemalloc", "tcmalloc"] = Field(
+        "auto", description="memory allocator of `tuneforge train`, preloaded (LD_PRELOAD) by restarting the "
+                            "command once: jemalloc (with MALLOC_CONF dirty_decay_ms:-1,muzzy_decay_ms:-1 unless "
+                            "set) / tcmalloc reuse freed tensor memory where glibc's malloc returns big blocks to "
+                            "the kernel and faults them in again every step; auto: jemalloc when installed "
+                            "(apt-get install libjemalloc2), else system; system if a preloaded library misbehaves. "
+                            "Runs started in-process (jobs, sweeps, the Python API) keep their process's allocator")
+
+    @field_validator("threads")
+    @classmethod
+    def _threads(cls, v):
+        if v != "auto" and (isinstance(v, bool) or v < 1):
+            raise ValueError("must be >= 1 or 'auto' (the physical cores divided by the processes on this machine)")
+        return v
 
     @field_validator("lr_scheduler")
     @classmethod

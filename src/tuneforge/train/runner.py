@@ -26,6 +26,7 @@ from tuneforge.stages import stage_and_params
 from tuneforge.stages.compat import check_stage_compat
 from tuneforge.train import distributed as dist
 from tuneforge.train.callbacks import MetricsCallback, ProgressCallback, StopCallback, TokenCounter, drop_rows_after
+from tuneforge.train.cpu_runtime import runtime_info, use_attention
 from tuneforge.train.data_prep import PreparedData, prepare_data
 from tuneforge.train.output import (check_resume_config, checkpoint_step, choose_output_dir, read_run_file,
                                     write_run_file)
@@ -75,7 +76,8 @@ def _run_info(cfg, out, status, started, data, params, resolved, metrics, final=
             "stage": cfg.stage.type, "method": cfg.method.type, "base_model": cfg.model.name,
             "distributed": {"mode": compat.distributed_mode(cfg, dist.world_size()), "processes": dist.world_size()},
             "data": data.stats, "datasets": data.datasets, "parameters": params, "auto": resolved.chosen,
-            "metrics": metrics, "best": best, "final_dir": str(final) if final else None, "error": error}
+            "metrics": metrics, "best": best, "final_dir": str(final) if final else None, "error": error,
+            "runtime": runtime_info(cfg)}
 
 
 @dataclass
@@ -110,12 +112,12 @@ def train(cfg, config_path: str | None = None, extra_callbacks: list | None = No
     required when eval.classification is set. `group_id` groups runs in the registry (e.g. one data-size sweep);
     `parent_run_id` records lineage.
     """
-    set_threads_for_cpu()
+    set_threads_for_cpu(cfg.train.threads)
     # transformers/peft call their own deprecated alias internally; users cannot act on this warning.
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     device = dist.local_device(pick_device(cfg.model.device))
     stage, stage_params, method, method_params = _check_config(cfg, device)
-    src, tok, data = _load_data(cfg, stage, stage_params)
+    src, tok, data = load_run_data(cfg, stage, stage_params)
     import torch
 
     bf16_ok = device.startswith("cuda") and torch.cuda.is_bf16_supported()
@@ -142,6 +144,7 @@ def train(cfg, config_path: str | None = None, extra_callbacks: list | None = No
     dtype = resolve_load_dtype(cfg.model.dtype, method.frozen_base, device, bf16_ok, precision=resolved.precision)
     model = stage.load_model(src, dtype=dtype, device=device, revision=cfg.model.revision, tok=tok,
                              **method.load_kwargs(method_params, compute_dtype=dtype))
+    use_attention(model, cfg.train.attention)
     before = _preview_before(cfg, model, tok) if main and not resume_ckpt else None
     # No KV cache while training: it is useless there, and its presence disables transformers' packed-sequence
     # (block-diagonal) masking derived from position ids. Restored before the final model is saved.
@@ -202,7 +205,8 @@ def _check_config(cfg, device: str):
     return stage, params, method, method_params
 
 
-def _load_data(cfg, stage, params):
+def load_run_data(cfg, stage, params):
+    """The model source, its tokenizer (with the chat template the stage needs) and the prepared data of a run."""
     src = resolve_model(cfg.model.name)
     tok = load_tokenizer(src, revision=cfg.model.revision)
     if stage.needs_chat_template:

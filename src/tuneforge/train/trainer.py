@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-import torch
 from transformers import TrainingArguments
 
 from tuneforge.config.auto import resolve_schedule
 from tuneforge.config.compat import distributed_mode
+from tuneforge.train.cpu_runtime import set_threads
 from tuneforge.train.distributed import world_size
 
 
@@ -87,16 +86,16 @@ def training_arguments(cfg, resolved, out_dir: Path, device: str, n_train: int, 
         use_cpu=device == "cpu",  # only the CPU: "mps" must not fall back to it (cuda and mps pick themselves)
         save_only_model=False,
         restore_callback_states_from_checkpoint=True,
+        torch_compile=t.compile,  # inductor (on CPU too); see train.compile
     )
     args.update(distributed_arguments(cfg, device, resolved.gradient_checkpointing))
     return TrainingArguments(**args)
 
 
-def set_threads_for_cpu() -> None:
-    """Under torchrun on CPU, split cores between processes instead of oversubscribing them."""
-    world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    if world > 1 and not torch.cuda.is_available() and "OMP_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+def set_threads_for_cpu(setting="auto") -> int:
+    """torch's intra-op threads as train.threads says (auto: OMP_NUM_THREADS, else the physical cores divided by
+    the processes of this machine, so torchrun on CPU splits the cores instead of oversubscribing them)."""
+    return set_threads(setting)[0]
 
 
 def keep_later_within_noise(trainer, threshold: float) -> None:

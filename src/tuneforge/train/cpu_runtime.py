@@ -1,0 +1,229 @@
+"""The CPU side of a run: intra-op threads, the memory allocator, the attention kernel — chosen, applied, recorded.
+
+Why an allocator switch: glibc's malloc serves big blocks (activations, logits: megabytes each) with mmap and gives
+them back with munmap on free, so every step faults the same memory in again and the kernel zeroes it — on a CPU
+SFT run that is a large share of the CPU time spent as system time. jemalloc and tcmalloc keep freed pages for
+reuse. An allocator can only be swapped before the process starts (LD_PRELOAD), so `tuneforge train` restarts
+itself once with it (`reexec_with_allocator`); MARKER in the environment stops a second restart.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+# Set in the restarted process: the allocator was asked for once, whatever came of it (no restart loops).
+MARKER = "TUNEFORGE_ALLOCATOR_REEXEC"
+# allocator → (library file names, most specific first; the Debian package that installs it)
+ALLOCATORS = {
+    "jemalloc": (("libjemalloc.so.2", "libjemalloc.so"), "libjemalloc2"),
+    "tcmalloc": (("libtcmalloc_minimal.so.4", "libtcmalloc.so.4", "libtcmalloc_minimal.so", "libtcmalloc.so"),
+                 "libtcmalloc-minimal4"),
+}
+# What train.allocator=auto preloads when it is installed (bench/cpu_knobs.py measures the alternatives).
+AUTO_ALLOCATOR = "jemalloc"
+# Settings a preloaded allocator starts with unless the environment already sets them. jemalloc: never hand freed
+# pages back (its default decays them within seconds, so a 200 MB tensor is faulted in again each time, as with
+# glibc: 51,759 minor faults per allocation vs 586 with these settings). tcmalloc keeps them by default; its
+# "large alloc" report would print a line for every logits tensor over 1 GiB.
+ALLOCATOR_ENV = {"jemalloc": {"MALLOC_CONF": "dirty_decay_ms:-1,muzzy_decay_ms:-1"},
+                 "tcmalloc": {"TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD": str(1 << 40)}}
+# allocator tunables recorded with a run (they too act only from the process start)
+MALLOC_ENV = ("MALLOC_ARENA_MAX", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_",
+              "MALLOC_CONF", "TCMALLOC_RELEASE_RATE", "TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD")
+
+
+def library_dirs() -> list[str]:
+    """Where allocator libraries are looked for: this Python's prefix (conda, venv base), then the system's."""
+    dirs = [os.path.join(sys.base_prefix, "lib"), os.path.join(sys.prefix, "lib")]
+    dirs += glob.glob("/usr/lib/*-linux-gnu") + ["/usr/lib64", "/usr/lib", "/usr/local/lib", "/lib64", "/lib"]
+    return list(dict.fromkeys(d for d in dirs if os.path.isdir(d)))
+
+
+def find_allocator(name: str, dirs: list[str] | None = None) -> str | None:
+    """The path of allocator `name`'s shared library, or None when it is not installed."""
+    names, _ = ALLOCATORS[name]
+    for directory in library_dirs() if dirs is None else dirs:
+        for file in names:
+            path = os.path.join(directory, file)
+            if os.path.isfile(path):
+                return path
+    return None
+
+
+def loaded_allocator(maps: str = "/proc/self/maps") -> str:
+    """The allocator mapped into this process (jemalloc / tcmalloc), else "system"."""
+    try:
+        text = Path(maps).read_text(errors="replace")
+    except OSError:
+        return "system"
+    return next((name for name in ALLOCATORS if f"lib{name}" in text), "system")
+
+
+@dataclass
+class AllocatorChoice:
+    wanted: str  # the allocator train.allocator resolves to: system | jemalloc | tcmalloc
+    path: str | None  # its library, when found
+    note: str  # why it is (or is not) in use, for the plan
+
+    @property
+    def preload(self) -> bool:
+        return self.wanted != "system" and self.path is not None
+
+
+def choose_allocator(setting: str, dirs: list[str] | None = None) -> AllocatorChoice:
+    """train.allocator resolved against what is installed. auto: AUTO_ALLOCATOR when found, else system."""
+    if setting == "system":
+        return AllocatorChoice("system", None, "glibc malloc (train.allocator=system)")
+    if not sys.platform.startswith("linux"):
+        return AllocatorChoice("system", None, f"the system's malloc ({setting} is preloaded on Linux only)")
+    name = AUTO_ALLOCATOR if setting == "auto" else setting
+    path = find_allocator(name, dirs)
+    if path is None:
+        package = ALLOCATORS[name][1]
+        return AllocatorChoice(name, None, f"{name} is not installed (apt-get install {package}): glibc malloc")
+    return AllocatorChoice(name, path, f"{name} ({path})")
+
+
+def preload_env(setting: str, env: dict, loaded: str, dirs: list[str] | None = None) -> dict | None:
+    """The environment to restart this process with so that train.allocator is preloaded, or None when no restart
+    is needed or possible: system wanted, the library absent, already loaded, or this is the restart (MARKER)."""
+    if env.get(MARKER):
+        return None
+    choice = choose_allocator(setting, dirs)
+    if not choice.preload or loaded == choice.wanted:
+        return None
+    preloads = [p for p in env.get("LD_PRELOAD", "").split() if p]
+    return {**ALLOCATOR_ENV[choice.wanted], **env, MARKER: choice.wanted,
+            "LD_PRELOAD": " ".join([choice.path, *preloads])}
+
+
+def launched_as_program() -> bool:
+    """Whether this process is the `tuneforge` program itself (`tuneforge …`, `python -m tuneforge …`, torchrun
+    -m tuneforge), not a host that calls the command in-process (pytest's CliRunner, a notebook): restarting a
+    host would run all of it again."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    return (spec is not None and spec.name in ("tuneforge", "tuneforge.__main__")) or \
+        Path(sys.argv[0] if sys.argv else "").name == "tuneforge"
+
+
+def reexec_with_allocator(setting: str, *, own_process: bool | None = None) -> None:
+    """Restart the current command with train.allocator preloaded (same pid, same arguments); returns when no
+    restart is needed, or when this process is not ours to restart (`own_process`; default: launched_as_program).
+    Called by `tuneforge train` before anything heavy is imported."""
+    if not (launched_as_program() if own_process is None else own_process):
+        return
+    env = preload_env(setting, dict(os.environ), loaded_allocator())
+    if env is None:
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
+
+
+def allocator_note(setting: str) -> tuple[str, str]:
+    """(allocator in use, why) for the plan and run.json."""
+    loaded = loaded_allocator()
+    choice = choose_allocator(setting)
+    if loaded == choice.wanted:
+        return loaded, choice.note
+    if loaded != "system":
+        return loaded, f"{loaded}, preloaded by the environment (LD_PRELOAD)"
+    if choice.preload and os.environ.get(MARKER):
+        return loaded, f"{choice.wanted} could not be preloaded (the loader ignored LD_PRELOAD): glibc malloc"
+    if choice.preload:  # installed, but this process was not started as `tuneforge train`
+        return loaded, f"{choice.wanted} is preloaded only by the `tuneforge train` command: glibc malloc here"
+    return loaded, choice.note
+
+
+# ------------------------------------------------------------------------------------------------------- threads
+
+def physical_cores() -> int:
+    """Physical cores among the CPUs this process may run on (hyper-thread siblings counted once), capped by a
+    cgroup CPU quota (a container's --cpus)."""
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = list(range(os.cpu_count() or 1))
+    cores = set()
+    for cpu in cpus:
+        topo = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+        try:
+            cores.add((topo / "physical_package_id").read_text().strip() + ":" + (topo / "core_id").read_text().strip())
+        except OSError:
+            cores.add(str(cpu))
+    return max(1, min(len(cores), _cgroup_cpus() or len(cores)))
+
+
+def _cgroup_cpus() -> int | None:
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+    except (OSError, ValueError):
+        return None
+    return None if quota == "max" else max(1, -(-int(quota) // int(period)))
+
+
+def resolve_threads(setting, env: dict | None = None) -> tuple[int, str]:
+    """(threads, why): an explicit train.threads; auto: OMP_NUM_THREADS when set, else physical cores divided by
+    the processes of this machine (LOCAL_WORLD_SIZE under torchrun / accelerate)."""
+    env = os.environ if env is None else env
+    if setting != "auto":
+        return int(setting), "train.threads"
+    omp = env.get("OMP_NUM_THREADS", "")
+    if omp.isdigit() and int(omp) > 0:
+        return int(omp), "OMP_NUM_THREADS"
+    world = max(1, int(env.get("LOCAL_WORLD_SIZE", "1") or 1))
+    cores = physical_cores()
+    why = f"{cores} physical cores" + (f" / {world} processes" if world > 1 else "")
+    return max(1, cores // world), why
+
+
+def set_threads(setting) -> tuple[int, str]:
+    """Apply train.threads to torch's intra-op pool; returns (threads, why)."""
+    import torch
+
+    threads, why = resolve_threads(setting)
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    return threads, why
+
+
+# ----------------------------------------------------------------------------------------------------- attention
+
+def attention_kernel(setting: str) -> str:
+    """train.attention resolved: auto → sdpa (fused; as exact as eager within float rounding, and it never holds
+    the full attention matrix for backward)."""
+    return "sdpa" if setting == "auto" else setting
+
+
+def use_attention(model, setting: str) -> None:
+    """Switch a loaded model to train.attention's kernel (it loads with sdpa). Methods that need their own
+    attention (longlora, unipelt's prefix) replace it afterwards, as they always did."""
+    kernel = attention_kernel(setting)
+    if getattr(model.config, "_attn_implementation", kernel) != kernel:
+        model.set_attn_implementation(kernel)
+
+
+# ------------------------------------------------------------------------------------------------------- summary
+
+def runtime_info(cfg) -> dict:
+    """What run.json records under "runtime" (the values in effect in this process, with their reasons)."""
+    import torch
+
+    t = cfg.train
+    allocator, why = allocator_note(t.allocator)
+    threads, threads_why = resolve_threads(t.threads)
+    return {"threads": torch.get_num_threads(), "threads_setting": t.threads, "threads_why": threads_why,
+            "allocator": allocator, "allocator_setting": t.allocator, "allocator_why": why,
+            "malloc_env": {k: os.environ[k] for k in MALLOC_ENV if k in os.environ},
+            "compile": t.compile, "attention": attention_kernel(t.attention), "attention_setting": t.attention}
+
+
+def runtime_line(cfg) -> str:
+    """One line of the plan: threads, allocator, compile, attention."""
+    info = runtime_info(cfg)
+    return (f"threads {info['threads']} ({info['threads_why']}), allocator {info['allocator_why']}, "
+            f"compile {'on' if info['compile'] else 'off'}, attention {info['attention']}")
