@@ -298,3 +298,12 @@ def synth_templates_cmd(
     rep = synthesize(str(spec), out, gen, sample=sample, seed=seed, fmt=fmt, max_answer_tokens=max_answer_tokens,
                      temperature=temperature, report_dir=report, test=test)
     _synth_done(rep, as_json)
+
+
+def _register_cache_commands() -> None:
+    from tuneforge.cli import data_cache_cmd
+
+    data_cache_cmd.register(app)
+
+
+_register_cache_commands()

@@ -27,7 +27,7 @@ from tuneforge.config.schema import DatasetEntry
 from tuneforge.data.formats import COLUMN_KEYS, TAG_KEYS, FormatSpec, resolve_format, to_record
 from tuneforge.data.mixing import apply_ratio, mix as mix_groups, sample_to, split_train_val
 from tuneforge.data.records import Record
-from tuneforge.data.sources import RawRow, read_rows
+from tuneforge.data.sources import RawRow, is_hub_id, list_files, read_rows
 from tuneforge.utils.errors import DataError
 from tuneforge.utils.io import atomic_write_json
 
@@ -224,10 +224,13 @@ def _reason(e: DataError) -> str:
 
 
 def _rows_to_records(rows: Iterator[RawRow], plan: _Plan, on_error: str, limit: int | None,
-                     skipped: list[DataError], prompts: bool = False) -> tuple[list[Record], FormatSpec | None]:
+                     skipped: list[DataError], prompts: bool = False,
+                     progress=None) -> tuple[list[Record], FormatSpec | None]:
     records: list[Record] = []
     spec: FormatSpec | None = None
-    for row in rows:
+    for n, row in enumerate(rows, 1):
+        if progress and n % 1000 == 0:
+            progress(1000)
         if limit is not None and len(records) >= limit:
             break  # stop reading early: rows past max_samples are never used
         try:
@@ -248,8 +251,8 @@ def _rows_to_records(rows: Iterator[RawRow], plan: _Plan, on_error: str, limit: 
 
 
 def load_dataset(spec: DatasetEntry | dict, *, dataset_info: str | Path | None = None, on_error: str = "raise",
-                 seed: int = 42, prompts: bool = False) -> LoadResult:
-    """Load one dataset into Records.
+                 seed: int = 42, prompts: bool = False, progress=None) -> LoadResult:
+    """Load one dataset into Records (`progress(n)` is called as rows are read).
 
     on_error="raise": the first bad row raises DataError (file, line, field); "skip": bad rows are collected in
     `.skipped`. A registry `num_samples` resamples with `seed`; `max_samples` keeps the first N usable rows. A dataset
@@ -264,7 +267,7 @@ def load_dataset(spec: DatasetEntry | dict, *, dataset_info: str | Path | None =
     skipped: list[DataError] = []
     rows = read_rows(plan.location, split=plan.split, subset=plan.subset, folder=plan.folder)
     limit = spec.max_samples if plan.num_samples is None else None
-    records, fmt = _rows_to_records(rows, plan, on_error, limit, skipped, prompts)
+    records, fmt = _rows_to_records(rows, plan, on_error, limit, skipped, prompts, progress)
     if plan.num_samples is not None:
         records = sample_to(records, plan.num_samples, seed)
     if spec.max_samples is not None:
@@ -272,6 +275,22 @@ def load_dataset(spec: DatasetEntry | dict, *, dataset_info: str | Path | None =
     if not records:
         raise _empty_error(plan.location, skipped)
     return LoadResult(records, skipped, plan.name, fingerprint(records), fmt.name if fmt else "")
+
+
+def local_source_files(specs, dataset_info: str | Path | None = None) -> list[Path] | None:
+    """Every local file the datasets `specs` read (and the dataset_info.json naming them), in order; None when one
+    of them comes from a hub (its content is known only by loading it)."""
+    from tuneforge.utils.modelscope import is_modelscope
+
+    files: list[Path] = []
+    for spec in map(_as_spec, specs):
+        plan = _plan(spec, dataset_info)
+        if is_modelscope(plan.location) or is_hub_id(plan.location):
+            return None
+        if spec.name:
+            files.append(_info_path(dataset_info))
+        files.extend(list_files(plan.location))
+    return files
 
 
 def _empty_error(where: str, skipped: list[DataError]) -> DataError:
@@ -292,7 +311,7 @@ def _as_spec(s) -> DatasetEntry:
 
 
 def load_datasets(specs, *, dataset_info: str | Path | None = None, on_error: str = "raise", mix: str = "concat",
-                  seed: int = 42, max_samples: int | None = None, prompts: bool = False) -> LoadResult:
+                  seed: int = 42, max_samples: int | None = None, prompts: bool = False, progress=None) -> LoadResult:
     """Load several datasets (DatasetEntry or dicts) and mix them into one LoadResult.
 
     Each dataset is first scaled by its `ratio` (seeded), then combined by `mix`: "concat" (in order) or
@@ -301,8 +320,8 @@ def load_datasets(specs, *, dataset_info: str | Path | None = None, on_error: st
     specs = [specs] if isinstance(specs, (DatasetEntry, dict)) else list(specs)
     if not specs:
         raise DataError("no datasets given", field="data")
-    results = [load_dataset(_as_spec(s), dataset_info=dataset_info, on_error=on_error, seed=seed, prompts=prompts)
-               for s in specs]
+    results = [load_dataset(_as_spec(s), dataset_info=dataset_info, on_error=on_error, seed=seed, prompts=prompts,
+                            progress=progress) for s in specs]
     groups = []
     for i, (s, res) in enumerate(zip(map(_as_spec, specs), results)):
         groups.append(res.records if s.ratio is None else apply_ratio(res.records, s.ratio, seed + i))

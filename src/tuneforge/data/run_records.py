@@ -14,21 +14,22 @@ def dataset_specs(entries):
     return list(entries)
 
 
-def load_train_records(cfg, *, prompts: bool = False):
+def load_train_records(cfg, *, prompts: bool = False, progress=None):
     """Load, mix and split the configured datasets → (train records, val records, dataset summaries, skipped).
 
-    `prompts`: the stage trains on prompts (grpo, ppo), so rows without an answer load as prompts."""
+    `prompts`: the stage trains on prompts (grpo, ppo), so rows without an answer load as prompts. `progress(n)` is
+    called as rows are read."""
     from tuneforge.data.catalog import load_datasets, split_train_val
 
     d = cfg.data
     result = load_datasets(dataset_specs(d.train), dataset_info=d.dataset_info, on_error=d.on_error, mix=d.mix,
-                           seed=d.seed, max_samples=d.max_samples, prompts=prompts)
+                           seed=d.seed, max_samples=d.max_samples, prompts=prompts, progress=progress)
     summaries = [(result.name, result.fingerprint, len(result.records))]
     records = result.records
     val = []
     if d.eval:
         ev = load_datasets(dataset_specs(d.eval), dataset_info=d.dataset_info, on_error=d.on_error, seed=d.seed,
-                           prompts=prompts)
+                           prompts=prompts, progress=progress)
         val = ev.records
         summaries.append((f"eval:{ev.name}", ev.fingerprint, len(val)))
     elif d.val_size:

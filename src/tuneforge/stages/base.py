@@ -49,6 +49,11 @@ def record_kind(rec: Record) -> str:
     return "chat"
 
 
+
+def item_tokens(item: dict) -> int:
+    """Tokens of one model-ready item: every token-id list it holds (`input_ids`, or both sides of a pair)."""
+    return sum(len(v) for k, v in item.items() if k.endswith("ids") and k != "position_ids")
+
 @dataclass
 class Prepared:
     """Model-ready items of one split and the counts a user should see (RenderStats.as_dict() keys)."""
@@ -70,6 +75,11 @@ class Stage:
     metrics: ClassVar[tuple[str, ...]] = ("eval_loss",)  # what an evaluation logs (train.load_best may name them)
     auto_metric: ClassVar[str] = "eval_loss"  # train.load_best: auto
     lr_scale: ClassVar[float] = 1.0  # auto learning rate = the method's SFT rate × this
+    # Items are dicts of token-id lists (and numbers), so `data.cache` stores them as Arrow and training reads them
+    # memory-mapped; else they stay Python objects and are prepared in every run.
+    cacheable: ClassVar[bool] = False
+    # `prepare` of a slice of the rows gives that slice's items: rows render in parallel (`data.num_proc`).
+    row_independent: ClassVar[bool] = False
 
     @property
     def trains_on_prompts(self) -> bool:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from tuneforge.data.collate import PadCollator
 from tuneforge.data.render import Rendered
 from tuneforge.stages.base import Prepared, Stage
-from tuneforge.stages.trainer import ListDataset, TuneforgeTrainer
 
 
 def as_items(examples: list[Rendered]) -> list[dict]:
@@ -16,6 +14,8 @@ class CausalLMStage(Stage):
     """Next-token loss on the labelled tokens of each sequence; packing applies."""
 
     packable = True
+    cacheable = True
+    row_independent = True
 
     def render(self, records, tok, data_cfg):
         """records → (list[Rendered], RenderStats)."""
@@ -30,9 +30,13 @@ class CausalLMStage(Stage):
         return examples, stats.as_dict()
 
     def collators(self, tok, data_cfg, params):
+        from tuneforge.data.collate import PadCollator  # torch
+
         return PadCollator(tok.pad_token_id, packed=data_cfg.packing), PadCollator(tok.pad_token_id)
 
     def build(self, *, model, tok, train_items, val_items, args, callbacks, counter, params, data_cfg, out_dir):
+        from tuneforge.stages.trainer import ListDataset, TuneforgeTrainer  # torch + transformers' Trainer
+
         train_collator, eval_collator = self.collators(tok, data_cfg, params)
         return TuneforgeTrainer(model=model, args=args, train_dataset=ListDataset(train_items),
                                 eval_dataset=ListDataset(val_items) if val_items else None,

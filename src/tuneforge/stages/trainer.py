@@ -9,6 +9,7 @@ from torch.utils.data import Dataset
 from transformers import Trainer
 from transformers.trainer_callback import PrinterCallback
 
+from tuneforge.stages.base import item_tokens
 from tuneforge.utils.io import atomic_write_json
 
 
@@ -37,15 +38,11 @@ class TokenCounter:
             self.real_tokens, self.padded_tokens = int(saved["real_tokens"]), int(saved["padded_tokens"])
 
 
-def item_tokens(item: dict) -> int:
-    """Tokens of one model-ready item: every token-id list it holds (`input_ids`, or both sides of a pair)."""
-    return sum(len(v) for k, v in item.items() if k.endswith("ids") and k != "position_ids")
-
-
 class ListDataset(Dataset):
-    """A list of dict examples (input_ids and labels, or the `<side>_ids`/`<side>_labels` of a pair)."""
+    """Dict examples (input_ids and labels, or the `<side>_ids`/`<side>_labels` of a pair): a list, or memory-mapped
+    Arrow items (`tuneforge.data.arrow_items.ArrowItems`, which count their lengths without reading rows)."""
 
-    def __init__(self, items: list[dict]):
+    def __init__(self, items):
         self.items = items
 
     def __len__(self):
@@ -53,6 +50,12 @@ class ListDataset(Dataset):
 
     def __getitem__(self, i):
         return self.items[i]
+
+    def lengths(self) -> list[int]:
+        """Tokens of every item (what length grouping sorts by)."""
+        if hasattr(self.items, "lengths"):
+            return self.items.lengths()
+        return [item_tokens(it) for it in self.items]
 
 
 class TuneforgeTrainer(Trainer):
@@ -74,7 +77,7 @@ class TuneforgeTrainer(Trainer):
             from transformers.trainer_pt_utils import LengthGroupedSampler
 
             return LengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
-                                        dataset=dataset, lengths=[item_tokens(it) for it in dataset.items])
+                                        dataset=dataset, lengths=dataset.lengths())
         return super()._get_train_sampler(train_dataset)
 
     def _get_eval_sampler(self, eval_dataset):
@@ -90,7 +93,7 @@ class TuneforgeTrainer(Trainer):
                 from transformers.trainer_pt_utils import LengthGroupedSampler
 
                 return LengthGroupedSampler(self.args.eval_batch_size, dataset=eval_dataset,
-                                            lengths=[item_tokens(it) for it in eval_dataset.items],
+                                            lengths=eval_dataset.lengths(),
                                             generator=torch.Generator().manual_seed(self.args.seed))
         return super()._get_eval_sampler(eval_dataset)
 

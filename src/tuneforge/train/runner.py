@@ -19,15 +19,14 @@ from tuneforge.config.auto import Schedule, resolve_auto, resolve_schedule
 from tuneforge.config.load import save_config
 from tuneforge.config.schema import MethodSection, check_load_best
 from tuneforge.methods import count_parameters, method_and_params, method_section
-from tuneforge.models.load import load_tokenizer, pick_device, resolve_load_dtype
+from tuneforge.models.load import pick_device, resolve_load_dtype
 from tuneforge.models.memory import model_size
-from tuneforge.models.source import resolve_model
 from tuneforge.stages import stage_and_params
 from tuneforge.stages.compat import check_stage_compat
 from tuneforge.train import distributed as dist
 from tuneforge.train.callbacks import MetricsCallback, ProgressCallback, StopCallback, TokenCounter, drop_rows_after
 from tuneforge.train.cpu_runtime import runtime_info, use_attention
-from tuneforge.train.data_prep import PreparedData, prepare_data
+from tuneforge.train.data_prep import PreparedData, load_run_data
 from tuneforge.train.output import (check_resume_config, checkpoint_step, choose_output_dir, read_run_file,
                                     write_run_file)
 from tuneforge.train.plots import plot_loss
@@ -203,17 +202,6 @@ def _check_config(cfg, device: str):
         raise ConfigError(f"output.report_to names {', '.join(missing)}, which is not installed",
                           hint=f"pip install {' '.join(missing)}, or remove it from output.report_to")
     return stage, params, method, method_params
-
-
-def load_run_data(cfg, stage, params):
-    """The model source, its tokenizer (with the chat template the stage needs) and the prepared data of a run."""
-    src = resolve_model(cfg.model.name)
-    tok = load_tokenizer(src, revision=cfg.model.revision)
-    if stage.needs_chat_template:
-        from tuneforge.data.templates import ensure_chat_template
-
-        ensure_chat_template(tok, cfg.model.template)
-    return src, tok, prepare_data(cfg, tok, stage, params)
 
 
 def _task_callbacks(cfg, data: PreparedData, eval_callbacks) -> list:
