@@ -8,7 +8,6 @@ import torch
 from tuneforge.config.auto import resolve_auto
 from tuneforge.config.load import load_config
 from tuneforge.methods import METHODS, get_method
-from tuneforge.models import load as model_load
 from tuneforge.models.load import pick_device, resolve_load_dtype
 from tuneforge.train.trainer import training_arguments
 from tuneforge.utils.errors import ModelError
@@ -16,8 +15,8 @@ from tuneforge.utils.errors import ModelError
 
 @pytest.mark.parametrize("cuda, mps, expected", [(True, True, "cuda"), (False, True, "mps"), (False, False, "cpu")])
 def test_pick_device_prefers_cuda_then_mps(monkeypatch, cuda, mps, expected):
-    monkeypatch.setattr(model_load.torch.cuda, "is_available", lambda: cuda)
-    monkeypatch.setattr(model_load.torch.backends.mps, "is_available", lambda: mps)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
     assert pick_device("auto") == expected
     assert pick_device("cpu") == "cpu"  # an explicit device is kept
 

@@ -5,18 +5,39 @@ Adding a stage: one module with a `Stage` subclass, one row here, one example in
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Mapping
+
 from tuneforge.config.schema import pick_plugin
 from tuneforge.stages.base import Stage, StageParams
-from tuneforge.stages.grpo import GrpoStage
-from tuneforge.stages.kto import KtoStage
-from tuneforge.stages.ppo import PpoStage
-from tuneforge.stages.preference import DpoStage, OrpoStage, SimpoStage
-from tuneforge.stages.pt import PretrainStage
-from tuneforge.stages.rm import RewardStage
-from tuneforge.stages.sft import SftStage
 
-STAGES: dict[str, Stage] = {s.name: s for s in (PretrainStage(), SftStage(), RewardStage(), DpoStage(), SimpoStage(),
-                                                OrpoStage(), KtoStage(), GrpoStage(), PpoStage())}
+
+class LazyStages(Mapping):
+    """Stage name → its `Stage`, the module imported on first use: a stage module may pull in torch, transformers'
+    Trainer or TRL, and asking for one stage (e.g. `tuneforge data prepare` answering from the cache) should not
+    import them all. Iterating gives the names in table order; `.values()`/`.items()` import every stage."""
+
+    def __init__(self, rows: dict[str, str]):
+        self._rows = rows
+        self._made: dict[str, Stage] = {}
+
+    def __getitem__(self, name: str) -> Stage:
+        if name not in self._made:
+            module, cls = self._rows[name].split(":")
+            self._made[name] = getattr(importlib.import_module(f"tuneforge.stages.{module}"), cls)()
+        return self._made[name]
+
+    def __iter__(self):
+        return iter(self._rows)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+
+STAGES: Mapping[str, Stage] = LazyStages({
+    "pt": "pt:PretrainStage", "sft": "sft:SftStage", "rm": "rm:RewardStage", "dpo": "preference:DpoStage",
+    "simpo": "preference:SimpoStage", "orpo": "preference:OrpoStage", "kto": "kto:KtoStage", "grpo": "grpo:GrpoStage",
+    "ppo": "ppo:PpoStage"})
 
 
 def get_stage(name) -> Stage:
