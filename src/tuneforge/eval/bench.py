@@ -66,13 +66,15 @@ def evaluate_mc(task: Task, model, tokenizer, *, shots: int = 0, chat: bool = Fa
     seconds = time.perf_counter() - start
     use_norm = task.style != "letters"
     examples = []
-    for it, req, lps in zip(task.items, requests, scores):
+    for it, lps in zip(task.items, scores):
         pred = _argmax(lps)
         ex = {"id": it.id, "subject": it.subject, "question": it.question[:300], "gold": it.answer, "pred": pred,
               "correct": pred == it.answer, "logprobs": [round(x, 4) for x in lps],
               "gold_text": it.gold[:200], "pred_text": (it.choices or [])[pred][:200]}
         if use_norm:
-            normed = [lp / max(len(c), 1) for lp, c in zip(lps, req.continuations)]
+            # lm-evaluation-harness divides by the choice's own characters: not the space before it, nor (with
+            # --chat) the template's text around it
+            normed = [lp / max(len(c), 1) for lp, c in zip(lps, it.choices or [])]
             ex["pred_norm"] = _argmax(normed)
             ex["correct_norm"] = ex["pred_norm"] == it.answer
         examples.append(ex)

@@ -72,6 +72,15 @@ def test_length_normalisation_flips_the_choice(monkeypatch):
     assert "acc_norm" not in letters["metrics"]  # one token per letter: normalisation is meaningless there
 
 
+def test_length_normalisation_counts_the_choice_text_only_as_lm_eval_does(monkeypatch):
+    # per character of the choice: -1.2 / 1 < -3.0 / 3, so "abc" wins; counting the space before each choice
+    # (-1.2 / 2 > -3.0 / 4) would pick "a"
+    items = [Item("x", "pick", 1, ["a", "abc"], "s")]
+    monkeypatch.setattr(LoglikScorer, "__init__", lambda self, *a, **k: setattr(self, "share_context", True))
+    monkeypatch.setattr(LoglikScorer, "score", lambda self, reqs, progress=None: [[-1.2, -3.0]])
+    assert evaluate_mc(Task("toy", items, "cloze"), None, None, progress=False)["examples"][0]["pred_norm"] == 1
+
+
 def test_prompts_plain_and_chat(tiny):
     _, tok = tiny
     item = Item("x", "What is 2+2?", 1, ["3", "4"], "math")
