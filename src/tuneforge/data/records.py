@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 ROLES = ("system", "user", "assistant", "tool", "function_call", "observation")
 
@@ -38,7 +38,6 @@ class Record:
 
     def normalized(self) -> dict:
         """Content-only view used for fingerprints and duplicate checks (no source, no extra columns)."""
-        d = asdict(self)
-        d.pop("source")
-        d.pop("extra")
-        return d
+        # the fields themselves, not a deep copy (asdict): callers only serialize it, and this runs once per row
+        return {"messages": self.messages, "text": self.text, "tools": self.tools, "chosen": self.chosen,
+                "rejected": self.rejected, "label": self.label}
