@@ -105,7 +105,10 @@ def test_the_artifact_reloads_merges_and_generates(method_run, tiny_model_dir):
         model, tok = load_for_inference(str(res.final_dir))
     batch = _ids(tok)
     trained = _logits(live.model, batch)
-    assert torch.allclose(_logits(model, batch), trained, atol=1e-5), name
+    # AdaLoRA saves its pruned ranks only, so the reloaded product sums fewer terms in another order than the
+    # live (masked, full-rank) one: float rounding of about 2e-5 on these logits; a wrong reload is off by ~1e-1.
+    atol = 1e-4 if name == "adalora" else 1e-5
+    assert torch.allclose(_logits(model, batch), trained, atol=atol), name
     if method.artifact == "adapter" and method.mergeable:
         merged = model.merge_and_unload()
         assert torch.allclose(_logits(merged, batch), trained, atol=1e-4), name
