@@ -1,10 +1,12 @@
 #!/usr/bin/env python
-"""SFT throughput benchmark: tuneforge (unpacked, packed) against a minimal hand-written PyTorch loop.
+"""SFT throughput benchmark: tuneforge (unpacked, packed) against a minimal hand-written PyTorch loop, TRL's
+SFTTrainer and LLaMA-Factory (each unpacked and packed).
 
-Every contestant trains the same model with the same LoRA setup (r=8, all-linear, fp32) on the same rendered
-samples, each in its own process (so its peak RSS is its own). The processes run in lockstep: the parent hands a
-"go" token to one of them at a time, round after round (U H P [R] U H P [R] ...), so every contestant sees the
-same background load and no two contestants ever compete for the CPU.
+Every contestant trains the same model with the same LoRA setup (r=8, alpha 16, all-linear, dropout 0, fp32, no
+gradient checkpointing) on the same rows with the same batch size, each in its own process (so its peak RSS is its
+own). The processes run in lockstep: the parent hands a "go" token to one of them at a time, round after round
+(U H P [R] TU TP LU LP, U H P ...), so every contestant sees the same background load and no two contestants ever
+compete for the CPU.
 
 Contestants
   tf_unpacked  `tuneforge.train.runner.train` as a user runs it (prepare_data, TuneforgeTrainer, PadCollator,
@@ -14,21 +16,31 @@ Contestants
   tf_packed    `runner.train` with data.packing=true.
   hand_random  (--random) the minimal loop on randomly ordered batches (no length grouping).
   NAME@PATCH   a tuneforge contestant with a benchmark-only monkeypatch modelling a proposed fix (see PATCHES).
+  trl_unpacked TRL's SFTTrainer in its own venv (bench/anchors.py: tuneforge's library versions), run by
+               bench/sft_anchor_child.py, on the rows tuneforge trains on as prompt-completion conversations
+               (loss on the answer), length-grouped batches (--anchor-order).
+  trl_packed   the same with packing=True (TRL's default BFD packing, padding-free: one flattened row per batch).
+  lf_unpacked  LLaMA-Factory 0.9.5 in its own venv (bench/llamafactory_anchor.py) through `run_exp`, template
+               smollm2 with the model's default system prompt, length-grouped batches.
+  lf_packed    the same with neat_packing (packs without attention across samples; --lf-packing plain: packing).
 
 A step is timed from the moment its process gets the "go" token to the end of its optimizer step, so all per-step
 framework work (logging and callbacks of the previous step, batch fetching, collation) is inside the measured
-time. Real tokens are the non-padding tokens of the batch. Each process runs one untimed pre-warm
-forward/backward first; --warmup N also drops the first N timed rounds. Ratios are medians over rounds of
-per-round ratios (for unpacked/hand each round pairs the identical batch, run seconds apart).
+time (the anchors' callback waits at the same points). Real tokens are the non-padding tokens of the batch. Each
+process runs one untimed pre-warm forward/backward first; --warmup N also drops the first N timed rounds. Ratios are
+medians over rounds of per-round ratios (for unpacked/hand each round pairs the identical batch, run seconds apart).
+The ceiling is the real tok/s a LoRA step could reach at the machine's matmul peak (--peak-gflops / (4 x params)).
 
     python bench/sft_throughput.py                  # default: ~10 min on a quiet 2-core machine (--budget-s)
-    python bench/sft_throughput.py --quick          # smoke run (< 2 min)
+    python bench/sft_throughput.py --quick          # smoke run (< 3 min once the anchor venvs exist)
+    python bench/sft_throughput.py --contestants tf_unpacked,hand,tf_packed   # without the anchors
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -38,7 +50,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CONTESTANTS = ("tf_unpacked", "hand", "tf_packed", "hand_random")  # order within a round: hand follows tf_unpacked
+# order within a round: hand follows tf_unpacked
+CONTESTANTS = ("tf_unpacked", "hand", "tf_packed", "hand_random", "trl_unpacked", "trl_packed", "lf_unpacked",
+               "lf_packed")
+ANCHORS = {"trl_unpacked": "trl", "trl_packed": "trl", "lf_unpacked": "lf", "lf_packed": "lf"}
+UNPACKED = ("tf_unpacked", "hand", "hand_random", "trl_unpacked", "lf_unpacked")
 DEFAULT_DATA = ("llamafactory_demo/alpaca_en_demo.json", "llamafactory_demo/identity.json")
 
 
@@ -73,6 +89,14 @@ def peak_rss_mb() -> float:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def rss_mb() -> float:
+    """Resident set now (VmRSS): what this contestant holds while the others run."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def release_free_memory() -> None:
@@ -129,8 +153,9 @@ class Stepper:
 
     def report(self, step: int, real: int, padded: int, **extra):
         wall, cpu = time.perf_counter() - self.t0, time.process_time() - self.c0
-        self.chan.send(kind="step", step=step, wall=wall, cpu=cpu, real=real, padded=padded, **extra)
-        release_free_memory()
+        release_free_memory()  # outside the timed window: the parent waits for this report
+        self.chan.send(kind="step", step=step, wall=wall, cpu=cpu, real=real, padded=padded,
+                       idle_rss_mb=rss_mb(), **extra)
 
 
 def apply_patches(names: list[str]) -> None:
@@ -194,7 +219,8 @@ def run_tuneforge(spec: dict, chan: Channel, packing: bool, patches: list[str]) 
     torch.set_num_threads(spec["threads"])
     from transformers import TrainerCallback
 
-    from tuneforge.stages import causal
+    from tuneforge.data import collate
+    from tuneforge.stages import trainer as stage_trainer
     from tuneforge.stages.trainer import ListDataset
     from tuneforge.train import runner
 
@@ -205,15 +231,21 @@ def run_tuneforge(spec: dict, chan: Channel, packing: bool, patches: list[str]) 
     counters: list = []
 
     # Bookkeeping only (no behaviour change): which samples each batch held, and tuneforge's own token counter.
+    # The index is noted when an item is fetched: memory-mapped items (the data cache) are new dicts on every read.
     class RecordingDataset(ListDataset):
         def __init__(self, items):
             super().__init__(items)
-            self.index_of = {id(it): i for i, it in enumerate(items)}
+            self.fetched: dict[int, int] = {}
             datasets.append(self)
 
-    class RecordingCollator(causal.PadCollator):
+        def __getitem__(self, i):
+            item = super().__getitem__(i)
+            self.fetched[id(item)] = i
+            return item
+
+    class RecordingCollator(collate.PadCollator):
         def __call__(self, items):
-            batches.append([datasets[-1].index_of[id(it)] for it in items])
+            batches.append([datasets[-1].fetched.pop(id(it)) for it in items])
             return super().__call__(items)
 
     class RecordingCounter(runner.TokenCounter):
@@ -221,16 +253,19 @@ def run_tuneforge(spec: dict, chan: Channel, packing: bool, patches: list[str]) 
             super().__init__()
             counters.append(self)
 
-    causal.ListDataset = RecordingDataset  # the pt/sft stages build their Trainer there
-    causal.PadCollator = RecordingCollator
+    # the pt/sft stages import these when they build their Trainer (stages/causal.py)
+    stage_trainer.ListDataset = RecordingDataset
+    collate.PadCollator = RecordingCollator
     runner.TokenCounter = RecordingCounter
     seen = {"real": 0, "padded": 0}
+    losses: list[list] = []
 
     class Lockstep(TrainerCallback):
         def on_train_begin(self, args, state, control, model=None, **kw):
             t = time.perf_counter()
             prewarm(model, datasets[-1].items)
-            chan.send(kind="ready", setup_s=time.perf_counter() - T_CHILD[0], prewarm_s=time.perf_counter() - t)
+            chan.send(kind="ready", setup_s=time.perf_counter() - T_CHILD[0], prewarm_s=time.perf_counter() - t,
+                      n_params=frozen_params(model))
             if not stepper.wait():
                 control.should_training_stop = True
 
@@ -248,6 +283,10 @@ def run_tuneforge(spec: dict, chan: Channel, packing: bool, patches: list[str]) 
                 control.should_training_stop = True
             return control
 
+        def on_log(self, args, state, control, logs=None, **kw):
+            if logs and "loss" in logs:
+                losses.append([state.global_step, float(logs["loss"])])
+
     out = Path(spec["workdir"]) / f"run-{spec['name']}"
     cfg = bench_config(spec, packing, str(out))
     result = runner.train(cfg, extra_callbacks=[Lockstep()])
@@ -255,7 +294,12 @@ def run_tuneforge(spec: dict, chan: Channel, packing: bool, patches: list[str]) 
     chan.send(kind="done", peak_rss_mb=peak_rss_mb(), status=result.status,
               runner={"real_tokens": m.get("real_tokens"), "padding_fraction": m.get("padding_fraction"),
                       "train_runtime": m.get("train_runtime"), "train_loss": m.get("train_loss")},
-              n_items=len(datasets[-1].items))
+              n_items=len(datasets[-1].items), losses=losses)
+
+
+def frozen_params(model) -> int:
+    """Parameters of the base model (the frozen ones under LoRA): what the physical ceiling is computed from."""
+    return sum(p.numel() for p in model.parameters() if not p.requires_grad)
 
 
 # ----------------------------------------------------------------------------------------- child: hand loop
@@ -305,7 +349,8 @@ def run_hand(spec: dict, chan: Channel, random_order: bool) -> None:
     bs = spec["batch_size"]
     perm = torch.randperm(len(items), generator=torch.Generator().manual_seed(spec["seed"])).tolist()
     stepper = Stepper(chan)
-    chan.send(kind="ready", setup_s=time.perf_counter() - T_CHILD[0], prewarm_s=prewarm_s)
+    chan.send(kind="ready", setup_s=time.perf_counter() - T_CHILD[0], prewarm_s=prewarm_s,
+              n_params=frozen_params(model))
     step = 0
     while stepper.wait():
         step += 1
@@ -376,6 +421,8 @@ class ForkedProc:
 
 CHILD_ENV = {"TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
              "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1", "PYTHONUNBUFFERED": "1"}
+# LLaMA-Factory 0.9.5 checks its transformers version against a list; its venv holds what pip chose within its pins
+ANCHOR_ENV = {"HF_DATASETS_OFFLINE": "1", "DISABLE_VERSION_CHECK": "1", "LLAMAFACTORY_VERBOSITY": "WARN"}
 
 
 def preload() -> None:
@@ -393,9 +440,10 @@ def preload() -> None:
 
 class Child:
     """One contestant in its own process: forked from the parent after `preload` (default), or a fresh
-    interpreter (--exec). Either way its peak RSS (VmHWM) is its own address space's."""
+    interpreter (--exec; always for an anchor: `python` of its venv runs sft_anchor_child.py). Either way its peak
+    RSS (VmHWM) is its own address space's."""
 
-    def __init__(self, name: str, spec: dict, workdir: Path, use_exec: bool = False):
+    def __init__(self, name: str, spec: dict, workdir: Path, use_exec: bool = False, python: Path | None = None):
         self.name = name
         self.log = workdir / f"{name}.log"
         p2c_r, p2c_w = os.pipe()
@@ -405,7 +453,12 @@ class Child:
         env = {**CHILD_ENV, "OMP_NUM_THREADS": str(spec["threads"]), "MKL_NUM_THREADS": str(spec["threads"]),
                "TUNEFORGE_REGISTRY_URL": f"sqlite:///{workdir / 'registry.db'}"}
         argv = [name, str(p2c_r), str(c2p_w), str(spec_path)]
-        if use_exec:
+        if python is not None:  # an anchor: its own venv, nothing of tuneforge's on its path
+            env.update(ANCHOR_ENV, PYTHONPATH="", HF_DATASETS_CACHE=str(workdir / "hf_datasets_cache"))
+            self.proc = subprocess.Popen([str(python), str(Path(__file__).resolve().with_name("sft_anchor_child.py")),
+                                          *argv], pass_fds=(p2c_r, c2p_w), stdout=self.log.open("w"),
+                                         stderr=subprocess.STDOUT, env={**os.environ, **env}, cwd=str(workdir))
+        elif use_exec:
             self.proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--child", *argv],
                                          pass_fds=(p2c_r, c2p_w), stdout=self.log.open("w"),
                                          stderr=subprocess.STDOUT, env={**os.environ, **env}, cwd=str(ROOT))
@@ -446,21 +499,33 @@ class Child:
         except EOFError:
             self.proc.wait()
             tail = "\n".join(self.log.read_text(errors="replace").splitlines()[-25:])
-            raise SystemExit(f"contestant {self.name} died (rc={self.proc.returncode}); log {self.log}:\n{tail}")
+            why = " (killed: out of memory?)" if self.proc.returncode in (-9, 137) else ""
+            raise ContestantDied(f"contestant {self.name} died (rc={self.proc.returncode}{why}); log {self.log}:"
+                                 f"\n{tail}")
         if msg.get("kind") != kind:
             raise SystemExit(f"contestant {self.name}: expected {kind}, got {msg}")
         return msg
 
+    def send(self, **msg) -> None:
+        try:
+            self.chan.send(**msg)
+        except BrokenPipeError:
+            pass  # the process is gone: recv says how
+
     def go(self, **extra) -> dict:
-        self.chan.send(cmd="go", **extra)
+        self.send(cmd="go", **extra)
         msg = self.recv("step")
         self.steps.append(msg)
         return msg
 
     def finish(self) -> None:
-        self.chan.send(cmd="finish")
+        self.send(cmd="finish")
         self.done = self.recv("done")
         self.proc.wait(timeout=600)
+
+
+class ContestantDied(Exception):
+    """A contestant's process ended without answering (the message holds its exit status and log tail)."""
 
 
 def _median(xs):
@@ -481,7 +546,13 @@ def summarize(child: Child, warmup: int) -> dict:
         "padding_fraction": 1 - real / padded if padded else float("nan"),
         "padding_fraction_all_steps": 1 - all_real / all_padded if all_padded else float("nan"),
         "mean_step_s": wall / len(quiet) if quiet else float("nan"),
+        "real_tokens_per_step": real / len(quiet) if quiet else float("nan"),
         "peak_rss_mb": child.done.get("peak_rss_mb"),
+        "idle_rss_mb": max((s.get("idle_rss_mb", 0) for s in child.steps), default=None),
+        "n_params": child.ready.get("n_params"),
+        "train_items": child.done.get("n_items"),
+        **loss_summary(child),
+        "versions": child.ready.get("versions"),
         "setup_s": child.ready.get("setup_s"),
         "prewarm_s": child.ready.get("prewarm_s"),
         "runner": child.done.get("runner"),
@@ -490,6 +561,14 @@ def summarize(child: Child, warmup: int) -> dict:
                                      else child.done["runner"].get("real_tokens") == all_real),
         "steps": child.steps,
     }
+
+
+def loss_summary(child: Child) -> dict:
+    """First and last training loss the contestant logged (the Trainer's logs, or the hand loop's own)."""
+    losses = child.done.get("losses") or [[s["step"], s["loss"]] for s in child.steps if "loss" in s]
+    finite = all(math.isfinite(x) for _, x in losses)
+    return {"losses": losses, "first_loss": losses[0][1] if losses else None,
+            "last_loss": losses[-1][1] if losses else None, "losses_finite": bool(losses) and finite}
 
 
 def paired_ratio(num: Child, den: Child, warmup: int, key: str = "wall") -> float:
@@ -514,6 +593,75 @@ def resolve_data(paths: list[str] | None) -> list[str]:
     return [str(shared / "data" / p) for p in DEFAULT_DATA]
 
 
+# ----------------------------------------------------------------------------------------------- parent: anchors
+
+def anchors_dir() -> Path:
+    return Path(os.environ.get("TUNEFORGE_ANCHORS", "/tmp/tuneforge-anchors"))
+
+
+def anchor_model(name: str) -> str:
+    """The model as an HF folder the anchors load: `name` itself when it is one, else written once by
+    anchors.export_model (the quickstart model is a GGUF file only tuneforge dequantizes) — in a subprocess, so that
+    no torch op runs in this parent before it forks the tuneforge contestants."""
+    if (Path(name) / "config.json").exists():
+        return str(Path(name).resolve())
+    folder = anchors_dir() / f"model-{Path(name).name}"
+    if not (folder / "config.json").exists():
+        print(f"[bench] exporting {name} to {folder} for the anchors ...", flush=True)
+        code = ("import sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]); from anchors import "
+                "export_model; export_model(sys.argv[2], Path(sys.argv[3]))")
+        subprocess.run([sys.executable, "-c", code, str(Path(__file__).resolve().parent), name, str(folder)],
+                       check=True, env={**os.environ, **CHILD_ENV})
+    return str(folder)
+
+
+def write_anchor_rows(spec: dict, workdir: Path) -> dict:
+    """The rows tuneforge trains on (its loader: both files, max_samples, seed), as the anchors read them.
+
+    TRL: conversational prompt-completion rows (the completion is the last assistant turn; TRL then computes the
+    loss on it only, as tuneforge does on the answers). LLaMA-Factory: the same conversations in OpenAI-style
+    sharegpt (`messages`), registered in a dataset_info.json by the child. No row is re-rendered or cut here: each
+    framework applies its own chat template and its own truncation to `cutoff`."""
+    from tuneforge.data.run_records import load_train_records
+
+    records = load_train_records(bench_config(spec, False, str(workdir / "rows")))[0]
+    convs = [[{"role": m["role"], "content": m["content"]} for m in r.messages] for r in records]
+    convs = [c for c in convs if c and c[-1]["role"] == "assistant"]
+    trl, lf = workdir / "rows_trl.jsonl", workdir / "rows_lf.jsonl"
+    trl.write_text("".join(json.dumps({"prompt": c[:-1], "completion": c[-1:]}) + "\n" for c in convs),
+                   encoding="utf-8")
+    lf.write_text("".join(json.dumps({"messages": c}) + "\n" for c in convs), encoding="utf-8")
+    return {"trl_rows": str(trl), "lf_rows": str(lf), "rows": len(convs), "records": len(records)}
+
+
+def anchor_pythons(names: list[str]) -> dict[str, Path]:
+    """The venv python of every anchor contestant; the venvs are created on first use (a few minutes, PyPI)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from anchors import anchor_python
+    from llamafactory_anchor import lf_python
+
+    kinds = {ANCHORS[n] for n in names if n in ANCHORS}
+    try:
+        made = {k: (anchor_python if k == "trl" else lf_python)() for k in sorted(kinds)}
+    except subprocess.CalledProcessError as exc:
+        raise SystemExit(f"could not create an anchor venv ({exc}); run without the anchors: --contestants "
+                         f"tf_unpacked,hand,tf_packed") from exc
+    return {n: made[ANCHORS[n]] for n in names if n in ANCHORS}
+
+
+def prepare_anchors(a, spec: dict, workdir: Path) -> dict[str, Path]:
+    """Venvs, model folder and rows for the anchor contestants in `a.contestants`; fills spec["anchor"]."""
+    pythons = anchor_pythons(a.contestants)
+    if not pythons:
+        return {}
+    rows = write_anchor_rows(spec, workdir)
+    spec["anchor"] = {"model_dir": anchor_model(a.model), **rows, "lf_packing": a.lf_packing,
+                      "unpacked_order": "group_by_length" if a.anchor_order == "grouped" else "random"}
+    print(f"[bench] anchors: model {spec['anchor']['model_dir']}, {rows['rows']} rows "
+          f"({', '.join(f'{n}: {p}' for n, p in pythons.items())})", flush=True)
+    return pythons
+
+
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="smollm2-135m-instruct")
@@ -528,7 +676,7 @@ def parse_args(argv):
                    help="start no new round once the run would exceed this many seconds, after at least "
                         "warm-up + --min-quiet rounds (default 540; --quick 0 = no budget)")
     p.add_argument("--min-quiet", type=int, default=2, help="quiet rounds always run, whatever the budget")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=None, help="default 8; --quick 4")
     p.add_argument("--cutoff", type=int, default=None, help="data.cutoff_len (default 512; --quick 64)")
     p.add_argument("--max-samples", type=int, default=None, help="data.max_samples (default all; --quick 128)")
     p.add_argument("--lr", type=float, default=2e-4)
@@ -536,10 +684,19 @@ def parse_args(argv):
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--contestants", default=None,
                    help=f"comma list from {','.join(CONTESTANTS)}; 'tf_unpacked@PATCH' adds a patched variant "
-                        f"(default: tf_unpacked,hand,tf_packed; --random adds hand_random)")
+                        f"(default: all but hand_random; --random adds hand_random)")
+    p.add_argument("--anchor-order", choices=("grouped", "random"), default="grouped",
+                   help="batches of the unpacked anchors: the Trainer's length grouping (as tuneforge's default "
+                        "train.group_by_length) or random order (the anchors' own default)")
+    p.add_argument("--lf-packing", choices=("neat", "plain"), default="neat",
+                   help="lf_packed: neat_packing (no attention across samples, as tuneforge's and TRL's packing) or "
+                        "plain packing (samples in a pack attend to each other)")
+    p.add_argument("--peak-gflops", type=float, default=150.0,
+                   help="the machine's fp32 matmul peak, for the ceiling: real tok/s <= peak / (4 x parameters)")
     p.add_argument("--random", action="store_true",
                    help="add the hand_random contestant (costs about a third more time)")
-    p.add_argument("--quick", action="store_true", help="smoke run: 3 steps (1 warm-up), cutoff 64, 128 samples")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: 3 steps (1 warm-up), batch 4, cutoff 64, 128 samples")
     p.add_argument("--out", default="bench/results.json")
     p.add_argument("--exec", action="store_true",
                    help="start each contestant as a fresh interpreter instead of forking after shared imports")
@@ -550,16 +707,25 @@ def parse_args(argv):
     a.warmup = a.warmup if a.warmup is not None else (1 if q else 0)
     a.budget_s = a.budget_s if a.budget_s is not None else (0 if q else 540)
     a.cutoff = a.cutoff or (64 if q else 512)
+    a.batch_size = a.batch_size or (4 if q else 8)
     a.max_samples = a.max_samples or (128 if q else None)
     if a.contestants:
         a.contestants = [c.strip() for c in a.contestants.split(",") if c.strip()]
     else:
         a.contestants = [c for c in CONTESTANTS if c != "hand_random" or a.random]
+    if unknown := [c for c in a.contestants if not known_contestant(c)]:
+        raise SystemExit(f"unknown contestants {unknown}; choose from {','.join(CONTESTANTS)}")
     if "hand" in a.contestants and "tf_unpacked" not in a.contestants:
         raise SystemExit("'hand' replays the batches of 'tf_unpacked': include both")
     if a.warmup >= a.steps:
         raise SystemExit("--warmup must be smaller than --steps")
     return a
+
+
+def known_contestant(name: str) -> bool:
+    """A contestant of CONTESTANTS, or a tuneforge one with benchmark-only patches (NAME@PATCH+PATCH)."""
+    base, patched, _ = name.partition("@")
+    return base in CONTESTANTS and not (patched and base in ANCHORS)
 
 
 def epoch_plan(spec: dict) -> dict:
@@ -597,6 +763,42 @@ def epoch_plan(spec: dict) -> dict:
             "packed": padding(packed, torch.randperm(len(packed), generator=g).tolist())}
 
 
+def physical_ceiling(summary: dict, peak_gflops: float) -> dict | None:
+    """Real tokens/s a LoRA step could reach at the machine's matmul peak: forward 2N FLOPs per token, backward
+    through the frozen weights another 2N (no weight gradients), so peak / (4N) with N the base model's parameters."""
+    n = next((s["n_params"] for s in summary.values() if s.get("n_params")), None)
+    if not n:
+        return None
+    return {"n_params": n, "peak_gflops": peak_gflops, "flops_per_token": 4 * n,
+            "real_tokens_per_s": peak_gflops * 1e9 / (4 * n)}
+
+
+def memory_estimate(summary: dict) -> dict | None:
+    """Whether the lockstep fits in RAM: one contestant at its peak while all the others sit idle."""
+    peaks = {n: s["peak_rss_mb"] for n, s in summary.items() if s.get("peak_rss_mb")}
+    if not peaks:
+        return None
+    top = max(peaks, key=peaks.get)
+    idle = sum(s.get("idle_rss_mb") or 0 for n, s in summary.items() if n != top)
+    total = next((int(x.split()[1]) / 1024 for x in Path("/proc/meminfo").read_text().splitlines()
+                  if x.startswith("MemTotal:")), float("nan"))
+    return {"largest_peak": top, "largest_peak_mb": peaks[top], "others_idle_mb": idle,
+            "worst_case_mb": peaks[top] + idle, "total_mb": total}
+
+
+def real_token_consistency(summary: dict) -> dict:
+    """Mean real tokens per quiet step of every unpacked contestant, relative to tf_unpacked's, and the steps whose
+    real tokens equal tf_unpacked's. The anchors draw their own length-grouped batches of the same rows (the
+    Trainer's sampler, seeded alike), so per step they should carry about as many tokens, often exactly as many."""
+    ref = summary.get("tf_unpacked", {})
+    ref_steps = ref.get("steps", [])
+    return {n: {"real_tokens_per_step": s["real_tokens_per_step"],
+                "vs_tf_unpacked": s["real_tokens_per_step"] / ref["real_tokens_per_step"] if ref else None,
+                "steps_equal_real": sum(x["real"] == y["real"] for x, y in zip(s["steps"], ref_steps)),
+                "steps_compared": min(len(s["steps"]), len(ref_steps))}
+            for n, s in summary.items() if n.split("@")[0] in UNPACKED}
+
+
 def fmt(x, spec=",.0f"):
     return "—" if x is None or x != x else format(x, spec)
 
@@ -613,14 +815,27 @@ def main(argv=None) -> dict:
     print(f"[bench] model {a.model}, data {', '.join(Path(d).name for d in data)}, batch {a.batch_size}, "
           f"cutoff {a.cutoff}, {a.steps} steps ({a.warmup} warm-up), {a.threads} threads; "
           f"contestants {', '.join(order)}; work folder {workdir}", flush=True)
+    pythons = prepare_anchors(a, spec, workdir)  # before the clock: venvs are created on first use only
     t_start = time.perf_counter()
     if not a.exec:
         preload()
         print(f"[bench] shared imports {time.perf_counter() - t_start:.0f}s", flush=True)
-    children = {name: Child(name, spec, workdir, a.exec) for name in order}
+    children = {name: Child(name, spec, workdir, a.exec, pythons.get(name)) for name in order}
+    dead: dict[str, str] = {}
+
+    def drop(name: str, err: ContestantDied) -> None:
+        """An anchor that dies (e.g. killed for memory) leaves the run; any other contestant ends it."""
+        if name not in ANCHORS:
+            raise SystemExit(str(err))
+        print(f"[bench] {err}\n[bench] continuing without {name}", flush=True)
+        dead[name] = str(err).splitlines()[0]
+
     try:
-        for c in children.values():
-            c.ready = c.recv("ready")
+        for name, c in children.items():
+            try:
+                c.ready = c.recv("ready")
+            except ContestantDied as err:
+                drop(name, err)
         print(f"[bench] all contestants loaded in {time.perf_counter() - t_start:.0f}s; running rounds", flush=True)
         t_rounds = time.perf_counter()
         for r in range(1, a.steps + 1):
@@ -632,14 +847,24 @@ def main(argv=None) -> dict:
                 break
             line, batch = [], None
             for name, c in children.items():
+                if name in dead:
+                    continue
                 base = name.split("@")[0]
-                msg = c.go(batch=batch) if base == "hand" else c.go()
+                try:
+                    msg = c.go(batch=batch) if base == "hand" else c.go()
+                except ContestantDied as err:
+                    drop(name, err)
+                    continue
                 if base == "tf_unpacked" and "@" not in name:
                     batch = msg["batch"]
                 line.append(f"{name} {msg['real'] / msg['wall']:,.0f}")
             print(f"[bench] round {r}/{a.steps}: " + ", ".join(line) + " tok/s", flush=True)
-        for c in children.values():
-            c.finish()
+        for name, c in children.items():
+            try:
+                if name not in dead:
+                    c.finish()
+            except ContestantDied as err:
+                drop(name, err)
     finally:
         for c in children.values():
             if c.proc.poll() is None:
@@ -650,14 +875,15 @@ def main(argv=None) -> dict:
             if (a_s["real"], a_s["padded"]) != (b_s["real"], b_s["padded"]):
                 raise SystemExit(f"hand loop batch differs from tuneforge's at step {a_s['step']}: {a_s} vs {b_s}")
     w = a.warmup
-    summary = {name: summarize(c, w) for name, c in children.items()}
+    summary = {name: summarize(c, w) | ({"died": dead[name]} if name in dead else {})
+               for name, c in children.items()}
     ratios = {}
 
     def add_ratio(key, num, den):
         if num in children and den in children:
             ratios[key] = {"median_round_wall": paired_ratio(children[num], children[den], w),
                            "median_round_cpu": paired_ratio(children[num], children[den], w, "cpu"),
-                           "aggregate_wall": aggregate_ratio(summary[num], summary[den])}
+                           "aggregate_wall": aggregate_ratio(summary[num], summary[den]), "of": num, "to": den}
 
     add_ratio("unpacked_vs_hand", "tf_unpacked", "hand")
     add_ratio("packed_vs_unpacked", "tf_packed", "tf_unpacked")
@@ -670,14 +896,30 @@ def main(argv=None) -> dict:
             add_ratio(f"{name}_vs_{base}", name, base)
             if base == "tf_unpacked":
                 add_ratio(f"{name}_vs_hand", name, "hand")
-    targets = {"unpacked_vs_hand": 0.9, "packed_vs_unpacked": 1.5}
+    for mode in ("unpacked", "packed"):
+        anchors = [n for n in (f"trl_{mode}", f"lf_{mode}") if n in children]
+        for anchor in anchors:
+            add_ratio(f"{mode}_vs_{anchor}", f"tf_{mode}", anchor)
+        anchors = [n for n in anchors if math.isfinite(summary[n]["tokens_per_s"])]
+        if anchors:  # the faster anchor of this mode, by real tokens/s over the quiet rounds
+            add_ratio(f"{mode}_vs_best_anchor", f"tf_{mode}", max(anchors, key=lambda n: summary[n]["tokens_per_s"]))
+    targets = {"unpacked_vs_hand": 0.9, "packed_vs_unpacked": 1.5, "packed_vs_best_anchor": 1.3}
+    ceiling = physical_ceiling(summary, a.peak_gflops)
+    for row in summary.values():
+        row["ceiling_share"] = row["tokens_per_s"] / ceiling["real_tokens_per_s"] if ceiling else None
     plan = epoch_plan(spec)
     result = {
         "benchmark": "sft_throughput",
-        "config": {k: v for k, v in spec.items() if k != "workdir"} | {"warmup": w, "method": "lora r=8 all-linear",
-                                                                       "precision": "fp32"},
-        "rounds": min(len(c.steps) for c in children.values()),
+        "config": {k: v for k, v in spec.items() if k not in ("workdir", "anchor")} | {
+            "warmup": w, "method": "lora r=8 alpha 16 all-linear dropout 0", "precision": "fp32",
+            "anchor_order": a.anchor_order, "lf_packing": a.lf_packing},
+        "rounds": min((len(c.steps) for n, c in children.items() if n not in dead), default=0),
+        "died": dead,
         "epoch_plan": plan,
+        "ceiling": ceiling,
+        "memory": memory_estimate(summary),
+        "unpacked_real_tokens": real_token_consistency(summary),
+        "anchor_data": {k: v for k, v in spec.get("anchor", {}).items() if k not in ("trl_rows", "lf_rows")},
         "contestants": summary,
         "ratios": ratios,
         "targets": {k: {"target": t, "met": ratios.get(k, {}).get("median_round_wall", 0) >= t}
@@ -699,10 +941,13 @@ def main(argv=None) -> dict:
 
 
 def print_table(result: dict) -> None:
-    rows = [("contestant", "tok/s", "tok/s med step", "tok/CPU-s", "padding", "s/step", "peak RSS MB")]
+    rows = [("contestant", "tok/s", "tok/s med step", "tok/CPU-s", "of ceiling", "padding", "real tok/step",
+             "s/step", "peak RSS MB", "loss first → last")]
     for name, s in result["contestants"].items():
+        loss = f"{fmt(s['first_loss'], '.3f')} → {fmt(s['last_loss'], '.3f')}"
         rows.append((name, fmt(s["tokens_per_s"]), fmt(s["tokens_per_s_median_step"]), fmt(s["tokens_per_cpu_s"]),
-                     fmt(s["padding_fraction"], ".1%"), fmt(s["mean_step_s"], ".2f"), fmt(s["peak_rss_mb"])))
+                     fmt(s["ceiling_share"], ".0%"), fmt(s["padding_fraction"], ".1%"),
+                     fmt(s["real_tokens_per_step"]), fmt(s["mean_step_s"], ".2f"), fmt(s["peak_rss_mb"]), loss))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for i, r in enumerate(rows):
         print("  ".join(c.ljust(widths[0]) if j == 0 else c.rjust(widths[j]) for j, c in enumerate(r)))
@@ -713,13 +958,30 @@ def print_table(result: dict) -> None:
         print(f"\nwhole-epoch padding ({p['samples']} samples, mean {p['mean_len']:.0f} tokens): length-grouped "
               f"{p['grouped']['padding_fraction']:.1%}, random order {p['random']['padding_fraction']:.1%}, "
               f"packed {p['packed']['padding_fraction']:.1%} (timed rounds cover only the first batches)")
+    for name, why in (result.get("died") or {}).items():
+        print(f"{name} left the run: {why}")
+    m = result.get("memory")
+    if m:
+        print(f"memory: largest peak {m['largest_peak_mb'] / 1024:.1f} GB + the others idle (after malloc_trim) "
+              f"{m['others_idle_mb'] / 1024:.1f} GB = {m['worst_case_mb'] / 1024:.1f} GB of "
+              f"{m['total_mb'] / 1024:.1f} GB RAM")
+    c = result.get("ceiling")
+    if c:
+        print(f"physical ceiling: {c['peak_gflops']:.0f} GFLOP/s / (4 x {c['n_params'] / 1e6:.1f}M parameters) = "
+              f"{c['real_tokens_per_s']:.0f} real tok/s (--peak-gflops)")
+    u = result.get("unpacked_real_tokens") or {}
+    if len(u) > 1:
+        print("unpacked real tokens per step vs tf_unpacked: " + ", ".join(
+            f"{n} {fmt(v['vs_tf_unpacked'], '.2f')} ({v['steps_equal_real']}/{v['steps_compared']} steps equal)"
+            for n, v in u.items() if n != "tf_unpacked"))
     print()
     width = max((len(k) for k in result["ratios"]), default=0) + 2
     for key, r in result["ratios"].items():
         t = result["targets"].get(key)
         goal = f"   target ≥ {t['target']}: {'met' if t['met'] else 'NOT met'}" if t else ""
+        pair = f" ({r['to']})" if key.endswith("best_anchor") else ""
         print(f"{key:<{width}} median/round {r['median_round_wall']:.2f}  (CPU-time {r['median_round_cpu']:.2f}, "
-              f"aggregate {r['aggregate_wall']:.2f}){goal}")
+              f"aggregate {r['aggregate_wall']:.2f}){pair}{goal}")
 
 
 if __name__ == "__main__":
