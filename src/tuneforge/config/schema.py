@@ -109,6 +109,17 @@ class DataSection(Section):
     cache_dir: str | None = Field(None, description="data cache folder (default $TUNEFORGE_HOME/cache/data)")
     num_proc: Union[int, Auto] = Field(
         "auto", description="processes that render the data; auto: one per CPU core from 10,000 rows on, else 1")
+    streaming: bool = Field(
+        False, description="stage pt: read the training text lazily (row by row, tokenized in batches) and train "
+                           "on fixed cutoff_len blocks of concatenated documents, in memory that does not grow "
+                           "with the corpus: for corpora larger than RAM or disk (hub datasets stream from the "
+                           "hub). Local files are checked row by row before the model loads, keeping nothing. "
+                           "The stream repeats until train.max_steps, which it needs; it has no epochs, no "
+                           "data.val_size (give data.eval), no data.max_samples or ratio (a dataset's own "
+                           "max_samples takes its first rows), no data cache; blocks are always packed")
+    shuffle_buffer: int = Field(
+        0, ge=0, description="data.streaming: shuffle blocks within a window of N blocks (seeded by data.seed; "
+                             "N × cutoff_len × 4 bytes of memory); 0 keeps the order of the files")
 
     @field_validator("train", "eval", mode="before")
     @classmethod
@@ -375,7 +386,41 @@ class RunConfig(Section):
         if not self.data.train:
             raise ValueError("data.train is empty: name at least one dataset (a file path or a registered name)")
         check_load_best(self)
+        problems = streaming_problems(self)
+        if problems:
+            raise ValueError("; ".join(f"{problem} ({fix})" for problem, fix in problems))
         return self
+
+
+def streaming_problems(cfg: RunConfig) -> list[tuple[str, str]]:
+    """(problem, fix) pairs for settings data.streaming cannot honour (checked when the config loads, and again by
+    the runner for configs built in code). A stream is read once per pass, in order, and never held: anything that
+    needs every row first (a seeded subset, a resampled ratio, a held-out split, a row count for epochs) is refused
+    rather than quietly approximated."""
+    d, t = cfg.data, cfg.train
+    if not d.streaming:
+        return [("data.shuffle_buffer applies to data.streaming only", "set data.shuffle_buffer=0, or "
+                 "data.streaming=true")] if d.shuffle_buffer else []
+    found = []
+    if cfg.stage.type != "pt":
+        found.append((f"data.streaming=true streams plain text for stage pt; stage {cfg.stage.type} is not "
+                      f"streamed", "set stage: pt, or data.streaming=false (pt and sft data are kept memory-mapped "
+                      "in the data cache)"))
+    if t.max_steps <= 0:
+        found.append(("data.streaming=true needs train.max_steps: a stream has no length, so epochs cannot end "
+                      "the run", "set train.max_steps=N (each step reads batch_size × grad_accum × processes "
+                      "blocks of data.cutoff_len tokens)"))
+    if d.val_size:
+        found.append(("data.val_size cannot hold rows out of a stream", "give validation rows as a file: "
+                      "data.eval=path/to/val.txt, and data.val_size=0"))
+    if d.max_samples is not None:
+        found.append(("data.max_samples picks a seeded subset of all rows, which a stream never holds",
+                      "set max_samples on a dataset entry (its first N rows): data.train=[{path: ..., "
+                      "max_samples: N}]"))
+    if any(e.ratio is not None for e in d.train):
+        found.append(("a dataset's ratio resamples all of its rows, which a stream never holds",
+                      "remove ratio; data.mix=interleave alternates datasets row by row"))
+    return found
 
 
 def has_validation(cfg: RunConfig) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, IterableDataset
 from transformers import Trainer
 from transformers.trainer_callback import PrinterCallback
 
@@ -58,6 +58,29 @@ class ListDataset(Dataset):
         return [item_tokens(it) for it in self.items]
 
 
+class StreamDataset(IterableDataset):
+    """A token-block stream (`tuneforge.data.streaming.TokenStream`, data.streaming) as torch's IterableDataset.
+
+    Unsized: the Trainer runs train.max_steps steps, with no sampler (no length grouping) and no epochs. Each
+    data-loader worker of each process reads its own shard of the rows (shard = process × workers + worker), so
+    the tokenizing is split and no block is read twice; `TuneforgeTrainer.get_train_dataloader` tells it the
+    process and keeps accelerate from splitting it again."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.process, self.processes = 0, 1
+
+    def for_process(self, index: int, count: int) -> None:
+        self.process, self.processes = index, count
+
+    def __iter__(self):
+        from torch.utils.data import get_worker_info
+
+        info = get_worker_info()
+        workers, worker = (info.num_workers, info.id) if info is not None else (1, 0)
+        return self.stream.blocks(shard=self.process * workers + worker, n_shards=self.processes * workers)
+
+
 class TuneforgeTrainer(Trainer):
     """Trainer that counts real (non-padding) tokens for the throughput shown in the progress bar and logs.
 
@@ -69,6 +92,27 @@ class TuneforgeTrainer(Trainer):
         self.token_counter = token_counter or TokenCounter()
         self.eval_collator = eval_collator
         self.remove_callback(PrinterCallback)  # our ProgressCallback/MetricsCallback show and store the logs
+
+    def get_train_dataloader(self):
+        """A StreamDataset shards itself by process: accelerate must neither read it on rank 0 for everyone
+        (dispatch_batches, its default for an IterableDataset) nor split its batches between processes again
+        (IterableDatasetShard, made a pass-through here, as transformers does for its own rank-aware samplers)."""
+        dataset = self.train_dataset
+        if not isinstance(dataset, StreamDataset):
+            return super().get_train_dataloader()
+        dataset.for_process(self.args.process_index, self.args.world_size)
+        config = self.accelerator.dataloader_config
+        dispatch, config.dispatch_batches = config.dispatch_batches, False
+        try:
+            loader = super().get_train_dataloader()
+        finally:
+            config.dispatch_batches = dispatch
+        from accelerate.data_loader import IterableDatasetShard
+
+        shard = getattr(loader, "dataset", None)
+        if isinstance(shard, IterableDatasetShard):
+            shard.num_processes, shard.process_index = 1, 0
+        return loader
 
     def _get_train_sampler(self, train_dataset=None):
         """Length grouping measures every item by its tokens (pairs included), not only by `input_ids`."""

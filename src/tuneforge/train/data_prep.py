@@ -11,6 +11,11 @@ reads them memory-mapped. The entry's key covers the data, tokenizer, template, 
 resume, sweep cell or another method on the same data finds it and renders nothing; when the data are local files
 their bytes are hashed instead of loading the rows, so a cache hit does not even parse them. Under torchrun /
 accelerate rank 0 prepares (or finds) the entry and the other ranks wait and map it.
+
+With data.streaming (stage pt) nothing is rendered ahead and nothing is cached: rank 0 reads the local rows once,
+keeping none (bad rows fail or are counted here, before weights load), and the training items are a
+`tuneforge.data.streaming.TokenStream` that tokenizes while training. Validation rows (data.eval) are rendered in
+memory as usual.
 """
 
 from __future__ import annotations
@@ -34,9 +39,9 @@ from tuneforge.data.run_records import load_train_records
 
 @dataclass
 class PreparedData:
-    train: list  # list[dict], or ArrowItems (memory-mapped) for cached stages
+    train: list  # list[dict], ArrowItems (memory-mapped) for cached stages, or a TokenStream (data.streaming: unsized)
     val: list
-    n_train_rows: int
+    n_train_rows: int | None  # None: streamed from a hub, the row count is unknown
     stats: dict
     datasets: list[tuple[str, str, int]] = field(default_factory=list)  # (name, fingerprint, n_records)
     val_records: list = field(default_factory=list)
@@ -44,6 +49,8 @@ class PreparedData:
 
 def prepare_data(cfg, tok, stage, params, *, show_progress: bool = True) -> PreparedData:
     """Records → model-ready items for `stage` (a tuneforge.stages.Stage with its validated `params`)."""
+    if cfg.data.streaming:
+        return _prepare_stream(cfg, tok, stage, params, show_progress)
     if not stage.cacheable:
         return _prepare_in_memory(cfg, tok, stage, params)
     from tuneforge.data.cache import DataCache, cache_root
@@ -100,7 +107,9 @@ def _key_parts(cfg, tok, stage, params) -> dict:
     from tuneforge.data.cache import FORMAT, RENDER_MODULES, code_digest, tokenizer_digest
 
     stage_modules = sorted({c.__module__ for c in type(stage).__mro__ if c.__module__.startswith("tuneforge.")})
-    data = cfg.data.model_dump(mode="json", exclude={"cache", "cache_dir", "num_proc"})
+    # settings that do not change the rendered items (streaming runs never use the cache) stay out of the key, so
+    # entries written before those settings existed are still found
+    data = cfg.data.model_dump(mode="json", exclude={"cache", "cache_dir", "num_proc", "streaming", "shuffle_buffer"})
     return {"format": FORMAT, "code": code_digest([*RENDER_MODULES, *stage_modules]),
             "tokenizer": tokenizer_digest(tok), "stage": stage.name, "params": params.model_dump(mode="json"),
             "data": data}
@@ -228,6 +237,66 @@ def _from_entry(entry, hit: bool) -> PreparedData:
                                         "render_seconds": meta.get("seconds")}}
     return PreparedData(ArrowItems(entry.shards("train")), ArrowItems(val) if val else [], meta["n_train_rows"],
                         stats, [tuple(s) for s in meta["datasets"]], _read_records(entry.path / "val_records.jsonl"))
+
+
+# ---- the streamed path (data.streaming) -------------------------------------------------------------------------
+
+def _prepare_stream(cfg, tok, stage, params, show_progress: bool) -> PreparedData:
+    from tuneforge.data.streaming import TokenStream
+
+    d = cfg.data
+    scan = dist.decide(lambda: _scan(cfg, stage, show_progress))
+    shards = dist.world_size() * max(cfg.train.num_workers, 1)
+    if scan.scanned and scan.documents < shards:
+        raise DataError(f"{scan.documents} usable rows cannot feed {shards} stream shards (processes × "
+                        f"data-loader workers)", hint="add rows, or lower train.num_workers or the processes")
+    val_items, val_records, val_stats, summaries = _stream_validation(cfg, tok, stage, params)
+    name = "+".join(s.name for s in scan.sources)
+    datasets = [(name, scan.fingerprint, scan.documents), *summaries]
+    # rows the scan skipped (data.on_error=skip) are skipped again in silence; any other skip is news
+    stream = TokenStream(scan.sources, tok, d.cutoff_len, mix=d.mix, shuffle_buffer=d.shuffle_buffer, seed=d.seed,
+                         report_late=not (scan.scanned and d.on_error == "skip"))
+    block = {"block_tokens": d.cutoff_len, "shuffle_buffer": d.shuffle_buffer, "mix": d.mix}
+    stats = {"train": {"rows": scan.documents if scan.scanned else None, "streaming": True},
+             "val": val_stats, "skipped_rows": scan.skipped, "skipped_examples": scan.skipped_examples,
+             "streaming": {**scan.stats(), **block, "streamed": stream.counts}}
+    return PreparedData(stream, val_items, scan.documents if scan.scanned else None, stats, datasets, val_records)
+
+
+def _scan(cfg, stage, show_progress: bool):
+    """The check ahead (rank 0): every local row read once, converted and checked, none kept."""
+    from tuneforge.data.streaming import scan_stream, stream_sources
+    from tuneforge.utils.progress import progress_bar
+
+    d = cfg.data
+    sources = stream_sources(d.train, d.dataset_info)
+    total = sum(f.stat().st_size for s in sources for f in s.files or ())
+    # a bar when reading takes seconds (about 30 MB); hub data is not read ahead
+    show = show_progress and all(s.files is not None for s in sources) and total > 32 << 20
+    with progress_bar(total, "checking rows (bytes)", show) as advance:
+        scan = scan_stream(sources, mix=d.mix, on_error=d.on_error, check=lambda rec: stage.check_records([rec]),
+                           progress=advance)
+    if dist.is_main():
+        what = (f"{scan.documents:,} rows ({scan.bytes / 1e6:,.1f} MB) checked in {scan.seconds:.1f} s, none kept"
+                if scan.scanned else "hub data: rows are checked as they stream (a bad one is skipped and counted)")
+        console.print(f"[green]data[/green]: streaming; {what}")
+    return scan
+
+
+def _stream_validation(cfg, tok, stage, params) -> tuple[list, list, dict | None, list]:
+    """data.eval of a streamed run, rendered in memory (validation sets are small) → (items sorted by length,
+    records, render counts, dataset summaries)."""
+    d = cfg.data
+    if not d.eval:
+        return [], [], None, []
+    from tuneforge.data.catalog import load_datasets
+    from tuneforge.data.run_records import dataset_specs
+
+    ev = load_datasets(dataset_specs(d.eval), dataset_info=d.dataset_info, on_error=d.on_error, seed=d.seed)
+    stage.check_records(ev.records)
+    val = stage.prepare(ev.records, tok, d, params)
+    return (sorted(val.items, key=item_tokens), ev.records, val.stats,
+            [(f"eval:{ev.name}", ev.fingerprint, len(ev.records))])
 
 
 def load_run_data(cfg, stage, params):

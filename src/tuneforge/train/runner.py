@@ -17,7 +17,7 @@ from pathlib import Path
 from tuneforge.config import compat
 from tuneforge.config.auto import Schedule, resolve_auto, resolve_schedule
 from tuneforge.config.load import save_config
-from tuneforge.config.schema import MethodSection, check_load_best
+from tuneforge.config.schema import MethodSection, check_load_best, streaming_problems
 from tuneforge.methods import count_parameters, method_and_params, method_section
 from tuneforge.models.load import pick_device, resolve_load_dtype
 from tuneforge.models.memory import model_size
@@ -35,6 +35,9 @@ from tuneforge.train.trainer import keep_later_within_noise, set_threads_for_cpu
 from tuneforge.utils.console import console
 from tuneforge.utils.errors import ConfigError
 
+
+# Rows assumed for the auto rules when a stream's row count is unknown (a hub dataset): more than any rule caps at.
+_UNKNOWN_ROWS = 10**9
 
 # Forward-only evaluation per token, as a share of a training step's forward + backward (measured on CPU with
 # SmolLM2 and LoRA: 0.115 s per validation row against 0.30 s per training row).
@@ -120,14 +123,18 @@ def train(cfg, config_path: str | None = None, extra_callbacks: list | None = No
     import torch
 
     bf16_ok = device.startswith("cuda") and torch.cuda.is_bf16_supported()
-    resolved = resolve_auto(cfg.train, method, data.n_train_rows, device, bf16_ok, lr_scale=stage.lr_scale,
-                            answer_tokens=_answer_tokens(data) if stage.packable else None,
+    resolved = resolve_auto(cfg.train, method, data.n_train_rows or _UNKNOWN_ROWS, device, bf16_ok,
+                            lr_scale=stage.lr_scale, answer_tokens=_answer_tokens(data) if stage.packable else None,
                             model_params=model_size(cfg.model.name))
+    if cfg.data.streaming:
+        _streamed_auto(cfg, data, resolved, device)
     stage.check_plan(cfg, stage_params, resolved.batch_size, dist.world_size())
     task_callbacks = _task_callbacks(cfg, data, eval_callbacks)  # validated now, before weights load
     scored_rows = sum(len(getattr(cb, "records", ())) for cb in task_callbacks)
     steps_per_epoch, total_steps = _steps(cfg, data, resolved, stage, stage_params)
-    schedule = _schedule(cfg, data, steps_per_epoch, total_steps, stage, scored_rows)
+    tokens_per_step = resolved.batch_size * cfg.train.grad_accum * dist.world_size() * cfg.data.cutoff_len \
+        if cfg.data.streaming else None
+    schedule = _schedule(cfg, data, steps_per_epoch, total_steps, stage, scored_rows, tokens_per_step)
     resolved.chosen.update(schedule.chosen)
     filled = _filled_config(cfg, resolved, schedule, method_section(method, method_params))
     out, resume_ckpt = dist.decide(lambda: _output_folder(cfg, filled, data, config_path))
@@ -188,6 +195,9 @@ def _check_config(cfg, device: str):
     except ValueError as err:
         raise ConfigError(str(err)) from None
     check_stage_compat(cfg, stage)
+    problems = streaming_problems(cfg)
+    if problems:
+        raise ConfigError("; ".join(p for p, _ in problems), hint="; ".join(f for _, f in problems))
     compat.check(cfg, device=device, world_size=dist.world_size())
     import importlib.util
 
@@ -224,28 +234,44 @@ def _answer_tokens(data: PreparedData) -> float | None:
     return train["trained_tokens"] / train["kept"]
 
 
+def _streamed_auto(cfg, data: PreparedData, resolved, device: str) -> None:
+    """A streamed run has no epochs (train.max_steps ends it; the stream repeats the data as often as needed), and
+    the batch-size rule sees the checked row count, or none for hub data."""
+    resolved.epochs = 1.0
+    resolved.chosen.pop("epochs", None)
+    if data.n_train_rows is None and "batch_size" in resolved.chosen:
+        resolved.chosen["batch_size"] = (f"{resolved.batch_size} (streamed hub data, rows unknown: the largest auto "
+                                         f"batch size on {device})")
+
+
 def _steps(cfg, data: PreparedData, resolved, stage, params) -> tuple[int, int]:
-    """(optimizer steps per epoch, optimizer steps in the run)."""
+    """(optimizer steps per epoch, optimizer steps in the run). A streamed run is one "epoch" of train.max_steps
+    steps, as the HF Trainer counts an unsized dataset."""
+    if cfg.data.streaming:
+        return cfg.train.max_steps, cfg.train.max_steps
     per_step = resolved.batch_size * cfg.train.grad_accum * dist.world_size()
     steps_per_epoch = math.ceil(len(data.train) * stage.sequences_per_item(params) / per_step)
     total = cfg.train.max_steps if cfg.train.max_steps > 0 else math.ceil(resolved.epochs * steps_per_epoch)
     return steps_per_epoch, total
 
 
-def _schedule(cfg, data: PreparedData, steps_per_epoch: int, total: int, stage, scored_rows: int) -> Schedule:
+def _schedule(cfg, data: PreparedData, steps_per_epoch: int, total: int, stage, scored_rows: int,
+              tokens_per_step: int | None = None) -> Schedule:
     return resolve_schedule(cfg.train, has_validation=bool(data.val),
                             has_classification=cfg.eval.classification is not None,
                             steps_per_epoch=steps_per_epoch, total_steps=total, auto_metric=stage.auto_metric,
-                            eval_cost_steps=_eval_cost_steps(data, steps_per_epoch, scored_rows),
+                            eval_cost_steps=_eval_cost_steps(data, steps_per_epoch, scored_rows, tokens_per_step),
                             scored_rows=scored_rows)
 
 
-def _eval_cost_steps(data: PreparedData, steps_per_epoch: int, scored_rows: int) -> float:
+def _eval_cost_steps(data: PreparedData, steps_per_epoch: int, scored_rows: int,
+                     tokens_per_step: int | None = None) -> float:
     """One evaluation's compute in training steps: the validation tokens plus the rows eval.classification scores
-    (at the validation rows' mean length), at _FORWARD_SHARE of a training step's cost per token."""
+    (at the validation rows' mean length), at _FORWARD_SHARE of a training step's cost per token.
+    `tokens_per_step`: a streamed run's (full blocks), whose training tokens are not counted ahead."""
     val = (data.stats.get("val") or {}).get("tokens", 0)
     val += scored_rows * val / max(len(data.val), 1)
-    train_per_step = data.stats["train"]["tokens"] / max(steps_per_epoch, 1)
+    train_per_step = tokens_per_step or data.stats["train"]["tokens"] / max(steps_per_epoch, 1)
     return val * _FORWARD_SHARE / max(train_per_step, 1)
 
 
@@ -276,7 +302,8 @@ def _build_trainer(run: _Run, model, callbacks: list):
         if dist.is_main():
             drop_rows_after(run.out / "metrics.jsonl", checkpoint_step(run.resume_ckpt))
     cfg, tok = run.cfg, run.tok
-    args = training_arguments(run.filled, run.resolved, run.out, run.device, len(run.data.train), run.schedule)
+    n_items = 0 if cfg.data.streaming else len(run.data.train)  # a stream is unsized
+    args = training_arguments(run.filled, run.resolved, run.out, run.device, n_items, run.schedule)
     callbacks = [ProgressCallback(counter), MetricsCallback(run.out, counter, run.recorder), *callbacks,
                  *run.method.callbacks(run.method_params)]
     if run.schedule.patience:
