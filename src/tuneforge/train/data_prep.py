@@ -120,7 +120,7 @@ def _ensure_entry(cfg, tok, stage, params, cache, show_progress: bool) -> tuple[
 
     With data.cache off the key is made unique, so nothing earlier is reused (and the entry is removed once
     mapped)."""
-    from tuneforge.data.cache import files_digest, key_of
+    from tuneforge.data.cache import DIGESTS, files_digest, key_of
     from tuneforge.data.catalog import local_source_files
 
     started = time.monotonic()
@@ -131,7 +131,7 @@ def _ensure_entry(cfg, tok, stage, params, cache, show_progress: bool) -> tuple[
     # reading rows gets a bar when it takes seconds (about 30 MB of JSON), and always for hub data
     show_progress = show_progress and (files is None or sum(f.stat().st_size for f in files) > 32 << 20)
     if files is not None:
-        parts["sources"] = files_digest(files)
+        parts["sources"] = files_digest(files, memo=cache.root / DIGESTS if d.cache else None)
     else:  # hub data: its content is known only once loaded
         loaded = _load(cfg, stage, show_progress)
         parts["sources"] = [fp for _, fp, _ in loaded[2]]

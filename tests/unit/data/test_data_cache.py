@@ -161,3 +161,24 @@ def test_stale_staging_folders_are_cleaned(tmp_path):
     os.utime(old, (past, past))
     cache.clean_staging()
     assert not old.exists() and fresh.exists()
+
+
+def test_file_digests_are_remembered_until_a_file_changes(tmp_path, monkeypatch):
+    from tuneforge.data import cache as cache_mod
+
+    f = _rows(tmp_path, n=50)
+    memo = tmp_path / "cache" / cache_mod.DIGESTS
+    first = cache_mod.files_digest([f], memo=memo)
+    assert first == cache_mod.files_digest([f])  # the memo never changes the digest
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("the bytes were read again")
+
+    with monkeypatch.context() as m:
+        m.setattr(cache_mod, "open", no_reading, raising=False)
+        assert cache_mod.files_digest([f], memo=memo) == first
+    text = f.read_text()
+    f.write_text(text.replace("answer 7 ", "answer 8 "))  # same size, other bytes
+    assert f.stat().st_size == len(text.encode())
+    changed = cache_mod.files_digest([f], memo=memo)
+    assert changed != first and changed == cache_mod.files_digest([f])
