@@ -15,7 +15,7 @@ import csv
 import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -124,6 +124,29 @@ def _read_text(path: Path) -> str:
                         hint="re-save the file as UTF-8") from None
 
 
+def text_lines(path: Path, progress: Callable | None = None) -> Iterator[tuple[int, str]]:
+    """(line number, line) as `str.splitlines` of the whole file numbers them, one line in memory at a time
+    (a million-row file is never held whole, nor as a list of its lines).
+
+    Bytes are split at newlines and decoded line by line, so a non-UTF-8 byte is reported with its line; a
+    leading BOM is dropped (utf-8-sig). A file with bare-CR line ends reads as one long line before splitting."""
+    n = 0
+    with open(path, "rb") as f:
+        for raw in f:
+            if progress:
+                progress(len(raw))
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(f"not UTF-8 text ({e.reason} at byte {e.start} of the line)", file=str(path),
+                                line=n + 1, hint="re-save the file as UTF-8") from None
+            if n == 0:
+                text = text.removeprefix("\ufeff")
+            for line in text.splitlines():
+                n += 1
+                yield n, line
+
+
 def _row(obj, file: str, line: int) -> RawRow:
     if isinstance(obj, dict):
         return RawRow(obj, file, line)
@@ -140,7 +163,7 @@ def read_json(path: Path) -> Iterator[RawRow]:
     start = len(text) - len(text.lstrip())
     if not text[start:start + 1] == "[":
         _refuse_single_object(text, file)
-        yield from _json_lines(text, file)
+        yield from _json_lines(enumerate(text.splitlines(), start=1), file)
         return
     decoder = json.JSONDecoder()
     pos, line, n = start + 1, 1 + text.count("\n", 0, start), len(text)
@@ -186,11 +209,11 @@ def _skip_ws(text: str, pos: int) -> int:
 
 def read_jsonl(path: Path) -> Iterator[RawRow]:
     """Yield one row per non-blank physical line; a malformed line yields a row with `error` set."""
-    return _json_lines(_read_text(path), str(path))
+    return _json_lines(text_lines(path), str(path))
 
 
-def _json_lines(text: str, file: str) -> Iterator[RawRow]:
-    for i, raw in enumerate(text.splitlines(), start=1):
+def _json_lines(lines: Iterable[tuple[int, str]], file: str) -> Iterator[RawRow]:
+    for i, raw in lines:
         if not raw.strip():
             continue
         try:
@@ -250,7 +273,7 @@ def read_parquet(path: Path) -> Iterator[RawRow]:
 def read_txt(path: Path) -> Iterator[RawRow]:
     """Yield every non-blank line as `{"text": line}` (line breaks removed, other whitespace kept)."""
     file = str(path)
-    for i, raw in enumerate(_read_text(path).splitlines(), start=1):
+    for i, raw in text_lines(path):
         if raw.strip():
             yield RawRow({"text": raw}, file, i)
 

@@ -51,7 +51,7 @@ from tuneforge.data.catalog import _plan as plan_dataset
 from tuneforge.data.formats import FormatSpec, resolve_format, to_record
 from tuneforge.data.records import Record
 from tuneforge.data.render import IGNORE
-from tuneforge.data.sources import RawRow, is_hub_id, list_files, read_csv, read_parquet
+from tuneforge.data.sources import RawRow, is_hub_id, list_files, read_csv, read_parquet, text_lines
 from tuneforge.utils.console import console
 from tuneforge.utils.errors import DataError
 from tuneforge.utils.modelscope import is_modelscope
@@ -122,28 +122,6 @@ def stream_sources(specs, dataset_info=None) -> list[StreamSource]:
     return sources
 
 
-def _lines(path: Path, progress: Callable | None = None) -> Iterator[tuple[int, str]]:
-    """(line number, line) as `str.splitlines` of the whole file numbers them, one line in memory at a time.
-
-    Bytes are split at newlines and decoded line by line, so a non-UTF-8 byte is reported with its line; a
-    leading BOM is dropped (utf-8-sig). A file with bare-CR line ends reads as one long line before splitting."""
-    n = 0
-    with open(path, "rb") as f:
-        for raw in f:
-            if progress:
-                progress(len(raw))
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise DataError(f"not UTF-8 text ({e.reason} at byte {e.start} of the line)", file=str(path),
-                                line=n + 1, hint="re-save the file as UTF-8") from None
-            if n == 0:
-                text = text.removeprefix("\ufeff")
-            for line in text.splitlines():
-                n += 1
-                yield n, line
-
-
 def _refuse_json_array(path: Path) -> None:
     with open(path, encoding="utf-8-sig", errors="replace") as f:
         head = f.read(4096).lstrip()
@@ -155,12 +133,12 @@ def _refuse_json_array(path: Path) -> None:
 def _file_rows(path: Path, progress: Callable | None = None) -> Iterator[LazyRow]:
     file, suffix = str(path), path.suffix.lower()
     if suffix == ".txt":
-        yield from (LazyRow(file, n, {"text": line}) for n, line in _lines(path, progress) if line.strip())
+        yield from (LazyRow(file, n, {"text": line}) for n, line in text_lines(path, progress) if line.strip())
         return
     if suffix in (".jsonl", ".json"):
         if suffix == ".json":
             _refuse_json_array(path)
-        yield from (LazyRow(file, n, line) for n, line in _lines(path, progress) if line.strip())
+        yield from (LazyRow(file, n, line) for n, line in text_lines(path, progress) if line.strip())
         return
     reader = read_csv if suffix == ".csv" else read_parquet  # both already read lazily
     yield from (LazyRow(row.file, row.line, row) for row in reader(path))

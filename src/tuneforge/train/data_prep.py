@@ -169,6 +169,7 @@ def _render_entry(cfg, tok, stage, params, loaded, folder: Path, show_progress: 
     stage.check_records(records + val_records)
     d = cfg.data
     num_proc = resolve_num_proc(d.num_proc, len(records))
+    n_train_rows = len(records)  # render_to_shards empties the list when it spills the rows for its workers
     shards, train_stats = render_to_shards(stage, records, tok, d, params, folder, "train", num_proc, show_progress)
     _check_kept(train_stats, d.cutoff_len)
     stats = {"train": train_stats, "val": None, **_skipped_stats(skipped), "num_proc": num_proc}
@@ -184,7 +185,7 @@ def _render_entry(cfg, tok, stage, params, loaded, folder: Path, show_progress: 
             val_shards = ["val-00000.arrow"]
     _write_records(folder / "val_records.jsonl", val_records)
     return {"train_shards": [p.name for p in shards], "val_shards": val_shards, "stats": stats,
-            "datasets": summaries, "n_train_rows": len(records)}
+            "datasets": summaries, "n_train_rows": n_train_rows}
 
 
 def _pack_shards(items, cutoff: int, folder: Path, show_progress: bool) -> tuple[list[Path], dict]:

@@ -1,17 +1,24 @@
 """A stage's rows rendered into Arrow shards, in chunks, by several processes when there are many rows.
 
-Workers are forked, so they inherit the records, the tokenizer and the stage without pickling any of them; each
-renders a range of rows with `stage.prepare` and writes its items as one shard. Results come back in row order, so
-the shards (and every item) are the same for any number of processes. `gc.freeze()` before the fork keeps the
-children's garbage collector from touching, and so copying, the parent's records.
+Workers are forked, so they inherit the tokenizer and the stage without pickling them; each renders a range of rows
+with `stage.prepare` and writes its items as one shard. Results come back in row order, so the shards (and every
+item) are the same for any number of processes.
+
+Rows: with several processes the records are first written, pickled one after another, to a file in the entry's
+staging folder and dropped from the parent; each worker unpickles only its own range from the memory-mapped file. A
+million rows then cost their bytes once (in the page cache, shared) instead of their Python objects in the parent
+plus the pages every worker copies when it touches them (reference counts write to every object a worker reads).
 """
 
 from __future__ import annotations
 
 import gc
+import mmap
 import multiprocessing
 import os
+import pickle
 import time
+from array import array
 from pathlib import Path
 
 from tuneforge.data.arrow_items import write_shard
@@ -20,7 +27,31 @@ from tuneforge.utils.progress import progress_bar
 CHUNK_ROWS = 4096
 AUTO_PARALLEL_ROWS = 10_000  # num_proc auto: below this many rows one process renders (forking costs more)
 
-_JOB: tuple | None = None  # (stage, records, tok, data_cfg, params, folder, prefix), set before the fork
+_JOB: tuple | None = None  # (stage, rows, tok, data_cfg, params, folder, prefix), set before the fork
+SPILLED = "rows.pickles"  # the spilled records, removed once rendered
+
+
+class SpilledRows:
+    """Records pickled one after another in a file: `rows[start:stop]` unpickles that range only."""
+
+    def __init__(self, records: list, path: Path):
+        self.offsets = array("q", [0])
+        with open(path, "wb") as f:
+            for rec in records:
+                f.write(pickle.dumps(rec, protocol=pickle.HIGHEST_PROTOCOL))
+                self.offsets.append(f.tell())
+        self.path = path
+        self._map = None
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, span: slice) -> list:
+        if self._map is None:  # opened in each worker after the fork
+            with open(self.path, "rb") as f:
+                self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if self.offsets[-1] else b""
+        start, stop, _ = span.indices(len(self))
+        return [pickle.loads(self._map[self.offsets[i]:self.offsets[i + 1]]) for i in range(start, stop)]
 
 
 def resolve_num_proc(setting, rows: int) -> int:
@@ -33,8 +64,8 @@ def resolve_num_proc(setting, rows: int) -> int:
 
 def _render_chunk(task: tuple[int, int, int]) -> tuple[str | None, dict, int]:
     n, start, stop = task
-    stage, records, tok, data_cfg, params, folder, prefix = _JOB
-    prepared = stage.prepare(records[start:stop], tok, data_cfg, params)
+    stage, rows, tok, data_cfg, params, folder, prefix = _JOB
+    prepared = stage.prepare(rows[start:stop], tok, data_cfg, params)
     if not prepared.items:
         return None, prepared.stats, stop - start
     name = f"{prefix}-{n:05d}.arrow"
@@ -60,23 +91,34 @@ def merge_stats(parts: list[dict]) -> dict:
 
 def render_to_shards(stage, records: list, tok, data_cfg, params, folder: Path, prefix: str, num_proc: int,
                      show_progress: bool = True) -> tuple[list[Path], dict]:
-    """Render `records` with `stage.prepare` into shards `prefix-NNNNN.arrow` in `folder` → (shards, counts)."""
+    """Render `records` with `stage.prepare` into shards `prefix-NNNNN.arrow` in `folder` → (shards, counts).
+
+    With several processes the list is emptied: its records are spilled to `folder` first (see the module)."""
     global _JOB
-    step = CHUNK_ROWS if stage.row_independent else max(len(records), 1)
-    tasks = [(n, i, min(i + step, len(records))) for n, i in enumerate(range(0, len(records), step))]
-    _JOB = (stage, records, tok, data_cfg, params, folder, prefix)
+    n_rows = len(records)
+    step = CHUNK_ROWS if stage.row_independent else max(n_rows, 1)
+    tasks = [(n, i, min(i + step, n_rows)) for n, i in enumerate(range(0, n_rows, step))]
+    rows, spilled = records, None
+    if num_proc > 1 and len(tasks) > 1:
+        spilled = folder / f"{prefix}-{SPILLED}"
+        rows = SpilledRows(records, spilled)
+        records.clear()
+        gc.collect()
+    _JOB = (stage, rows, tok, data_cfg, params, folder, prefix)
     names, stats, done = [], [], 0
     started = time.monotonic()
     try:
-        with progress_bar(len(records), f"rendering {prefix}", show_progress and len(records) >= CHUNK_ROWS,
+        with progress_bar(n_rows, f"rendering {prefix}", show_progress and n_rows >= CHUNK_ROWS,
                           fields={"rate": ""}) as advance:
-            for name, part, rows in _run(tasks, num_proc):
+            for name, part, n in _run(tasks, num_proc):
                 names.append(name)
                 stats.append(part)
-                done += rows
-                advance(rows, rate=f"{done / max(time.monotonic() - started, 1e-9):,.0f} rows/s")
+                done += n
+                advance(n, rate=f"{done / max(time.monotonic() - started, 1e-9):,.0f} rows/s")
     finally:
         _JOB = None
+        if spilled is not None:
+            spilled.unlink(missing_ok=True)
     return [folder / n for n in names if n], merge_stats(stats)
 
 

@@ -182,3 +182,25 @@ def test_file_digests_are_remembered_until_a_file_changes(tmp_path, monkeypatch)
     assert f.stat().st_size == len(text.encode())
     changed = cache_mod.files_digest([f], memo=memo)
     assert changed != first and changed == cache_mod.files_digest([f])
+
+
+def test_rows_spilled_for_the_workers_render_alike_and_leave_no_file(tmp_path, tiny_model_dir, tok, monkeypatch):
+    """With several processes the parent hands its rows to the workers through a file, not forked objects."""
+    monkeypatch.setattr(render_shards, "CHUNK_ROWS", 64)
+    f = _rows(tmp_path, n=300)
+    cfg = _cfg(tmp_path, tiny_model_dir, f, "data.num_proc=2")
+    stage, params = stage_and_params(cfg)
+    spilled = []
+    real = render_shards.SpilledRows
+
+    def watched(records, path):
+        rows = real(records, path)
+        spilled.append((len(rows), path))
+        return rows
+
+    monkeypatch.setattr(render_shards, "SpilledRows", watched)
+    a = prepare_data(cfg, tok, stage, params)
+    assert spilled and spilled[0][0] == 300 and a.n_train_rows == 300
+    assert not spilled[0][1].exists() and not list((tmp_path / "cache").rglob("*.pickles"))
+    memory = _prepare_in_memory(_cfg(tmp_path, tiny_model_dir, f, "data.cache=false"), tok, stage, params)
+    assert _plain(a.train) == _plain(memory.train)
