@@ -82,12 +82,18 @@ def test_allocator_discovery_finds_the_library_file(tmp_path):
 
 
 def test_missing_allocator_names_the_debian_package_and_falls_back(tmp_path):
-    for setting, package in (("auto", "libjemalloc2"), ("jemalloc", "libjemalloc2"),
-                             ("tcmalloc", "libtcmalloc-minimal4")):
+    for setting, package in (("jemalloc", "libjemalloc2"), ("tcmalloc", "libtcmalloc-minimal4")):
         choice = rt.choose_allocator(setting, [str(tmp_path)])
         assert not choice.preload
         assert f"apt-get install {package}" in choice.note and "glibc malloc" in choice.note
     assert rt.choose_allocator("system", [str(tmp_path)]).wanted == "system"
+
+
+def test_auto_keeps_glibc_malloc_the_fastest_measured(tmp_path):
+    dirs = _fake_libs(tmp_path, "libjemalloc.so.2", "libtcmalloc_minimal.so.4")
+    choice = rt.choose_allocator("auto", dirs)
+    assert choice.wanted == "system" and not choice.preload and "auto" in choice.note
+    assert rt.preload_env("auto", {}, "system", dirs) is None  # nothing to restart for
 
 
 def test_preload_env_prepends_the_library_and_sets_the_marker(tmp_path):
@@ -157,6 +163,7 @@ def test_the_note_says_where_the_allocator_in_use_came_from(monkeypatch, tmp_pat
     assert rt.allocator_note("jemalloc") == ("jemalloc", f"jemalloc ({dirs[0]}/libjemalloc.so.2)")
     assert rt.allocator_note("system")[1] == "jemalloc, preloaded by the environment (LD_PRELOAD)"
     monkeypatch.setattr(rt, "loaded_allocator", lambda: "system")
-    assert "only by the `tuneforge train` command" in rt.allocator_note("auto")[1]  # an in-process run
+    assert "only by the `tuneforge train` command" in rt.allocator_note("jemalloc")[1]  # an in-process run
+    assert rt.allocator_note("auto") == ("system", "glibc malloc (train.allocator=auto)")
     monkeypatch.setenv(rt.MARKER, "jemalloc")
-    assert "could not be preloaded" in rt.allocator_note("auto")[1]  # restarted, yet not loaded
+    assert "could not be preloaded" in rt.allocator_note("jemalloc")[1]  # restarted, yet not loaded

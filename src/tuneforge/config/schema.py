@@ -236,12 +236,12 @@ class TrainSection(Section):
                             "for debugging or a model without sdpa); auto: sdpa. Methods longlora and unipelt "
                             "replace it with their own SDPA-based attention")
     allocator: Literal["auto", "system", "jemalloc", "tcmalloc"] = Field(
-        "auto", description="memory allocator of `tuneforge train`, preloaded (LD_PRELOAD) by restarting the "
-                            "command once: jemalloc (with MALLOC_CONF dirty_decay_ms:-1,muzzy_decay_ms:-1 unless "
-                            "set) / tcmalloc reuse freed tensor memory where glibc's malloc returns big blocks to "
-                            "the kernel and faults them in again every step; auto: jemalloc when installed "
-                            "(apt-get install libjemalloc2), else system; system if a preloaded library misbehaves. "
-                            "Runs started in-process (jobs, sweeps, the Python API) keep their process's allocator")
+        "auto", description="memory allocator of `tuneforge train`: jemalloc (with MALLOC_CONF "
+                            "dirty_decay_ms:-1,muzzy_decay_ms:-1 unless set) or tcmalloc are preloaded (LD_PRELOAD) "
+                            "by restarting the command once; auto and system: glibc malloc, the fastest measured "
+                            "(bench/cpu_knobs.py: jemalloc 0.94x, tcmalloc 0.98x but 30% less peak memory, so "
+                            "tcmalloc when memory is short; apt-get install libtcmalloc-minimal4). Runs started "
+                            "in-process (jobs, sweeps, the Python API) keep their process's allocator")
 
     @field_validator("threads")
     @classmethod
