@@ -4,7 +4,7 @@ it, in its own virtual environment, driven step by step by the benchmark's paren
     python sft_anchor_child.py ROLE RFD WFD SPEC.json      (started by sft_throughput.py, never by hand)
 
 ROLE is trl_unpacked, trl_packed, lf_unpacked or lf_packed. The script never imports tuneforge (the anchor venvs do
-not have it): it holds its own copy of the parent's tiny pipe protocol (`Channel`, JSON lines over two fds) and
+not have it): it shares the parent's tiny pipe protocol through bench/bench_pipe.py (standard library only) and
 puts one TrainerCallback into the anchor's own Trainer:
 
 - on_train_begin: one untimed forward/backward pre-warm (as every tuneforge contestant does), "ready", then wait for
@@ -22,55 +22,16 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import time
 from collections import deque
 from pathlib import Path
 
+from bench_pipe import Channel, peak_rss_mb, release_free_memory, rss_mb
+
 T_START = time.perf_counter()
 LF_TAGS = {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant",
            "system_tag": "system"}
-
-
-class Channel:
-    """JSON lines over two pipe fds (parent ↔ child); the same protocol as sft_throughput.Channel."""
-
-    def __init__(self, rfd: int, wfd: int):
-        self.r = os.fdopen(rfd, "r", encoding="utf-8")
-        self.w = os.fdopen(wfd, "w", encoding="utf-8")
-
-    def send(self, **msg):
-        self.w.write(json.dumps(msg) + "\n")
-        self.w.flush()
-
-    def recv(self) -> dict:
-        line = self.r.readline()
-        if not line:
-            raise EOFError("channel closed")
-        return json.loads(line)
-
-
-def status_mb(field: str) -> float:
-    """A memory field of /proc/self/status in MB: VmHWM (peak resident set of this address space), VmRSS (now)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def peak_rss_mb() -> float:
-    return status_mb("VmHWM")
-
-
-def release_free_memory() -> None:
-    """Give freed heap pages back to the OS while this contestant waits (as the parent's other contestants do)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 def versions() -> dict:
@@ -159,7 +120,7 @@ def lockstep_callback(chan: Channel, counts: deque, threads: int):
             real, padded = counts.popleft()
             release_free_memory()  # outside the timed window: the parent waits for this report
             chan.send(kind="step", step=state.global_step, wall=wall, cpu=cpu, real=real, padded=padded,
-                      idle_rss_mb=status_mb("VmRSS"))
+                      idle_rss_mb=rss_mb())
             self.wait(control)
             return control
 

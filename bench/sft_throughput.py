@@ -49,6 +49,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_pipe import Channel, peak_rss_mb, release_free_memory, rss_mb
+
 ROOT = Path(__file__).resolve().parents[1]
 # order within a round: hand follows tf_unpacked
 CONTESTANTS = ("tf_unpacked", "hand", "tf_packed", "hand_random", "trl_unpacked", "trl_packed", "lf_unpacked",
@@ -59,55 +61,6 @@ DEFAULT_DATA = ("llamafactory_demo/alpaca_en_demo.json", "llamafactory_demo/iden
 
 
 # ----------------------------------------------------------------------------------------------- child: plumbing
-
-class Channel:
-    """JSON lines over two pipe fds (parent ↔ child); stdout/stderr of the child stay free for library chatter."""
-
-    def __init__(self, rfd: int, wfd: int):
-        self.r = os.fdopen(rfd, "r", encoding="utf-8")
-        self.w = os.fdopen(wfd, "w", encoding="utf-8")
-
-    def send(self, **msg):
-        self.w.write(json.dumps(msg) + "\n")
-        self.w.flush()
-
-    def recv(self) -> dict:
-        line = self.r.readline()
-        if not line:
-            raise EOFError("channel closed")
-        return json.loads(line)
-
-
-def peak_rss_mb() -> float:
-    """Peak resident set of this process (VmHWM: per address space, so not inherited from the forking parent)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def rss_mb() -> float:
-    """Resident set now (VmRSS): what this contestant holds while the others run."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def release_free_memory() -> None:
-    """Give freed heap pages back to the OS while this contestant waits, so idle contestants stay small."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
 
 def prewarm(model, items: list[dict]) -> None:
     """One untimed forward+backward on a small batch (no optimizer step, gradients dropped): thread pools,
