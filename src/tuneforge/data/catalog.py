@@ -83,9 +83,13 @@ def fingerprint(records: Iterable[Record]) -> str:
     """
     h = hashlib.sha256()
     for r in records:
-        h.update(json.dumps(r.normalized(), sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode())
-        h.update(b"\n")
+        h.update(fingerprint_line(r))
     return h.hexdigest()
+
+
+def fingerprint_line(record: Record) -> bytes:
+    """What `fingerprint` hashes of one record (canonical JSON and a newline), for callers that hash as they read."""
+    return json.dumps(record.normalized(), sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
 
 
 def _info_path(dataset_info: str | Path | None) -> Path | None:

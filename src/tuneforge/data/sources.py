@@ -214,16 +214,19 @@ def read_jsonl(path: Path) -> Iterator[RawRow]:
 
 def _json_lines(lines: Iterable[tuple[int, str]], file: str) -> Iterator[RawRow]:
     for i, raw in lines:
-        if not raw.strip():
-            continue
-        try:
-            obj = json.loads(raw)
-        except json.JSONDecodeError as e:
-            err = DataError(f"malformed JSON line: {e.msg} (column {e.colno})", file=file, line=i,
-                            hint="each line of a .jsonl file must be one complete JSON object")
-            yield RawRow(None, file, i, err)
-            continue
-        yield _row(obj, file, i)
+        if raw.strip():
+            yield json_line_row(raw, file, i)
+
+
+def json_line_row(raw: str, file: str, line: int | None) -> RawRow:
+    """One line of JSON lines as a row; a malformed line, or one that is not an object, is a row with `error` set."""
+    try:
+        obj = json.loads(raw)
+    except json.JSONDecodeError as e:
+        return RawRow(None, file, line, DataError(f"malformed JSON line: {e.msg} (column {e.colno})", file=file,
+                                                  line=line,
+                                                  hint="each line of a .jsonl file must be one complete JSON object"))
+    return _row(obj, file, line)
 
 
 def read_csv(path: Path) -> Iterator[RawRow]:

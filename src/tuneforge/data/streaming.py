@@ -48,10 +48,12 @@ from itertools import islice
 from pathlib import Path
 
 from tuneforge.data.catalog import _plan as plan_dataset
+from tuneforge.data.catalog import fingerprint_line
 from tuneforge.data.formats import FormatSpec, resolve_format, to_record
 from tuneforge.data.records import Record
 from tuneforge.data.render import IGNORE
-from tuneforge.data.sources import RawRow, is_hub_id, list_files, read_csv, read_parquet, text_lines
+from tuneforge.data.sources import (RawRow, is_hub_id, json_line_row, list_files, read_csv, read_parquet,
+                                    text_lines)
 from tuneforge.utils.console import console
 from tuneforge.utils.errors import DataError
 from tuneforge.utils.modelscope import is_modelscope
@@ -87,16 +89,7 @@ class LazyRow:
             return self.raw
         if isinstance(self.raw, dict):
             return RawRow(self.raw, self.file, self.line)
-        try:
-            obj = json.loads(self.raw)
-        except json.JSONDecodeError as e:
-            return RawRow(None, self.file, self.line, DataError(
-                f"malformed JSON line: {e.msg} (column {e.colno})", file=self.file, line=self.line,
-                hint="each line of a .jsonl file must be one complete JSON object"))
-        if isinstance(obj, dict):
-            return RawRow(obj, self.file, self.line)
-        return RawRow(None, self.file, self.line, DataError(
-            f"row is a JSON {type(obj).__name__}, expected an object {{...}}", file=self.file, line=self.line))
+        return json_line_row(self.raw, self.file, self.line)
 
 
 # ---- sources -----------------------------------------------------------------------------------------------
@@ -274,8 +267,7 @@ def scan_stream(sources: list[StreamSource], *, mix: str = "concat", on_error: s
         used[k] += 1
         scan.documents += 1
         scan.characters += len(document_text(rec))
-        digest.update(json.dumps(rec.normalized(), sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode())
-        digest.update(b"\n")
+        digest.update(fingerprint_line(rec))
         if src.max_samples is not None and used[k] >= src.max_samples:
             src.max_rows = read[k]
             done.add(k)
