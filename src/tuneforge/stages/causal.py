@@ -35,10 +35,10 @@ class CausalLMStage(Stage):
         return PadCollator(tok.pad_token_id, packed=data_cfg.packing), PadCollator(tok.pad_token_id)
 
     def build(self, *, model, tok, train_items, val_items, args, callbacks, counter, params, data_cfg, out_dir):
-        from tuneforge.stages.trainer import ListDataset, TuneforgeTrainer  # torch + transformers' Trainer
+        from tuneforge.stages.trainer import CausalLMTrainer, ListDataset  # torch + transformers' Trainer
 
         train_collator, eval_collator = self.collators(tok, data_cfg, params)
-        return TuneforgeTrainer(model=model, args=args, train_dataset=ListDataset(train_items),
+        return CausalLMTrainer(model=model, args=args, train_dataset=ListDataset(train_items),
                                 eval_dataset=ListDataset(val_items) if val_items else None,
                                 data_collator=train_collator, eval_collator=eval_collator, processing_class=tok,
                                 callbacks=callbacks, token_counter=counter)

@@ -4,8 +4,8 @@
 states of the positions that predict a labelled token (no prompt, no padding), and applies the output layer to them
 in chunks of `CHUNK_TOKENS` positions, each under activation checkpointing, so only one chunk's logits exist at a
 time, in the forward and in the backward alike. For a model whose output is not a plain linear layer on the
-decoder's last hidden state (logit soft-capping or scaling, no `get_decoder`), and under DDP, it falls back to the model's own
-forward and `sequence_logps` on its logits.
+decoder's last hidden state (logit soft-capping or scaling, no `get_decoder`), for a prompt-learning adapter, and
+under DDP, it falls back to the model's own forward and `sequence_logps` on its logits.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def sequence_logps(logits, labels):
 
 def answer_logps(model, input_ids, attention_mask, labels):
     """(summed log-prob of the labelled tokens, their count) per row, as sequence_logps, in bounded memory."""
-    parts = _decoder_and_head(model)
+    parts = decoder_and_head(model)
     if parts is None:
         return sequence_logps(model(input_ids=input_ids, attention_mask=attention_mask).logits, labels)
     decoder, head = parts
@@ -50,10 +50,14 @@ def _chunk_logps(head, h, t):
     return logits.gather(-1, t.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
 
 
-def _decoder_and_head(model):
+def decoder_and_head(model):
     """(decoder returning last_hidden_state, output layer) of a causal LM (PEFT-wrapped or not), or None when its
-    logits are more than the output layer applied to that hidden state, or when it is wrapped by DDP."""
+    logits are more than the output layer applied to that hidden state, when a prompt-learning adapter puts its
+    virtual tokens in PEFT's forward, or when it is wrapped by DDP."""
     if hasattr(model, "module"):  # DDP: its gradient sync needs its own forward to run
+        return None
+    active = getattr(model, "active_peft_config", None)
+    if getattr(active, "is_prompt_learning", False):
         return None
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     config = getattr(base, "config", None)

@@ -25,9 +25,9 @@ class PretrainStage(CausalLMStage):
                                  callbacks=callbacks, counter=counter, params=params, data_cfg=data_cfg,
                                  out_dir=out_dir)
         from tuneforge.data.collate import PadCollator  # torch
-        from tuneforge.stages.trainer import ListDataset, StreamDataset, TuneforgeTrainer
+        from tuneforge.stages.trainer import CausalLMTrainer, ListDataset, StreamDataset
 
-        return TuneforgeTrainer(model=model, args=args, train_dataset=StreamDataset(train_items),
+        return CausalLMTrainer(model=model, args=args, train_dataset=StreamDataset(train_items),
                                 eval_dataset=ListDataset(val_items) if val_items else None,
                                 data_collator=PadCollator(tok.pad_token_id, packed=True),
                                 eval_collator=PadCollator(tok.pad_token_id), processing_class=tok,

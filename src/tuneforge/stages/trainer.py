@@ -162,6 +162,27 @@ class TuneforgeTrainer(Trainer):
         return super().training_step(model, inputs, num_items_in_batch)
 
 
+class CausalLMTrainer(TuneforgeTrainer):
+    """pt and sft: the next-token loss over the labelled positions only, without whole logits
+    (`tuneforge.stages.token_loss`), normalised as the model's own loss would be. In a multi-process run, with label
+    smoothing or a custom loss function, when outputs are asked for (evaluation) and for the models `token_loss`
+    names, the model computes its own loss."""
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        found = None
+        if not return_outputs and self.label_smoother is None and self.compute_loss_func is None \
+                and self.accelerator.num_processes == 1:
+            from tuneforge.stages.token_loss import labelled_token_loss
+
+            found = labelled_token_loss(model, inputs)
+        if found is None:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        total, count = found
+        if self.model_accepts_loss_kwargs and num_items_in_batch is not None:
+            return total / num_items_in_batch  # already scaled for gradient accumulation, as the model's own loss
+        return total / count.clamp(min=1)
+
+
 class BatchMetricsTrainer(TuneforgeTrainer):
     """A Trainer whose `compute_loss` is a batch mean (the Trainer divides it by the accumulation steps) and stores
     per-row metrics with `store(model, {name: tensor})`: their means since the last log are added to each training

@@ -54,7 +54,7 @@ def test_chunked_values_and_gradients_equal_the_whole_logits(lora_model, monkeyp
 def test_a_model_with_logit_soft_capping_takes_the_whole_logits_path(lora_model):
     ids, mask, labels = _batch()
     lora_model.get_base_model().config.final_logit_softcapping = 30.0
-    assert logps_mod._decoder_and_head(lora_model) is None
+    assert logps_mod.decoder_and_head(lora_model) is None
     with torch.no_grad():
         a = answer_logps(lora_model, ids, mask, labels)[0]
         b = sequence_logps(lora_model(input_ids=ids, attention_mask=mask).logits, labels)[0]
