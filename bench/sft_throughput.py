@@ -147,9 +147,9 @@ def trained_positions_loss(trainer, model, inputs, num_items_in_batch):
 
 
 def _patch_trained_logits():
-    from tuneforge.stages.trainer import TuneforgeTrainer
+    from tuneforge.stages.trainer import CausalLMTrainer, TuneforgeTrainer
 
-    stock = TuneforgeTrainer.compute_loss
+    stock = TuneforgeTrainer.compute_loss  # the model's own loss: what CausalLMTrainer falls back to
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if not return_outputs and model.training:
@@ -158,7 +158,7 @@ def _patch_trained_logits():
                 return loss
         return stock(self, model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
 
-    TuneforgeTrainer.compute_loss = compute_loss
+    CausalLMTrainer.compute_loss = compute_loss  # pt/sft build this Trainer
 
 
 PATCHES: dict = {"trained_logits": _patch_trained_logits}
