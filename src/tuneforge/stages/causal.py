@@ -39,6 +39,6 @@ class CausalLMStage(Stage):
 
         train_collator, eval_collator = self.collators(tok, data_cfg, params)
         return CausalLMTrainer(model=model, args=args, train_dataset=ListDataset(train_items),
-                                eval_dataset=ListDataset(val_items) if val_items else None,
-                                data_collator=train_collator, eval_collator=eval_collator, processing_class=tok,
-                                callbacks=callbacks, token_counter=counter)
+                               eval_dataset=ListDataset(val_items) if val_items else None,
+                               data_collator=train_collator, eval_collator=eval_collator, processing_class=tok,
+                               callbacks=callbacks, token_counter=counter)

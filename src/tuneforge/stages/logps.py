@@ -33,16 +33,22 @@ def answer_logps(model, input_ids, attention_mask, labels):
     if parts is None:
         return sequence_logps(model(input_ids=input_ids, attention_mask=attention_mask).logits, labels)
     decoder, head = parts
-    hidden = decoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-    targets = labels[:, 1:]
-    scored = targets != IGNORE  # position t of hidden predicts token t + 1
-    h, t = hidden[:, :-1][scored], targets[scored]
+    h, t, scored = labelled_states(decoder, labels, input_ids=input_ids, attention_mask=attention_mask)
     token_logps = [checkpoint(_chunk_logps, head, h[i:i + CHUNK_TOKENS], t[i:i + CHUNK_TOKENS], use_reentrant=False)
                    for i in range(0, len(t), CHUNK_TOKENS)]
-    flat = torch.cat(token_logps) if token_logps else hidden.new_zeros(0, dtype=torch.float32)
+    flat = torch.cat(token_logps) if token_logps else h.new_zeros(0, dtype=torch.float32)
     rows = scored.nonzero()[:, 0]
     sums = torch.zeros(labels.shape[0], dtype=flat.dtype, device=flat.device).index_add(0, rows, flat)
     return sums, scored.sum(-1).clamp(min=1)
+
+
+def labelled_states(decoder, labels, **model_inputs):
+    """(hidden states of the positions that predict a labelled token, those tokens, the [batch, length - 1] mask of
+    them): position t of the decoder's last hidden state predicts token t + 1."""
+    hidden = decoder(**model_inputs).last_hidden_state
+    targets = labels[:, 1:]
+    scored = targets != IGNORE
+    return hidden[:, :-1][scored], targets[scored], scored
 
 
 def _chunk_logps(head, h, t):

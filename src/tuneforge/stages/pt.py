@@ -28,7 +28,7 @@ class PretrainStage(CausalLMStage):
         from tuneforge.stages.trainer import CausalLMTrainer, ListDataset, StreamDataset
 
         return CausalLMTrainer(model=model, args=args, train_dataset=StreamDataset(train_items),
-                                eval_dataset=ListDataset(val_items) if val_items else None,
-                                data_collator=PadCollator(tok.pad_token_id, packed=True),
-                                eval_collator=PadCollator(tok.pad_token_id), processing_class=tok,
-                                callbacks=callbacks, token_counter=counter)
+                               eval_dataset=ListDataset(val_items) if val_items else None,
+                               data_collator=PadCollator(tok.pad_token_id, packed=True),
+                               eval_collator=PadCollator(tok.pad_token_id), processing_class=tok,
+                               callbacks=callbacks, token_counter=counter)

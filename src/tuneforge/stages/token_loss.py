@@ -19,8 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from tuneforge.data.render import IGNORE
-from tuneforge.stages.logps import decoder_and_head
+from tuneforge.stages.logps import decoder_and_head, labelled_states
 
 CHUNK_ELEMENTS = 4 * 1024 * 1024  # logits per chunk (16 MB in fp32): 85 positions of a 49k vocabulary
 
@@ -70,11 +69,7 @@ def labelled_token_loss(model, inputs: dict):
     if parts is None:
         return None
     decoder, head = parts
-    model_inputs = {k: v for k, v in inputs.items() if k != "labels"}
-    hidden = decoder(**model_inputs).last_hidden_state
-    targets = inputs["labels"][:, 1:]
-    scored = targets != IGNORE  # position t predicts token t + 1
-    h, t = hidden[:, :-1][scored], targets[scored]
+    h, t, scored = labelled_states(decoder, inputs["labels"], **{k: v for k, v in inputs.items() if k != "labels"})
     if type(head) is torch.nn.Linear:
         total = LinearCrossEntropy.apply(h, head.weight, head.bias, t)
     else:  # an adapted output layer (LoRA on lm_head, modules_to_save): its own forward, on the labelled rows only

@@ -10,6 +10,7 @@ from transformers import Trainer
 from transformers.trainer_callback import PrinterCallback
 
 from tuneforge.stages.base import item_tokens
+from tuneforge.stages.token_loss import labelled_token_loss
 from tuneforge.utils.io import atomic_write_json
 
 
@@ -172,8 +173,6 @@ class CausalLMTrainer(TuneforgeTrainer):
         found = None
         if not return_outputs and self.label_smoother is None and self.compute_loss_func is None \
                 and self.accelerator.num_processes == 1:
-            from tuneforge.stages.token_loss import labelled_token_loss
-
             found = labelled_token_loss(model, inputs)
         if found is None:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)

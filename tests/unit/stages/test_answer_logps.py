@@ -3,23 +3,11 @@ logits: values and gradients, with a LoRA adapter, over several chunks."""
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from tuneforge.data.render import IGNORE
 from tuneforge.stages import logps as logps_mod
 from tuneforge.stages.logps import answer_logps, sequence_logps
-
-
-@pytest.fixture
-def lora_model(tiny_model_dir):
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(0)
-    base = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir))
-    model = get_peft_model(base, LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False))
-    return model.train()
 
 
 def _batch():

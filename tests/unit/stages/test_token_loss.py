@@ -12,17 +12,6 @@ from tuneforge.stages import token_loss as token_loss_mod
 from tuneforge.stages.token_loss import LinearCrossEntropy, labelled_token_loss
 
 
-def _model(tiny_model_dir, lora: bool):
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir))
-    if lora:
-        model = get_peft_model(model, LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False))
-    return model.train()
-
-
 def _padded():
     torch.manual_seed(1)
     ids = torch.randint(5, 500, (3, 20))
@@ -49,8 +38,8 @@ def _grads(model):
 
 @pytest.mark.parametrize("lora", [True, False], ids=["lora", "full"])
 @pytest.mark.parametrize("make", [_padded, _packed], ids=["padded", "packed"])
-def test_values_and_gradients_equal_the_models_own_loss(tiny_model_dir, monkeypatch, lora, make):
-    model = _model(tiny_model_dir, lora)
+def test_values_and_gradients_equal_the_models_own_loss(make_causal_lm, monkeypatch, lora, make):
+    model = make_causal_lm(lora)
     batch = make()
     monkeypatch.setattr(token_loss_mod, "CHUNK_ELEMENTS", 5 * model.config.vocab_size)  # 5 positions per chunk
     n_items = (batch["labels"][:, 1:] != IGNORE).sum()
@@ -86,24 +75,24 @@ def test_linear_cross_entropy_with_a_bias_matches_autograd():
     assert all(torch.allclose(e, x.grad, atol=1e-5) for e, x in zip(expected, (h, w, b)))
 
 
-def test_prompt_tuning_and_soft_capping_keep_the_models_own_loss(tiny_model_dir):
+def test_prompt_tuning_and_soft_capping_keep_the_models_own_loss(tiny_model_dir, make_causal_lm):
     from peft import PromptTuningConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     prompt = get_peft_model(AutoModelForCausalLM.from_pretrained(str(tiny_model_dir)),
                             PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4))
     assert labelled_token_loss(prompt, _padded()) is None  # its virtual tokens live in PEFT's forward
-    capped = _model(tiny_model_dir, lora=True)
+    capped = make_causal_lm(lora=True)
     capped.get_base_model().config.final_logit_softcapping = 30.0
     assert labelled_token_loss(capped, _padded()) is None
 
 
-def test_the_trainer_loss_equals_the_default_trainers(tiny_model_dir, tmp_path):
+def test_the_trainer_loss_equals_the_default_trainers(make_causal_lm, tmp_path):
     from transformers import Trainer, TrainingArguments
 
     from tuneforge.stages.trainer import CausalLMTrainer
 
-    model = _model(tiny_model_dir, lora=True)
+    model = make_causal_lm(lora=True)
     args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[])
     batch = _packed()
     n_items = (batch["labels"][:, 1:] != IGNORE).sum()
