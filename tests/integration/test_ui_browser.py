@@ -11,109 +11,25 @@ feedback; the page in Chinese and at phone width. A screenshot of each step goes
 from __future__ import annotations
 
 import json
-import shutil
-import threading
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 
-from tuneforge.serve.app import create_app
-from tuneforge.serve.settings import ServeSettings
-from tuneforge.ui.app import mount_ui
+pytest.importorskip("selenium.webdriver", reason="selenium is in the test extra")
+from selenium.webdriver.support.ui import Select  # noqa: E402
+import ui_browser_kit  # noqa: E402
+from ui_browser_kit import Page  # noqa: E402
 
-webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is in the test extra")
-from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
+server, browser = ui_browser_kit.server, ui_browser_kit.browser  # module-scoped fixtures, shared with other UI tests
 
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.timeout(300)]
 
-CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 ROWS = [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}
         for q, a in [("What color is the sky?", "Blue."), ("What color is grass?", "Green."),
                      ("What color is the sun?", "Yellow."), ("What color is snow?", "White.")]] * 4
 FAST = ("train.max_steps=200\ntrain.learning_rate=0.005\ntrain.warmup_ratio=0\ntrain.save_steps=0\nmethod.r=4\n"
         "data.cutoff_len=64")
-
-
-@pytest.fixture(scope="module")
-def server(tiny_model_dir, tmp_path_factory):
-    import uvicorn
-
-    root = tmp_path_factory.mktemp("ui")
-    settings = ServeSettings(model=str(tiny_model_dir), name="tiny", template="chatml", runs_dir=None, device="cpu",
-                             storage=str(root / "storage"), registry_url=f"sqlite:///{root / 'registry.db'}",
-                             log_requests=True)
-    app = create_app(settings)
-    mount_ui(app)
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not srv.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{srv.servers[0].sockets[0].getsockname()[1]}"
-    srv.should_exit = True
-    thread.join(timeout=30)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not (CHROMIUM and DRIVER):
-        pytest.skip("needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,800",
-                "--lang=en-US"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=DRIVER))
-    yield driver
-    driver.quit()
-
-
-class Page:
-    """The browser on the UI, with waits that fail with what the page shows."""
-
-    def __init__(self, driver, url: str, shots: Path):
-        self.driver, self.url, self.shots = driver, url, shots
-        shots.mkdir(parents=True, exist_ok=True)
-
-    def find(self, css: str):
-        return self.driver.find_element(By.CSS_SELECTOR, css)
-
-    def all(self, css: str):
-        return self.driver.find_elements(By.CSS_SELECTOR, css)
-
-    def text(self, css: str) -> str:
-        return self.find(css).text
-
-    def until(self, check, what: str, timeout: float = 30):
-        try:
-            return WebDriverWait(self.driver, timeout, poll_frequency=0.1).until(lambda _: check())
-        except Exception:
-            self.shot("failed")
-            errors = [e.text for e in self.all(".error") if e.text]
-            raise AssertionError(f"waited {timeout} s for {what}; errors on the page: {errors}") from None
-
-    def shot(self, name: str, section: str | None = None) -> None:
-        if section:
-            self.driver.execute_script("arguments[0].scrollIntoView({block: 'start'})", self.find(section))
-        self.driver.save_screenshot(str(self.shots / f"{name}.png"))
-
-    def open(self) -> None:
-        self.driver.get(self.url + "/")
-        self.until(lambda: self.find("body").get_attribute("data-ready") == "true", "the page to load")
-
-    def upload(self, path: Path) -> None:
-        self.find("#file-input").send_keys(str(path))
-
-    def job_status(self) -> str:
-        return self.find("#job-status").get_attribute("data-status") or ""
-
-    def points(self) -> int:
-        return int(self.find("#loss-chart").get_attribute("data-points") or 0)
 
 
 def test_a_beginner_trains_and_chats_through_the_web_ui(server, browser, tmp_path):

@@ -325,6 +325,7 @@ function renderJob() {
     .join("\n");
   if (atEnd) log.scrollTop = log.scrollHeight;
   renderChatModels();
+  document.dispatchEvent(new CustomEvent("tf:job", {detail: job}));  // evaluate.js follows the shown job
 }
 
 function drawLoss(points) {
@@ -498,6 +499,7 @@ function renderAll() {
   renderJob();
   renderChatModels();
   renderJobs();
+  document.dispatchEvent(new CustomEvent("tf:render"));  // the other scripts re-render (language switch)
 }
 
 async function start() {

@@ -89,6 +89,11 @@ const TEXT = {
 
 let LANG = localStorage.getItem("tuneforge.lang") || (navigator.language.startsWith("zh") ? "zh" : "en");
 
+// Another script's text (runs.js, evaluate.js, ...): addText({en: {...}, zh: {...}}) before it renders.
+function addText(more) {
+  for (const [lang, entries] of Object.entries(more)) TEXT[lang] = Object.assign(TEXT[lang] || {}, entries);
+}
+
 function t(key, vars) {
   const text = (TEXT[LANG] && TEXT[LANG][key]) || TEXT.en[key] || key;
   return text.replace(/\{(\w+)\}/g, (_, name) => (vars && name in vars ? String(vars[name]) : `{${name}}`));

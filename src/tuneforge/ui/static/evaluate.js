@@ -1,0 +1,2 @@
+// placeholder: evaluate.js is being written
+"use strict";

@@ -1,0 +1,2 @@
+// placeholder: runs.js is being written
+"use strict";
