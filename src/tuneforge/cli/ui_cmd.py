@@ -46,6 +46,9 @@ def ui_cmd(
     storage: Optional[str] = typer.Option(None, "--storage", help="folder for uploaded files and fine-tuning jobs "
                                                                   "(default $TUNEFORGE_HOME/serve)"),
     concurrency: int = typer.Option(1, "--concurrency", help="fine-tuning jobs trained at once"),
+    dataset_info: Optional[str] = typer.Option(None, "--dataset-info", help="a dataset_info.json (or its folder) "
+                                               "whose datasets the page offers to import (default "
+                                               "$TUNEFORGE_DATASET_INFO)"),
     log_requests: bool = typer.Option(True, "--log-requests/--no-log-requests",
                                       help="store chat answers in the registry, so thumbs up/down can rate them"),
     insecure: bool = typer.Option(False, "--insecure", help="serve beyond loopback without checking API keys"),
@@ -62,7 +65,7 @@ def ui_cmd(
     check_bind(host, insecure)  # before anything loads
     settings = ServeSettings(model=_base_model(model, None), name=name, template=template, runs_dir=runs or None,
                              device=device, storage=storage, concurrency=concurrency, log_requests=log_requests,
-                             require_keys=keys_required(host, insecure))
+                             require_keys=keys_required(host, insecure), dataset_info=dataset_info)
     app = create_app(settings)
     mount_ui(app)
     console.print(summary(app), markup=False, highlight=False, soft_wrap=True)

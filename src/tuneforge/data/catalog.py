@@ -92,7 +92,7 @@ def fingerprint_line(record: Record) -> bytes:
     return json.dumps(record.normalized(), sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
 
 
-def _info_path(dataset_info: str | Path | None) -> Path | None:
+def info_path(dataset_info: str | Path | None) -> Path | None:
     given = dataset_info if dataset_info is not None else os.environ.get(ENV_VAR) or None
     if given is None:
         return None
@@ -102,7 +102,7 @@ def _info_path(dataset_info: str | Path | None) -> Path | None:
 
 def read_dataset_info(dataset_info: str | Path) -> dict:
     """Read a registry file (or `dataset_info.json` in a folder) as a dict of name → entry."""
-    path = _info_path(dataset_info)
+    path = info_path(dataset_info)
     try:
         info = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -141,7 +141,7 @@ def register_dataset(name: str, entry: dict, dataset_info: str | Path, *, overwr
 
     An existing name is an error unless `overwrite=True`. The file is rewritten atomically.
     """
-    path = _info_path(dataset_info)
+    path = info_path(dataset_info)
     info = read_dataset_info(path) if path.exists() else {}
     _check_entry(name, entry, str(path))
     if name in info and not overwrite:
@@ -184,7 +184,7 @@ def _display_name(path: str) -> str:
 
 
 def _plan_from_registry(spec: DatasetEntry, dataset_info: str | Path | None) -> _Plan:
-    path = _info_path(dataset_info)
+    path = info_path(dataset_info)
     if path is None:
         raise DataError(f"dataset name '{spec.name}' needs a registry", field="name",
                         hint=f"pass dataset_info (a dataset_info.json or its folder), set ${ENV_VAR}, or use path:")
@@ -292,7 +292,7 @@ def local_source_files(specs, dataset_info: str | Path | None = None) -> list[Pa
         if is_modelscope(plan.location) or is_hub_id(plan.location):
             return None
         if spec.name:
-            files.append(_info_path(dataset_info))
+            files.append(info_path(dataset_info))
         files.extend(list_files(plan.location))
     return files
 

@@ -16,8 +16,8 @@ from fastapi import FastAPI
 
 from tuneforge import __version__
 from tuneforge.models.source import resolve_model
-from tuneforge.serve import (routes_chat, routes_eval, routes_feedback, routes_files, routes_jobs, routes_models,
-                             routes_runs, routes_ui)
+from tuneforge.serve import (routes_chat, routes_data, routes_eval, routes_feedback, routes_files, routes_jobs,
+                             routes_models, routes_runs, routes_ui)
 from tuneforge.serve.catalog import Catalog
 from tuneforge.serve.errors import install_handlers
 from tuneforge.serve.jobs_state import JobsState
@@ -94,6 +94,7 @@ def create_app(settings: ServeSettings, *, pool: ModelPool | None = None) -> Fas
     app.include_router(routes_jobs.router)
     app.include_router(routes_feedback.router)
     app.include_router(routes_ui.router)  # /tf/v1: read-only answers for the web UI (tuneforge.ui)
+    app.include_router(routes_data.router)  # /tf/v1: column mapping, registered datasets → new files
     app.include_router(routes_eval.router)  # /tf/v1/evals: before/after evaluations of a job's model
     app.include_router(routes_runs.router)  # /tf/v1/runs: the registry's runs, export
     return app

@@ -10,7 +10,8 @@ from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import FileResponse
 
 from tuneforge.jobs import store as js
-from tuneforge.jobs.files import UploadTooLarge, check_file, display_name, new_id, save_stream, storage_suffix
+from tuneforge.jobs.files import (Checked, Saved, UploadTooLarge, check_file, display_name, new_id, save_stream,
+                                  storage_suffix)
 from tuneforge.serve.auth import Caller, require_api_key
 from tuneforge.serve.errors import APIError, invalid
 from tuneforge.serve.jobs_objects import file_object, page
@@ -22,7 +23,7 @@ PURPOSES = ("fine-tune",)
 _CHUNK = 1 << 20
 
 
-def _chunks(upload: UploadFile):
+def upload_chunks(upload: UploadFile):
     while True:
         chunk = upload.file.read(_CHUNK)
         if not chunk:
@@ -32,7 +33,7 @@ def _chunks(upload: UploadFile):
 
 def _store_and_check(upload: UploadFile, name: str, folder: Path, limit: int):
     file_id = new_id("file")
-    saved = save_stream(_chunks(upload), folder, file_id, storage_suffix(name), limit)
+    saved = save_stream(upload_chunks(upload), folder, file_id, storage_suffix(name), limit)
     try:
         checked = check_file(saved.path, name)
     except DataError:
@@ -62,12 +63,16 @@ async def create_file(request: Request, file: UploadFile = File(...), purpose: s
         more = f" (and {checked.n_bad - len(checked.problems)} more)" if checked.n_bad > len(checked.problems) else ""
         raise invalid("file", f"{name}: {checked.n_bad} bad row(s){more}; fix them and upload again. "
                               + "; ".join(checked.problems), code="invalid_file")
-    row = await anyio.to_thread.run_sync(lambda: js.add_file(
-        jobs.store, id=file_id, project=caller.project, filename=name, purpose=purpose, bytes=saved.bytes,
-        sha256=saved.sha256, path=str(saved.path.relative_to(jobs.storage)), status="processed",
-        status_details=f"{checked.n_rows} rows, format {checked.data_format}", data_format=checked.data_format,
-        n_rows=checked.n_rows))
+    row = await anyio.to_thread.run_sync(add_checked_file, jobs, caller.project, file_id, name, saved, checked)
     return file_object(row)
+
+
+def add_checked_file(jobs, project: str, file_id: str, name: str, saved: Saved, checked: Checked):
+    """The files table's row for a stored file that passed `check_file`."""
+    return js.add_file(jobs.store, id=file_id, project=project, filename=name, purpose="fine-tune",
+                       bytes=saved.bytes, sha256=saved.sha256, path=str(saved.path.relative_to(jobs.storage)),
+                       status="processed", status_details=f"{checked.n_rows} rows, format {checked.data_format}",
+                       data_format=checked.data_format, n_rows=checked.n_rows)
 
 
 @router.get("/v1/files")

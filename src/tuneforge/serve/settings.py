@@ -39,6 +39,8 @@ class ServeSettings:
     max_upload_mb: the largest file POST /v1/files accepts. max_request_mb: the largest other request body.
     registry_url: the registry holding files, jobs, keys and logged completions (default: the usual one).
     python_grader: allow reinforcement jobs' `python` graders, which run the client's code on this machine.
+    dataset_info: a `dataset_info.json` (or its folder) whose datasets the web UI offers to import as files
+        (default $TUNEFORGE_DATASET_INFO).
     """
 
     model: str
@@ -64,6 +66,7 @@ class ServeSettings:
     max_request_mb: int = 16
     registry_url: str | None = None
     python_grader: bool = False
+    dataset_info: str | None = None
 
     def __post_init__(self):
         for key in ("max_adapters", "max_copies", "max_tokens", "max_n", "concurrency", "max_attempts",
