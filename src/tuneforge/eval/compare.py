@@ -45,7 +45,7 @@ def compare_task(name: str, ra: dict, rb: dict) -> dict:
     kind = rb.get("kind")
     by_id = {e["id"]: e for e in ra.get("examples", [])}
     wins = losses = ties = 0
-    worse = []
+    worse, better = [], []
     for eb in rb.get("examples", []):
         ea = by_id.get(eb["id"])
         if ea is None:
@@ -53,16 +53,24 @@ def compare_task(name: str, ra: dict, rb: dict) -> dict:
         sa, sb = _score(kind, ea), _score(kind, eb)
         if sb > sa + 1e-9:
             wins += 1
+            better.append(_changed(eb, ea, sb - sa, "gain"))
         elif sa > sb + 1e-9:
             losses += 1
-            worse.append({"id": eb["id"], "drop": sa - sb, "input": _describe(eb)[:300],
-                          "reference": str(eb.get("gold_text") or eb.get("reference") or ""),
-                          "a": _answer(ea)[:300], "b": _answer(eb)[:300]})
+            worse.append(_changed(eb, ea, sa - sb, "drop"))
         else:
             ties += 1
     worse.sort(key=lambda w: -w["drop"])
+    better.sort(key=lambda w: -w["gain"])
     return {"kind": kind, "metrics": metrics, "wins": wins, "losses": losses, "ties": ties,
-            "paired": wins + losses + ties, "sign_test_p": sign_test_p(wins, losses), "worse": worse[:50]}
+            "paired": wins + losses + ties, "sign_test_p": sign_test_p(wins, losses), "worse": worse[:50],
+            "better": better[:50]}
+
+
+def _changed(eb: dict, ea: dict, amount: float, key: str) -> dict:
+    """One example whose score changed between A and B (`key`: "drop" for worse, "gain" for better)."""
+    return {"id": eb["id"], key: amount, "input": _describe(eb)[:300],
+            "reference": str(eb.get("gold_text") or eb.get("reference") or ""),
+            "a": _answer(ea)[:300], "b": _answer(eb)[:300]}
 
 
 def compare_results(a: dict, b: dict) -> dict:
