@@ -205,7 +205,8 @@ def _save(m: _Merged, staging: Path, meta: dict) -> None:
 
 
 def merge_adapter(model: str, adapter: str | None, out: str, *, dtype: str = "auto", overwrite: bool = False,
-                  check_samples: int = 4, template: str = "auto", device: str = "auto") -> ExportReport:
+                  check_samples: int = 4, template: str = "auto", device: str = "auto",
+                  registry_url: str | None = None) -> ExportReport:
     """Merge `adapter` into `model` (or re-save a full fine-tuned `model` when adapter is None) into folder `out`.
 
     dtype: `auto` keeps the base model's stored dtype; or float32 / bfloat16 / float16. A non-empty `out` is refused
@@ -215,19 +216,20 @@ def merge_adapter(model: str, adapter: str | None, out: str, *, dtype: str = "au
     template: as in `ensure_chat_template`; `auto` keeps the adapter's (saved by training) or the model's own.
     The export is recorded in the run registry as a run of kind "export" whose parent is the training run that
     produced the adapter / model folder (its run.json), so `tuneforge runs lineage` shows train → export.
+    registry_url: the registry to record it in (default: $TUNEFORGE_REGISTRY_URL, else the usual one).
     """
     dest = Path(out).expanduser().resolve()
     _refuse_adapter_as_model(model, adapter)
     _check_destination(dest, overwrite, [model, adapter])
     target = _resolve_dtype(dtype, model)
-    with _export_recorder(model, adapter, dest, target) as recorder:
+    with _export_recorder(model, adapter, dest, target, registry_url) as recorder:
         parity = _export(model, adapter, dest, target, template=template, check_samples=check_samples,
                          device=device)
         recorder.add_artifact("merged", dest)
     return ExportReport(str(dest), model, adapter, _DTYPE_NAMES[target], parity, recorder.run_id)
 
 
-def _export_recorder(model: str, adapter: str | None, dest: Path, dtype: torch.dtype):
+def _export_recorder(model: str, adapter: str | None, dest: Path, dtype: torch.dtype, url: str | None = None):
     """A registry run (kind "export") for this export, child of the training run the adapter or model came from."""
     from tuneforge.models.source import resolve_model
     from tuneforge.registry.api import RunRecorder
@@ -242,7 +244,7 @@ def _export_recorder(model: str, adapter: str | None, dest: Path, dtype: torch.d
               "dtype": _DTYPE_NAMES[dtype], "out": str(dest)}
     return RunRecorder.start(kind="export", config=config, base_model=model, base_model_identity=identity,
                              method="lora-merged" if adapter else "full", output_dir=str(dest),
-                             parent_run_id=run[1].get("run_id") if run else None, tags=["export"])
+                             parent_run_id=run[1].get("run_id") if run else None, tags=["export"], url=url)
 
 
 def _export(model: str, adapter: str | None, dest: Path, target: torch.dtype, *, template: str, check_samples: int,

@@ -114,6 +114,18 @@ def run_config(method: dict, seed: int, overrides: dict | None, inputs: JobInput
     return config
 
 
+def continuation(config: dict, run_dir: str, checkpoint: str) -> dict:
+    """The config of a job that continues an ended job's training from `checkpoint` (a failed or cancelled job that
+    left one) in its own run folder: the same settings, its own output folder and tag, and train.resume naming the
+    checkpoint. The worker trains from there until the new folder holds a checkpoint of its own (jobs.worker)."""
+    new = copy.deepcopy(config)
+    job_id = Path(run_dir).parent.name
+    new["output"] = {**(new.get("output") or {}), "dir": run_dir, "run_name": job_id}
+    new["train"] = {**(new.get("train") or {}), "resume": checkpoint}
+    new["tags"] = [t for t in new.get("tags") or [] if not str(t).startswith("job:")] + [f"job:{job_id}"]
+    return new
+
+
 def validate_config(config: dict):
     """The RunConfig, its stage and method checked as the runner checks them (on the device this machine would
     train on), before any data or weights load."""

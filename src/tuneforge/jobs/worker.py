@@ -189,14 +189,22 @@ def run_job(store: Store, job_id: str, storage: Path) -> str:
     if job.status not in js.ACTIVE:
         return job.status  # cancelled (or paused) between launch and start
     ckpt = latest_checkpoint(Path(job.run_dir))
+    config, parent = job.resolved["config"], None
+    continues = job.resolved.get("continues")  # a job continuing an ended one from its checkpoint (spec.continuation)
+    if continues and ckpt is not None:  # restarted after saving its own checkpoint: resume from that one
+        config = {**config, "train": {**config["train"], "resume": "auto"}}
+    elif continues:
+        parent = job.resolved.get("parent_run_id")
     js.add_event(store, job.id, f"Resuming from checkpoint step {checkpoint_step(ckpt)}" if ckpt
+                 else f"Training started from {continues['job']}'s checkpoint step {continues['step']}" if continues
                  else "Training started")
     with Heartbeat(store, job.id) as beat:
         beat.beat()
         callback = JobCallback(store, job, beat)
         try:
-            cfg = validate_config(job.resolved["config"])
-            result = train(cfg, extra_callbacks=[callback], eval_callbacks=classification_callbacks)
+            cfg = validate_config(config)
+            result = train(cfg, extra_callbacks=[callback], eval_callbacks=classification_callbacks,
+                           parent_run_id=parent)
         except (Exception, KeyboardInterrupt) as err:  # noqa: BLE001 - every failure is the job's, with a reason
             _finish(store, job, "failed", f"Fine-tuning job failed: {err}", level="error", error=_error(err))
             return "failed"
