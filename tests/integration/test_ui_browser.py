@@ -23,13 +23,14 @@ from ui_browser_kit import Page  # noqa: E402
 
 server, browser = ui_browser_kit.server, ui_browser_kit.browser  # module-scoped fixtures, shared with other UI tests
 
-pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.timeout(420)]
 
 ROWS = [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}
         for q, a in [("What color is the sky?", "Blue."), ("What color is grass?", "Green."),
                      ("What color is the sun?", "Yellow."), ("What color is snow?", "White.")]] * 4
 FAST = ("train.max_steps=200\ntrain.learning_rate=0.005\ntrain.warmup_ratio=0\ntrain.save_steps=0\nmethod.r=4\n"
-        "data.cutoff_len=64")
+        "data.cutoff_len=64\ntrain.eval_steps=50")
+QA_CSV = "question,answer\nWhat color is the sky?,Blue.\nWhat color is grass?,Green.\n"
 
 
 def test_a_beginner_trains_and_chats_through_the_web_ui(server, browser, tmp_path):
@@ -51,19 +52,57 @@ def test_a_beginner_trains_and_chats_through_the_web_ui(server, browser, tmp_pat
     refusal = page.text("#data-error")
     assert "bad.jsonl" in refusal and "line 2" in refusal and len(page.all("#data-error li")) == 2
     page.shot("2a-data-refused", "#step-data")
+
+    # a CSV whose columns say nothing to the readers: refused, then read with the columns mapped by hand
+    qa = tmp_path / "qa.csv"
+    qa.write_text(QA_CSV)
+    page.upload(qa)
+    page.until(lambda: "qa.csv was not stored" in page.text("#data-error"), "the refusal of qa.csv")
+    page.until(lambda: page.find("#mapping-edit").get_attribute("open") is not None, "the mapping form opened")
+    assert "question, answer" in page.text("#mapping-now")
+    Select(page.find("#map-format")).select_by_value("alpaca")
+    page.find("#map-roles input[name=prompt]").send_keys("question")
+    page.find("#map-roles input[name=response]").send_keys("answer")
+    page.shot("2b-data-mapping", "#step-data")
+    page.find("#map-apply").click()
+    page.until(lambda: "qa.mapped.jsonl: 2 rows" in page.text("#data-format"), "the mapped file's preview")
+    assert "Green." in page.text("#samples .sample:last-child .trained")
+    assert "instruction (prompt) ← messages" not in page.text("#mapping-now")  # the new file reads as chat
+
+    # a dataset registered in the server's dataset_info.json, imported as a file
+    Select(page.find("#dataset-select")).select_by_value("sky_qa")
+    page.find("#dataset-import").click()
+    page.until(lambda: "sky_qa.jsonl: 2 rows" in page.text("#data-format"), "the imported dataset's preview")
+
+    # prompts with a reference answer: reinforcement is offered, with a grader built from the reference column
+    rl = tmp_path / "prompts.jsonl"
+    rl.write_text("".join(json.dumps({"messages": r["messages"][:1], "answer": r["messages"][1]["content"]}) + "\n"
+                          for r in ROWS[:4]))
+    page.upload(rl)
+    page.until(lambda: "prompts.jsonl: 4 rows" in page.text("#data-format"), "the prompts' preview")
+    assert page.find("#stages input:checked").get_attribute("value") == "reinforcement"
+    assert page.find("#grader").is_displayed() and Select(page.find("#grader-reference")).first_selected_option.text \
+        == "answer"
+    Select(page.find("#grader-compare")).select_by_value("ilike")
+    page.until(lambda: "operation: ilike" in page.text("#plan-yaml"), "the grader in the YAML")
+    assert "reference: '{{item.answer}}'" in page.text("#plan-yaml") and "type: grpo" in page.text("#plan-yaml")
+    page.shot("2d-reinforcement-grader", "#step-method")
     good = tmp_path / "colors.jsonl"
     good.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
     page.upload(good)
-    page.until(lambda: len(page.all("#samples .sample")) == 3, "three rendered samples")
+    page.until(lambda: "colors.jsonl" in page.text("#data-format") and len(page.all("#samples .sample")) == 3,
+               "three rendered samples")
     assert page.find("#data-error").get_attribute("hidden") is not None
     assert "colors.jsonl: 16 rows, format openai" in page.text("#data-format")
     trained = [s.text for s in page.all("#samples .sample:first-child .trained")]
     assert trained and "Blue." in trained[0] and "What color" not in "".join(trained)
     assert "colors.jsonl:1" in page.text("#samples .sample .src")
     assert "repeat an earlier row" in page.text("#doctor")  # the rows repeat 4 times: the doctor says so
-    page.shot("2b-data-preview", "#step-data")
+    assert "Read as openai: conversation ← messages" in page.text("#mapping-now")
+    page.shot("2c-data-preview", "#step-data")
 
     # 3. Method and stage: SFT + LoRA by default, only what the table and this data allow
+    assert not page.find("#grader").is_displayed()
     stages = [r.get_attribute("value") for r in page.all("#stages input[name=stage]")]
     assert stages == ["supervised"] and page.find("#stages input:checked").get_attribute("value") == "supervised"
     methods = Select(page.find("#method-select"))
@@ -78,6 +117,7 @@ def test_a_beginner_trains_and_chats_through_the_web_ui(server, browser, tmp_pat
     assert page.text("#auto-epochs").startswith("auto → ") and page.text("#auto-batch").startswith("auto → ")
     page.find("#advanced summary").click()
     page.find("#set-overrides").send_keys(FAST)
+    Select(page.find("#set-validation")).select_by_visible_text("qa.mapped.jsonl")
     page.until(lambda: "max_steps: 200" in page.text("#plan-yaml"), "the override in the YAML")
     assert "type: lora" in page.text("#plan-yaml") and "type: sft" in page.text("#plan-yaml")
     page.shot("4-settings", "#step-settings")
@@ -101,8 +141,10 @@ def test_a_beginner_trains_and_chats_through_the_web_ui(server, browser, tmp_pat
     assert len(page.all("#samples .sample")) == 3  # the job's data came back too
     page.shot("5b-train-reloaded")
     page.find("#job-resume").click()
-    page.until(lambda: page.job_status() == "succeeded", "the job to succeed", timeout=90)
+    page.until(lambda: page.job_status() == "succeeded", "the job to succeed", timeout=180)
     assert page.points() == 200 and "ft:tiny:ui:" in page.text("#job-steps")
+    assert int(page.find("#loss-chart").get_attribute("data-valid-points")) >= 4  # eval every 50 steps
+    assert page.find("#loss-legend").is_displayed()
     page.shot("5c-train-done", "#step-train")
 
     # 6. Chat: both models answer the same prompt, streamed; a thumbs up is stored
@@ -117,6 +159,14 @@ def test_a_beginner_trains_and_chats_through_the_web_ui(server, browser, tmp_pat
     completion = page.find("#answer-tuned .vote").get_attribute("data-completion-id")
     feedback = httpx.get(f"{server}/v1/feedback", params={"completion_id": completion}).json()["data"]
     assert [f["rating"] for f in feedback] == [1]
+    page.find("#answer-tuned .vote .fix").click()
+    box = page.find("#answer-tuned .correction textarea")
+    box.clear()
+    box.send_keys("Blue, like the sea.")
+    page.find("#answer-tuned .correction button").click()
+    page.until(lambda: page.text("#answer-tuned .said") == "correction saved", "the correction saved")
+    feedback = httpx.get(f"{server}/v1/feedback", params={"completion_id": completion}).json()["data"]
+    assert "Blue, like the sea." in [f["correction"] for f in feedback]
     page.shot("6-chat", "#step-chat")
 
     # 7. Chinese, and a phone-width screen
@@ -126,7 +176,8 @@ def test_a_beginner_trains_and_chats_through_the_web_ui(server, browser, tmp_pat
     page.shot("7a-chinese")
     page.find("#lang").click()
     browser.set_window_size(390, 844)
-    assert browser.execute_script("return document.documentElement.scrollWidth") <= 390  # nothing runs off-screen
+    wide = browser.execute_script("return document.documentElement.scrollWidth")
+    assert wide <= 390, f"the page is {wide} px wide at phone width: {page.overflowing()}"  # nothing runs off-screen
     page.shot("7b-phone")
     page.shot("7c-phone-chat", "#step-chat")
     browser.set_window_size(1280, 800)

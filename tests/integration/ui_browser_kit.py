@@ -6,6 +6,7 @@ the page shows. Each test module gets its own server and browser (module-scoped 
 
 from __future__ import annotations
 
+import json
 import shutil
 import threading
 import time
@@ -22,6 +23,8 @@ from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+# the server's dataset_info.json registers one dataset, `sky_qa`, with its own column names
+REGISTERED_ROWS = [{"q": "What color is the sky?", "a": "Blue."}, {"q": "What color is snow?", "a": "White."}]
 
 
 @pytest.fixture(scope="module")
@@ -29,9 +32,13 @@ def server(tiny_model_dir, tmp_path_factory):
     import uvicorn
 
     root = tmp_path_factory.mktemp("ui")
+    (root / "datasets").mkdir()
+    (root / "datasets" / "sky.json").write_text(json.dumps(REGISTERED_ROWS))
+    (root / "datasets" / "dataset_info.json").write_text(json.dumps({"sky_qa": {
+        "file_name": "sky.json", "columns": {"prompt": "q", "response": "a"}}}))
     settings = ServeSettings(model=str(tiny_model_dir), name="tiny", template="chatml", runs_dir=None, device="cpu",
                              storage=str(root / "storage"), registry_url=f"sqlite:///{root / 'registry.db'}",
-                             log_requests=True)
+                             log_requests=True, dataset_info=str(root / "datasets"))
     app = create_app(settings)
     mount_ui(app)
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
@@ -92,6 +99,19 @@ class Page:
     def open(self) -> None:
         self.driver.get(self.url + "/")
         self.until(lambda: self.find("body").get_attribute("data-ready") == "true", "the page to load")
+
+    def overflowing(self) -> list[str]:
+        """The innermost visible elements that reach past the window's right edge (what makes a phone scroll
+        sideways), as tag#id.class."""
+        return self.driver.execute_script("""
+            const w = document.documentElement.clientWidth, out = [];
+            for (const e of document.querySelectorAll('body *')) {
+              const r = e.getBoundingClientRect();
+              if (r.width && r.right > w + 1 && ![...e.children].some((c) => c.getBoundingClientRect().right > w + 1))
+                out.push(e.tagName.toLowerCase() + (e.id ? '#' + e.id : '') + (e.className && e.className.baseVal
+                  === undefined ? '.' + String(e.className).trim().replace(/\\s+/g, '.') : '') + ' ' + Math.round(r.right));
+            }
+            return out.slice(0, 10);""")
 
     def upload(self, path: Path) -> None:
         self.find("#file-input").send_keys(str(path))

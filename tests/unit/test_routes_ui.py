@@ -92,9 +92,27 @@ def test_options_come_from_the_compatibility_table_and_the_data(client, chat_fil
     preview = client.get(f"/tf/v1/files/{pairs}/preview", params={"n": 2}).json()
     assert preview["stage"] == "dpo" and [s["source"] for s in preview["samples"]] == ["pairs.jsonl:1 · chosen",
                                                                                       "pairs.jsonl:1 · rejected"]
+
+
+def test_reinforcement_prompts_preview_and_plan_with_the_grader_the_page_builds(client):
     prompts = upload(client, "rl.jsonl", [{"messages": [{"role": "user", "content": "Sky?"}], "answer": "Blue"}])
-    refused = client.get(f"/tf/v1/files/{prompts}/preview")
-    assert refused.status_code == 400 and "grader" in refused.json()["error"]["message"]
+    assert client.get("/tf/v1/options", params={"file_id": prompts}).json()["kind"] == "prompts"
+    preview = client.get(f"/tf/v1/files/{prompts}/preview").json()
+    segments = preview["samples"][0]["segments"]
+    assert preview["stage"] == "grpo" and "Sky?" in segments[0]["text"] and not any(s["trained"] for s in segments)
+    doctor = client.get(f"/tf/v1/files/{prompts}/doctor")
+    assert doctor.status_code == 200, doctor.text
+    assert doctor.json()["dataset"]["rows"] == 1
+    grader = {"type": "string_check", "name": "reference", "operation": "ilike", "input": "{{sample.output_text}}",
+              "reference": "{{item.answer}}"}
+    request = {"model": "tiny", "training_file": prompts,
+               "method": {"type": "reinforcement", "reinforcement": {"grader": grader}}}
+    plan = client.post("/tf/v1/plan", json=request)
+    assert plan.status_code == 200, plan.text
+    rewards = yaml.safe_load(plan.json()["yaml"])["stage"]["rewards"]
+    assert rewards == [{"name": "grader", "grader": grader, "allow_python": False}]
+    bare = client.post("/tf/v1/plan", json={**request, "method": {"type": "reinforcement"}})
+    assert bare.status_code == 400 and "grader is required" in bare.json()["error"]["message"]
 
 
 def test_the_plan_is_the_config_a_job_would_run(client, chat_file, settings):

@@ -83,13 +83,29 @@ def _default_method(kind: str) -> str:
     return next((m for m, kinds in FILE_KINDS.items() if kind in kinds), "supervised")
 
 
-def _config(state, jobs, row, method: dict, overrides: dict | None, run_dir: str):
+# A preview of reinforcement prompts renders them before any grader is chosen: this one only makes the config valid.
+_PREVIEW_GRADER = {"type": "string_check", "name": "preview", "input": "{{sample.output_text}}", "reference": "",
+                   "operation": "eq"}
+
+
+def _rewards(method: dict, allow_python: bool, preview: bool) -> list[dict] | None:
+    from tuneforge.jobs.graders import grader_rewards
+
+    if method["type"] != "reinforcement":
+        return None
+    params = method.get("reinforcement") or {}
+    if preview and not params.get("grader"):
+        method = {**method, "reinforcement": {**params, "grader": _PREVIEW_GRADER}}
+    return grader_rewards(method, allow_python)
+
+
+def _config(state, jobs, row, method: dict, overrides: dict | None, run_dir: str, preview: bool = False):
     """The validated RunConfig a job on this file would train (as routes_jobs builds it)."""
     from tuneforge.jobs.spec import validate_config
 
     inputs = JobInputs(state.catalog.base.root, jobs.settings.template, str(jobs.storage / row.path), None, run_dir)
     try:
-        config = run_config(method, 42, overrides, inputs, [] if method["type"] == "reinforcement" else None)
+        config = run_config(method, 42, overrides, inputs, _rewards(method, jobs.settings.python_grader, preview))
         return config, validate_config(config)
     except TuneforgeError as err:
         raise invalid("tuneforge", err.message + (f" ({err.hint})" if err.hint else ""),
@@ -108,11 +124,7 @@ def _preview(state, jobs, project: str, file_id: str, n: int) -> dict:
     row = js.get_file(jobs.store, project, file_id)
     kind = _kind_of(row)
     method = {"type": _default_method(kind)}
-    if method["type"] == "reinforcement":
-        raise invalid("file_id", f"{row.filename} holds prompts for reinforcement, which is trained with a grader "
-                                 f"the UI cannot set yet: create the job with the API (docs/serve.md)",
-                      code="unsupported_in_ui")
-    _, cfg = _config(state, jobs, row, method, None, str(jobs.job_dir(_NEW_JOB) / "run"))
+    _, cfg = _config(state, jobs, row, method, None, str(jobs.job_dir(_NEW_JOB) / "run"), preview=True)
     try:
         samples, stats, tok = preview(cfg, n)
     except TuneforgeError as err:
@@ -138,11 +150,12 @@ def _doctor(state, jobs, project: str, file_id: str) -> dict:
     from tuneforge.data.doctor.result import CheckOptions
 
     row = js.get_file(jobs.store, project, file_id)
-    opts = CheckOptions(model=state.catalog.base.root, template=jobs.settings.template)
+    opts = CheckOptions(model=state.catalog.base.root, template=jobs.settings.template,
+                        prompts=_kind_of(row) == "prompts")
     try:
         res = check_dataset(str(jobs.storage / row.path), opts)
     except TuneforgeError as err:
-        raise invalid("file_id", err.message) from None
+        raise invalid("file_id", _shown_source(err.message, jobs.storage / row.path, row.filename)) from None
     summary = json.loads(json.dumps(res.summary()).replace(json.dumps(str(jobs.storage / row.path))[1:-1],
                                                           json.dumps(row.filename)[1:-1]))
     summary["dataset"] = {k: v for k, v in summary["dataset"].items() if k not in ("target", "files")}

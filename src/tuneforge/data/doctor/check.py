@@ -49,7 +49,7 @@ def _starts_with_bom(path: Path) -> bool:
 
 def load_target(target: str, opts: CheckOptions) -> Loaded:
     spec, files = _files_of(target, opts)
-    result = load_dataset(spec, dataset_info=opts.dataset_info, on_error="skip")
+    result = load_dataset(spec, dataset_info=opts.dataset_info, on_error="skip", prompts=opts.prompts)
     raw = [row for f in files for row in read_file(f)] if files else None
     boms = [str(f) for f in files if _starts_with_bom(f)]
     return Loaded(target, result, files, raw, boms)

@@ -25,6 +25,7 @@ class CheckOptions:
     dataset_info: str | None = None  # registry for registered names (else $TUNEFORGE_DATASET_INFO)
     format: str = "auto"
     examples: int = 5
+    prompts: bool = False  # rows are prompts for reinforcement (a conversation may end with the user)
 
 
 @dataclass

@@ -5,7 +5,8 @@
 
 const $ = (id) => document.getElementById(id);
 const S = {  // what the server last said; re-rendered on a language switch
-  base: null, files: [], fileId: null, preview: null, doctor: null, options: null, plan: null,
+  base: null, files: [], fileId: null, preview: null, doctor: null, options: null, plan: null, datasets: [],
+  mapping: null, pending: null,  // pending: a refused upload whose columns the person may map by hand
   job: null, jobs: [], events: [], stage: "supervised", method: "lora", poll: null,
 };
 
@@ -80,10 +81,118 @@ function renderFiles() {
   const options = S.files.map((f) => el("option", {value: f.id}, `${f.filename} (${f.status_details || f.id})`));
   select.replaceChildren(el("option", {value: ""}, t("data.none")), ...options);
   select.value = S.fileId || "";
+  const validation = $("set-validation");
+  const kept = validation.value;
+  validation.replaceChildren(el("option", {value: ""}, t("settings.no_validation")),
+    ...S.files.filter((f) => f.id !== S.fileId).map((f) => el("option", {value: f.id}, f.filename)));
+  validation.value = S.files.some((f) => f.id === kept && f.id !== S.fileId) ? kept : "";
+}
+
+// ---------- 2b. Registered datasets and the column mapping ----------
+async function loadDatasets() {
+  S.datasets = (await api("/tf/v1/datasets")).data;
+  renderDatasets();
+}
+function renderDatasets() {
+  $("dataset-row").hidden = !S.datasets.length;
+  $("dataset-select").replaceChildren(...S.datasets.map((d) => el("option", {value: d.name,
+    ...(d.local ? {} : {disabled: ""})}, `${d.name} (${d.formatting}${d.ranking ? ", pairs" : ""}${d.kto ? ", kto" : ""}`
+    + `${d.local ? "" : ", " + t("data.hub_only")})`)));
+}
+async function importDataset() {
+  const name = $("dataset-select").value;
+  if (!name) return;
+  showError("data-error", "");
+  $("data-status").textContent = t("data.importing", {name});
+  try {
+    const saved = await post(`/tf/v1/datasets/${encodeURIComponent(name)}/import`);
+    await loadFiles();
+    await chooseFile(saved.id);
+  } catch (err) {
+    $("data-status").textContent = "";
+    showError("data-error", err.message);
+  }
+}
+
+const ROLES_OF = {alpaca: ["prompt", "query", "response", "system", "history"], sharegpt: ["messages", "system", "tools"],
+  openai: ["messages", "tools"], text: ["text"], pairwise: ["prompt", "query", "chosen", "rejected", "messages"],
+  kto: ["prompt", "query", "response", "kto_tag", "messages"], auto: ["prompt", "query", "response", "messages", "text"]};
+
+function renderMapping() {
+  const m = S.mapping;
+  $("mapping-box").hidden = !m;
+  if (!m) return;
+  const pairs = Object.entries(m.columns || {}).map(([role, col]) => `${t("role." + role)} ← ${col}`);
+  $("mapping-now").textContent = m.format ? t("data.mapping", {format: m.format, pairs: pairs.join(", ")})
+    : t("data.no_format", {columns: m.available.join(", ") || "?"});
+  const fmt = $("map-format");
+  const base = (m.format || "alpaca").split("+")[0];
+  const kind = (m.format || "").includes("pairwise") ? "pairwise" : (m.format || "").includes("kto") ? "kto" : base;
+  if (!fmt.options.length || fmt.dataset.file !== (m.file_id || "pending")) {
+    fmt.replaceChildren(...m.formats.filter((f) => f !== "auto").map((f) => el("option", {value: f}, f)));
+    fmt.value = m.formats.includes(kind) ? kind : "alpaca";
+    fmt.dataset.file = m.file_id || "pending";
+    $("mapping-edit").open = !m.format;  // open by itself only when the format could not be detected
+  }
+  $("map-columns").replaceChildren(...m.available.map((c) => el("option", {value: c})));
+  renderRoles();
+}
+function renderRoles() {
+  const m = S.mapping;
+  const roles = ROLES_OF[$("map-format").value] || ROLES_OF.auto;
+  const kept = Object.fromEntries([...$("map-roles").querySelectorAll("input")].map((i) => [i.name, i.value]));
+  $("map-roles").replaceChildren(...roles.map((role) => el("label", {},
+    el("span", {}, t("role." + role)),
+    el("input", {name: role, list: "map-columns", autocomplete: "off", spellcheck: "false",
+                 value: kept[role] != null ? kept[role] : (m.columns || {})[role] || ""}))));
+}
+function chosenMapping() {
+  const columns = {};
+  $("map-roles").querySelectorAll("input").forEach((i) => { if (i.value.trim()) columns[i.name] = i.value.trim(); });
+  return {format: $("map-format").value, columns};
+}
+async function applyMapping() {
+  const body = chosenMapping();
+  showError("data-error", "");
+  $("map-apply").disabled = true;
+  try {
+    let saved;
+    if (S.pending) {
+      const form = new FormData();
+      form.append("file", S.pending, S.pending.name);
+      form.append("format", body.format);
+      form.append("columns", JSON.stringify(body.columns));
+      saved = await api("/tf/v1/files/mapped", {method: "POST", body: form});
+      S.pending = null;
+    } else {
+      saved = await post(`/tf/v1/files/${S.fileId}/remap`, body);
+    }
+    await loadFiles();
+    await chooseFile(saved.id);
+  } catch (err) {
+    showError("data-error", err.message);
+  } finally {
+    $("map-apply").disabled = false;
+  }
+}
+
+// The columns of a refused upload, read in the browser from its first row (JSONL, JSON array, CSV header).
+async function columnsOf(file) {
+  const head = await file.slice(0, 1 << 20).text();
+  try {
+    if (/\.csv$/i.test(file.name)) return head.split(/\r?\n/)[0].split(",").map((c) => c.trim().replace(/^"|"$/g, ""));
+    if (/\.jsonl$/i.test(file.name)) return Object.keys(JSON.parse(head.split(/\r?\n/)[0]));
+    const rows = JSON.parse(await file.text());
+    return Object.keys(Array.isArray(rows) ? rows[0] : rows);
+  } catch (err) {
+    return [];
+  }
 }
 
 async function upload(file) {
   showError("data-error", "");
+  S.pending = S.mapping = null;
+  renderMapping();
   $("data-status").textContent = t("data.uploading", {name: file.name});
   const form = new FormData();
   form.append("purpose", "fine-tune");
@@ -94,7 +203,15 @@ async function upload(file) {
     await chooseFile(saved.id);
   } catch (err) {
     $("data-status").textContent = "";
-    showRefusal(err.message);
+    const undetected = /cannot detect the data format/.test(err.message);
+    if (undetected) showError("data-error", t("data.undetected", {name: file.name}));
+    else showRefusal(err.message);
+    if (undetected) {
+      S.pending = file;
+      S.mapping = {file_id: null, format: null, columns: {}, available: await columnsOf(file),
+                   formats: ["alpaca", "sharegpt", "openai", "text", "pairwise", "kto"]};
+      renderMapping();
+    }
   } finally {
     $("file-input").value = "";
   }
@@ -113,24 +230,27 @@ async function chooseFile(fileId) {
   S.fileId = fileId || null;
   setHash({file: S.fileId});
   $("file-select").value = S.fileId || "";
-  S.preview = S.doctor = S.options = S.plan = null;
+  S.preview = S.doctor = S.options = S.plan = S.mapping = S.pending = null;
   $("data-summary").hidden = true;
+  renderMapping();
+  renderFiles();
   ["step-method", "step-settings"].forEach((id) => { $(id).hidden = true; });
   if (!fileId) return;
   $("data-status").textContent = t("data.loading");
   showError("data-error", "");
   try {
-    [S.preview, S.doctor, S.options] = await Promise.all([
+    [S.preview, S.doctor, S.options, S.mapping] = await Promise.all([
       api(`/tf/v1/files/${fileId}/preview?n=3`), api(`/tf/v1/files/${fileId}/doctor`),
-      api(`/tf/v1/options?file_id=${fileId}`)]);
+      api(`/tf/v1/options?file_id=${fileId}`), api(`/tf/v1/files/${fileId}/mapping`).catch(() => null)]);
   } catch (err) {
     $("data-status").textContent = "";
     showError("data-error", err.message);
     return;
   }
   $("data-status").textContent = "";
-  S.stage = S.preview.kind === "pairwise" ? "dpo" : "supervised";
+  S.stage = S.preview.kind === "pairwise" ? "dpo" : S.preview.kind === "prompts" ? "reinforcement" : "supervised";
   renderData();
+  renderMapping();
   renderOptions();
   if (!S.job) ["step-method", "step-settings"].forEach((id) => { $(id).hidden = false; });
   schedulePlan();
@@ -161,14 +281,36 @@ function renderDoctor() {
 function renderOptions() {
   const o = S.options;
   if (!o) return;
-  // Reinforcement needs a grader, which this page cannot write yet: it offers the stages it can start.
-  const stages = o.stages.filter((s) => s.fits_data && s.method !== "reinforcement");
+  // Reinforcement is offered for prompts, whose other columns (an answer) are what a grader compares with.
+  const stages = o.stages.filter((s) => s.fits_data && (s.method !== "reinforcement" || o.kind === "prompts"));
   if (!stages.some((s) => s.method === S.stage)) S.stage = stages.length ? stages[0].method : S.stage;
   $("stages").replaceChildren(...stages.map((s) => el("label", {class: "choice"},
     el("input", {type: "radio", name: "stage", value: s.method, ...(s.method === S.stage ? {checked: ""} : {}),
-                 onchange: () => { S.stage = s.method; renderMethods(); schedulePlan(); }}),
+                 onchange: () => { S.stage = s.method; renderMethods(); renderGrader(); schedulePlan(); }}),
     el("span", {}, el("strong", {}, `${s.stage.toUpperCase()}`), el("small", {}, s.description)))));
   renderMethods();
+  renderGrader();
+}
+
+// ---------- 3b. The grader of a reinforcement job (OpenAI's string_check / text_similarity graders) ----------
+function renderGrader() {
+  const show = S.stage === "reinforcement";
+  $("grader").hidden = !show;
+  if (!show) return;
+  const select = $("grader-reference");
+  const kept = select.value;
+  const columns = ((S.mapping && S.mapping.available) || []).filter((c) => !["messages", "conversations", "tools",
+                                                                           "system"].includes(c));
+  select.replaceChildren(...columns.map((c) => el("option", {value: c}, c)));
+  select.value = columns.includes(kept) ? kept : columns.includes("answer") ? "answer" : columns[0] || "";
+}
+function grader() {
+  const column = $("grader-reference").value;
+  const compare = $("grader-compare").value;
+  const common = {input: "{{sample.output_text}}", reference: `{{item.${column}}}`};
+  return ["eq", "ilike"].includes(compare)
+    ? {type: "string_check", name: "reference", operation: compare, ...common}
+    : {type: "text_similarity", name: "reference", evaluation_metric: compare, ...common};
 }
 
 function renderMethods() {
@@ -209,8 +351,10 @@ function overrides() {
 function jobRequest() {
   const hp = {n_epochs: number("set-epochs"), learning_rate_multiplier: number("set-lr"),
               batch_size: number("set-batch")};
-  return {model: S.base.id, training_file: S.fileId, suffix: $("set-suffix").value.trim() || null,
-          method: {type: S.stage, [S.stage]: {hyperparameters: hp}},
+  return {model: S.base.id, training_file: S.fileId, validation_file: $("set-validation").value || null,
+          suffix: $("set-suffix").value.trim() || null,
+          method: {type: S.stage, [S.stage]: {hyperparameters: hp,
+                                               ...(S.stage === "reinforcement" ? {grader: grader()} : {})}},
           tuneforge: {"method.type": S.method, ...overrides()}};
 }
 
@@ -292,8 +436,8 @@ async function pollJob() {
   else loadJobs().catch(() => {});
 }
 
-function metrics() {
-  return S.events.filter((e) => e.type === "metrics" && e.data && e.data.train_loss != null).map((e) => e.data);
+function metrics(key = "train_loss") {
+  return S.events.filter((e) => e.type === "metrics" && e.data && e.data[key] != null).map((e) => e.data);
 }
 
 function renderJob() {
@@ -318,7 +462,7 @@ function renderJob() {
   $("job-pause").disabled = job.status !== "running";
   $("job-resume").disabled = job.status !== "paused";
   $("job-cancel").disabled = !ACTIVE.includes(job.status) && job.status !== "paused";
-  drawLoss(points);
+  drawLoss(points, metrics("valid_loss"));
   const log = $("job-log");
   const atEnd = log.scrollTop + log.clientHeight >= log.scrollHeight - 4;
   log.textContent = S.events.map((e) => `${new Date(e.created_at * 1000).toLocaleTimeString()}  ${e.message}`)
@@ -328,7 +472,7 @@ function renderJob() {
   document.dispatchEvent(new CustomEvent("tf:job", {detail: job}));  // evaluate.js follows the shown job
 }
 
-function drawLoss(points) {
+function drawLoss(points, valid = []) {
   const svg = $("loss-chart");
   const W = 600, H = 220, L = 48, R = 12, T = 12, B = 28;
   const ns = "http://www.w3.org/2000/svg";
@@ -341,8 +485,9 @@ function drawLoss(points) {
   const parts = [node("line", {class: "axis", x1: L, y1: H - B, x2: W - R, y2: H - B}),
                  node("line", {class: "axis", x1: L, y1: T, x2: L, y2: H - B})];
   if (points.length) {
-    const steps = points.map((p) => p.step), losses = points.map((p) => p.train_loss);
-    const maxStep = Math.max(points[points.length - 1].total_steps || 0, ...steps, 1);
+    const steps = points.map((p) => p.step);
+    const losses = points.map((p) => p.train_loss).concat(valid.map((p) => p.valid_loss));
+    const maxStep = Math.max(points[points.length - 1].total_steps || 0, ...steps, ...valid.map((p) => p.step), 1);
     let lo = Math.min(...losses), hi = Math.max(...losses);
     if (hi - lo < 1e-9) { hi += 0.5; lo -= 0.5; }
     // A loss falling by more than 20x reads better on a log scale: the late steps would be a flat line otherwise.
@@ -354,6 +499,12 @@ function drawLoss(points) {
     const path = points.map((p, i) => `${i ? "L" : "M"}${x(p.step).toFixed(1)},${y(p.train_loss).toFixed(1)}`);
     parts.push(node("path", {class: "line", d: path.join(" ")}));
     if (points.length === 1) parts.push(node("circle", {cx: x(steps[0]), cy: y(losses[0]), r: 3, fill: "#2563eb"}));
+    if (valid.length) {
+      const vpath = valid.map((p, i) => `${i ? "L" : "M"}${x(p.step).toFixed(1)},${y(p.valid_loss).toFixed(1)}`);
+      parts.push(node("path", {class: "line valid", d: vpath.join(" ")}),
+                 ...valid.map((p) => node("circle", {class: "valid", cx: x(p.step).toFixed(1),
+                                                     cy: y(p.valid_loss).toFixed(1), r: 3})));
+    }
     parts.push(node("text", {x: L - 6, y: T + 10, "text-anchor": "end"}, hi.toFixed(2)),
                node("text", {x: L - 6, y: H - B, "text-anchor": "end"}, lo.toFixed(2)),
                node("text", {x: L, y: H - 8}, "0"),
@@ -361,6 +512,8 @@ function drawLoss(points) {
     if (log) parts.push(node("text", {x: W - R, y: T + 10, "text-anchor": "end"}, "log scale"));
   }
   svg.dataset.points = String(points.length);
+  svg.dataset.validPoints = String(valid.length);
+  $("loss-legend").hidden = !valid.length;
   svg.replaceChildren(...parts);
 }
 
@@ -423,6 +576,7 @@ async function streamAnswer(model, prompt, box) {
   const vote = box.querySelector(".vote");
   text.textContent = "";
   vote.replaceChildren();
+  box.querySelectorAll(".correction").forEach((f) => f.remove());
   box.dataset.done = "false";
   const response = await fetch("/v1/chat/completions", {method: "POST", headers: {"Content-Type": "application/json"},
     body: JSON.stringify({model, stream: true, temperature: 0, max_tokens: 48,
@@ -471,7 +625,39 @@ function voteButtons(completionId, vote) {
                              "aria-pressed": "false"}, "▼ " + t("chat.bad"));
   up.addEventListener("click", () => send(1, up));
   down.addEventListener("click", () => send(-1, down));
-  return [up, down, el("span", {class: "said"})];
+  const fix = el("button", {type: "button", class: "fix", "aria-expanded": "false"}, "✎ " + t("chat.correct"));
+  fix.addEventListener("click", () => toggleCorrection(completionId, vote, fix));
+  return [up, down, fix, el("span", {class: "said"})];
+}
+
+// A correction: the answer the model should have given, stored with the completion (`tuneforge data from-feedback`
+// turns it into an SFT row, or a DPO pair against the logged answer).
+function toggleCorrection(completionId, vote, button) {
+  const open = vote.parentElement.querySelector(".correction");
+  if (open) {
+    open.remove();
+    button.setAttribute("aria-expanded", "false");
+    return;
+  }
+  const area = el("textarea", {rows: "3", "aria-label": t("chat.correction_label"), spellcheck: "true"});
+  area.value = vote.parentElement.querySelector(".text").textContent;
+  const save = el("button", {type: "submit", class: "primary"}, t("chat.save_correction"));
+  const form = el("form", {class: "correction"}, el("label", {}, el("span", {class: "hint"},
+    t("chat.correction_label")), area), save);
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    try {
+      await post("/v1/feedback", {completion_id: completionId, correction: area.value});
+      form.remove();
+      button.setAttribute("aria-expanded", "false");
+      vote.querySelector(".said").textContent = t("chat.correction_saved");
+    } catch (err) {
+      vote.querySelector(".said").textContent = err.message;
+    }
+  });
+  vote.after(form);
+  button.setAttribute("aria-expanded", "true");
+  area.focus();
 }
 
 async function chat(event) {
@@ -493,7 +679,9 @@ async function chat(event) {
 function renderAll() {
   renderModel();
   renderFiles();
+  renderDatasets();
   renderData();
+  renderMapping();
   renderOptions();
   renderPlan();
   renderJob();
@@ -507,6 +695,11 @@ async function start() {
   $("lang").addEventListener("click", () => { switchLanguage(); renderAll(); });
   $("file-input").addEventListener("change", (e) => e.target.files[0] && upload(e.target.files[0]));
   $("file-select").addEventListener("change", (e) => chooseFile(e.target.value));
+  $("dataset-import").addEventListener("click", importDataset);
+  $("map-format").addEventListener("change", renderRoles);
+  $("map-apply").addEventListener("click", applyMapping);
+  $("set-validation").addEventListener("change", schedulePlan);
+  ["grader-reference", "grader-compare"].forEach((id) => $(id).addEventListener("change", schedulePlan));
   $("method-select").addEventListener("change", (e) => { S.method = e.target.value; renderMethodAbout();
                                                          schedulePlan(); });
   ["set-epochs", "set-lr", "set-batch", "set-suffix", "set-overrides"].forEach((id) => {
@@ -531,6 +724,7 @@ async function start() {
   renderModel();
   renderChatModels();
   await loadFiles();
+  await loadDatasets().catch((err) => showError("data-error", err.message));
   await loadJobs();
   $("job-select").addEventListener("change", (e) => openJob(e.target.value));
   const {file, job} = hashState();
