@@ -623,8 +623,8 @@ def parse_args(argv):
     p.add_argument("--steps", type=int, default=None, help="at most this many steps per contestant (default 8; "
                                                            "--quick 3)")
     p.add_argument("--warmup", type=int, default=None,
-                   help="timed steps left out of the statistics, after the untimed pre-warm pass (default 0; "
-                        "--quick 1)")
+                   help="timed steps left out of the statistics, after the untimed pre-warm pass (default 2: a "
+                        "fresh full-size process takes 2-3 steps to reach its speed; --quick 1)")
     p.add_argument("--budget-s", type=float, default=None,
                    help="start no new round once the run would exceed this many seconds, after at least "
                         "warm-up + --min-quiet rounds (default 540; --quick 0 = no budget)")
@@ -657,7 +657,7 @@ def parse_args(argv):
     a = p.parse_args(argv)
     q = a.quick
     a.steps = a.steps or (3 if q else 8)
-    a.warmup = a.warmup if a.warmup is not None else (1 if q else 0)
+    a.warmup = a.warmup if a.warmup is not None else (1 if q else 2)
     a.budget_s = a.budget_s if a.budget_s is not None else (0 if q else 540)
     a.cutoff = a.cutoff or (64 if q else 512)
     a.batch_size = a.batch_size or (4 if q else 8)
