@@ -127,6 +127,7 @@ def test_a_run_opens_with_its_config_loss_series_lineage_and_actions(client, sto
     new = actions["new_run"]
     assert new["ok"] and new["training_file"] == {"id": training_file, "filename": "colors.jsonl"}
     assert new["stage"] == "supervised" and new["method"] == "lora" and new["overrides"] == FAST
+    assert new["suffix"] == "colors"
     assert new["hyperparameters"] == {"n_epochs": "auto", "learning_rate_multiplier": "auto", "batch_size": 2}
     # what the page fills in is a valid job request: the plan of it has the run's settings
     request = {"model": "tiny", "training_file": new["training_file"]["id"], "tuneforge": new["overrides"],

@@ -394,6 +394,7 @@ def _new_run(w: _World, r, full) -> dict:
         file_row = w.file_of(train_data[0].get("path")) if len(train_data) == 1 and isinstance(
             train_data[0], dict) else None
     out = {"stage": job_method, "method": r.method, "hyperparameters": hp, "overrides": keys,
+           "suffix": job.suffix if job is not None else None,
            "training_file": {"id": file_row.id, "filename": file_row.filename} if file_row else None}
     if job_method == "reinforcement":
         return _no("reinforcement jobs need a grader, which the page cannot set yet: use the API", **out)
