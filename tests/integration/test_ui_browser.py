@@ -33,7 +33,7 @@ FAST = ("train.max_steps=200\ntrain.learning_rate=0.005\ntrain.warmup_ratio=0\nt
 QA_CSV = "question,answer\nWhat color is the sky?,Blue.\nWhat color is grass?,Green.\n"
 
 
-def test_a_beginner_trains_and_chats_through_the_web_ui(server, browser, tmp_path):
+def test_a_beginner_trains_and_chats_through_the_web_ui(server, browser, tmp_path, tiny_model_dir):
     page = Page(browser, server, tmp_path / "screens")
     started = time.monotonic()
 
@@ -42,6 +42,13 @@ def test_a_beginner_trains_and_chats_through_the_web_ui(server, browser, tmp_pat
     facts = page.text("#model-facts")
     assert "tiny" in facts and "656K parameters" in facts and "512 tokens" in facts and "yes (chatml)" in facts
     page.shot("1-model")
+    # another model to fine-tune (as `tuneforge ui` allows): its facts read from its folder, then back to the base
+    page.find("#model-input").send_keys(str(tiny_model_dir))
+    page.find("#model-use").click()
+    page.until(lambda: str(tiny_model_dir) in page.text("#model-facts"), "the other model's facts")
+    assert "656K parameters" in page.text("#model-facts") and "its own copy" in page.text("#model-facts")
+    page.find("#model-reset").click()
+    page.until(lambda: "yes (chatml)" in page.text("#model-facts"), "the served model again")
 
     # 2. Data: a bad file names its lines; a good one is rendered and checked
     bad = tmp_path / "bad.jsonl"

@@ -38,7 +38,7 @@ def server(tiny_model_dir, tmp_path_factory):
         "file_name": "sky.json", "columns": {"prompt": "q", "response": "a"}}}))
     settings = ServeSettings(model=str(tiny_model_dir), name="tiny", template="chatml", runs_dir=None, device="cpu",
                              storage=str(root / "storage"), registry_url=f"sqlite:///{root / 'registry.db'}",
-                             log_requests=True, dataset_info=str(root / "datasets"))
+                             log_requests=True, dataset_info=str(root / "datasets"), other_bases=True)
     app = create_app(settings)
     mount_ui(app)
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))

@@ -141,6 +141,9 @@ def serve_cmd(
     max_upload_mb: int = typer.Option(512, "--max-upload-mb", help="largest file POST /v1/files accepts"),
     python_grader: bool = typer.Option(False, "--allow-python-grader", help="let reinforcement jobs use `python` "
                                                                             "graders (runs clients' code here)"),
+    other_bases: bool = typer.Option(False, "--other-bases", help="let jobs fine-tune another model than --model "
+                                                                  "(alias, folder, .gguf, hub id); each is served as "
+                                                                  "its own copy"),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn log level: debug, info, warning, error"),
 ) -> None:
     from tuneforge.serve.run import check_bind, serve
@@ -154,7 +157,8 @@ def serve_cmd(
                              max_adapters=max_adapters, max_copies=max_copies, max_tokens=max_tokens, max_n=max_n,
                              device=device, dtype=dtype, storage=storage, jobs=jobs, concurrency=concurrency,
                              executor=executor, ray_address=ray_address, require_keys=require_keys,
-                             log_requests=log_requests, max_upload_mb=max_upload_mb, python_grader=python_grader)
+                             log_requests=log_requests, max_upload_mb=max_upload_mb, python_grader=python_grader,
+                             other_bases=other_bases)
     serve(settings, host=host, port=port, insecure=insecure, log_level=log_level)
 
 

@@ -65,7 +65,8 @@ def ui_cmd(
     check_bind(host, insecure)  # before anything loads
     settings = ServeSettings(model=_base_model(model, None), name=name, template=template, runs_dir=runs or None,
                              device=device, storage=storage, concurrency=concurrency, log_requests=log_requests,
-                             require_keys=keys_required(host, insecure), dataset_info=dataset_info)
+                             require_keys=keys_required(host, insecure), dataset_info=dataset_info,
+                             other_bases=True)
     app = create_app(settings)
     mount_ui(app)
     console.print(summary(app), markup=False, highlight=False, soft_wrap=True)

@@ -244,6 +244,13 @@ def find_model(store: Store, project: str, model_id: str) -> tuple[FineTuningJob
     return _read(store, go)
 
 
+def job_with_base(store: Store, project: str, model: str) -> FineTuningJob | None:
+    """The latest job of `project` that fine-tunes `model` (its request's `model`)."""
+    return _read(store, lambda s: s.scalars(select(FineTuningJob).where(
+        FineTuningJob.project == project, FineTuningJob.model == model).order_by(
+        FineTuningJob.created_at.desc())).first())
+
+
 def project_models(store: Store, project: str) -> list[tuple[FineTuningJob, JobCheckpoint | None]]:
     """Every servable id of `project`: succeeded jobs' models and every job's checkpoints."""
     def go(s):

@@ -31,6 +31,8 @@ class ModelEntry:
     kind: "base"; "adapter" (applied on top of the base); "model" (a full fine-tune, its own weights).
     root: the folder (or, for the base, the model source) that is served. parent: the base's id, for the others.
     lora: a PEFT LoRA adapter, loaded onto the one shared base; any other adapter gets its own copy of the weights.
+    base: for an adapter trained on another base than the served one (`ServeSettings.other_bases`), what that base
+        loads from; such an adapter gets its own copy of the weights too.
     """
 
     id: str
@@ -39,6 +41,7 @@ class ModelEntry:
     parent: str | None
     created: int
     lora: bool = False
+    base: str | None = None
 
 
 def is_lora_adapter(folder: str | Path) -> bool:
@@ -114,6 +117,10 @@ class Catalog:
         found = self._fixed.get(model_id) or self._runs.get(model_id)
         if found is None and self.finetuned and project and model_id.startswith("ft:"):
             return self.finetuned.find(model_id, project)
+        if found is None and self.finetuned and project:
+            found = self.finetuned.find_base(model_id, project)
+            if found is not None:
+                return found
         if found is None:
             self.rescan()
             found = self._runs.get(model_id)

@@ -150,7 +150,7 @@ class ModelPool:
     def lease(self, entry: ModelEntry) -> Iterator[Engine]:
         """`entry`'s engine, loaded if needed, for one generation: no other request uses its weights until the
         block ends."""
-        if entry.kind == "base" or entry.lora:
+        if entry.kind == "base" or (entry.lora and entry.base is None):
             with self._shared.lock:
                 yield self._shared.engine_for(entry, lambda: self._adapter_tokenizer(entry))
         else:
@@ -200,6 +200,6 @@ class ModelPool:
         if entry.kind == "model":
             model, tok = load_for_inference(entry.root, dtype=s.dtype, device=s.device)
         else:
-            model, tok = load_for_inference(s.model, entry.root, dtype=s.dtype, device=s.device)
+            model, tok = load_for_inference(entry.base or s.model, entry.root, dtype=s.dtype, device=s.device)
         _fallback_template(tok, s.template)
         return Engine(model, tok)

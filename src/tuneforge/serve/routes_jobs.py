@@ -18,7 +18,7 @@ from tuneforge.serve.auth import Caller, require_api_key
 from tuneforge.serve.errors import invalid
 from tuneforge.serve.jobs_objects import checkpoint_object, event_object, job_object, on_disk, page
 from tuneforge.serve.jobs_state import jobs_state
-from tuneforge.utils.errors import ConfigError
+from tuneforge.utils.errors import ConfigError, ModelError
 
 router = APIRouter()
 _METADATA = re.compile(r"^metadata\[(.+)\]$")
@@ -54,10 +54,25 @@ def _training_file(jobs, project: str, file_id: str, param: str, kinds: tuple[st
     return jobs.storage / row.path
 
 
+def base_source(req: JobCreate, jobs, state) -> tuple[str, str]:
+    """(what the job's config loads as its base, its chat template): the served base, or with `other_bases` any
+    model this machine can load."""
+    from tuneforge.serve.other_bases import resolve_base
+
+    base_id = state.catalog.base.id
+    if req.model == base_id:
+        return state.catalog.base.root, jobs.settings.template
+    if not jobs.settings.other_bases:
+        raise invalid("model", f"this server fine-tunes the model it serves, `{base_id}`; got `{req.model}` (start "
+                               f"it with --other-bases to fine-tune other models)", code="model_not_available")
+    try:
+        return resolve_base(req.model), "auto"
+    except ModelError as err:
+        raise invalid("model", f"{err.message}" + (f" ({err.hint})" if err.hint else ""),
+                      code="model_not_found") from None
+
+
 def _check_request(req: JobCreate, jobs, base_id: str) -> None:
-    if req.model != base_id:
-        raise invalid("model", f"this server fine-tunes the model it serves, `{base_id}`; got `{req.model}`",
-                      code="model_not_available")
     if req.integrations:
         raise invalid("integrations", "integrations (W&B) are not supported; tuneforge records every job in its "
                                       "registry (and output.report_to can feed trackers)", code="unsupported_parameter")
@@ -70,6 +85,7 @@ def _create(req: JobCreate, jobs, state, project: str) -> dict:
     from tuneforge.jobs.graders import grader_rewards
 
     _check_request(req, jobs, state.catalog.base.id)
+    source, template = base_source(req, jobs, state)
     try:
         method = normalize_method(req.method, req.hyperparameters)
     except ConfigError as err:
@@ -80,7 +96,7 @@ def _create(req: JobCreate, jobs, state, project: str) -> dict:
                 if req.validation_file else None)
     job_id = new_id("ftjob")
     seed = req.seed if req.seed is not None else 42
-    inputs = JobInputs(state.catalog.base.root, jobs.settings.template, str(train_path),
+    inputs = JobInputs(source, template, str(train_path),
                        str(val_path) if val_path else None, str(jobs.job_dir(job_id) / "run"))
     try:
         rewards = grader_rewards(method, jobs.settings.python_grader) if method["type"] == "reinforcement" else None

@@ -25,7 +25,7 @@ from tuneforge.jobs.spec import FILE_KINDS, METHOD_STAGES, JobInputs, normalize_
 from tuneforge.serve.auth import Caller, require_api_key
 from tuneforge.serve.errors import invalid
 from tuneforge.serve.jobs_state import jobs_state
-from tuneforge.serve.routes_jobs import JobCreate
+from tuneforge.serve.routes_jobs import JobCreate, base_source
 from tuneforge.utils.errors import TuneforgeError
 
 router = APIRouter()
@@ -36,15 +36,40 @@ def _device(state) -> str:
     return str(state.pool.base.device).split(":")[0]
 
 
+def _parameters(state) -> int:
+    return sum(p.numel() for p in state.pool.base.model.parameters())
+
+
 @router.get("/tf/v1/base")
 async def base_model(request: Request, caller: Caller = Depends(require_api_key)) -> dict:
+    from tuneforge.serve.other_bases import suggestions
+
     state = request.app.state.tuneforge
     engine = state.pool.base
-    return {"id": state.catalog.base.id, "root": state.catalog.base.root,
-            "parameters": sum(p.numel() for p in engine.model.parameters()),
+    others = await anyio.to_thread.run_sync(suggestions) if state.settings.other_bases else []
+    return {"id": state.catalog.base.id, "root": state.catalog.base.root, "parameters": _parameters(state),
+            "other_bases": state.settings.other_bases, "suggestions": [m for m in others if m != state.catalog.base.id],
             "context_length": state.base_context, "chat_template": bool(engine.tokenizer.chat_template),
             "template": state.settings.template, "device": str(engine.device), "dtype": str(engine.model.dtype),
             "jobs": state.jobs is not None, "log_requests": state.settings.log_requests}
+
+
+@router.get("/tf/v1/models/describe")
+async def describe_model(request: Request, name: str = Query(..., min_length=1, max_length=1000),
+                         caller: Caller = Depends(require_api_key)) -> dict:
+    """Another base a job may fine-tune (`--other-bases`): its size, context length and chat template, read from
+    its config and tokenizer without loading the weights."""
+    from tuneforge.serve.other_bases import describe
+
+    state = request.app.state.tuneforge
+    if not state.settings.other_bases and name != state.catalog.base.id:
+        raise invalid("name", "this server fine-tunes only the model it serves (start it with --other-bases)",
+                      code="model_not_available")
+    try:
+        facts = await anyio.to_thread.run_sync(describe, name)
+    except TuneforgeError as err:
+        raise invalid("name", err.message + (f" ({err.hint})" if err.hint else ""), code="model_not_found") from None
+    return facts
 
 
 def _kind_of(row) -> str:
@@ -99,11 +124,14 @@ def _rewards(method: dict, allow_python: bool, preview: bool) -> list[dict] | No
     return grader_rewards(method, allow_python)
 
 
-def _config(state, jobs, row, method: dict, overrides: dict | None, run_dir: str, preview: bool = False):
-    """The validated RunConfig a job on this file would train (as routes_jobs builds it)."""
+def _config(state, jobs, row, method: dict, overrides: dict | None, run_dir: str, preview: bool = False,
+            base: tuple[str, str] | None = None):
+    """The validated RunConfig a job on this file would train (as routes_jobs builds it); `base`: (source,
+    template) of another base than the served one."""
     from tuneforge.jobs.spec import validate_config
 
-    inputs = JobInputs(state.catalog.base.root, jobs.settings.template, str(jobs.storage / row.path), None, run_dir)
+    source, template = base or (state.catalog.base.root, jobs.settings.template)
+    inputs = JobInputs(source, template, str(jobs.storage / row.path), None, run_dir)
     try:
         config = run_config(method, 42, overrides, inputs, _rewards(method, jobs.settings.python_grader, preview))
         return config, validate_config(config)
@@ -193,6 +221,7 @@ def _plan(state, jobs, project: str, req: JobCreate) -> dict:
 
     from tuneforge.config.auto import resolve_auto
     from tuneforge.methods import method_and_params
+    from tuneforge.models.memory import read_model_shape
     from tuneforge.stages import stage_and_params
 
     row = js.get_file(jobs.store, project, req.training_file)
@@ -204,13 +233,15 @@ def _plan(state, jobs, project: str, req: JobCreate) -> dict:
         raise invalid("method", f"{row.filename} holds {row.data_format} rows, which a {method['type']} job "
                                 f"cannot train on", code="invalid_file_format")
     run_dir = str(jobs.job_dir(_NEW_JOB) / "run")
-    config, cfg = _config(state, jobs, row, method, req.tuneforge, run_dir)
+    base = base_source(req, jobs, state)
+    config, cfg = _config(state, jobs, row, method, req.tuneforge, run_dir, base=base)
     config.pop("tags", None)
     device = _device(state)
     stage, _ = stage_and_params(cfg)
+    served = base[0] == state.catalog.base.root
     resolved = resolve_auto(cfg.train, method_and_params(cfg)[0], row.n_rows or 1, device,
-                            lr_scale=stage.lr_scale, model_params=sum(p.numel() for p in state.pool.base.model
-                                                                      .parameters()))
+                            lr_scale=stage.lr_scale, model_params=_parameters(state) if served
+                            else read_model_shape(cfg.model.name).n_params)
     try:
         memory = _memory(cfg, resolved, device)
     except (TuneforgeError, OSError, ValueError, KeyError):

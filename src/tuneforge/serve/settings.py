@@ -41,6 +41,8 @@ class ServeSettings:
     python_grader: allow reinforcement jobs' `python` graders, which run the client's code on this machine.
     dataset_info: a `dataset_info.json` (or its folder) whose datasets the web UI offers to import as files
         (default $TUNEFORGE_DATASET_INFO).
+    other_bases: jobs may fine-tune another base than the served one (a model alias, local folder, GGUF file or hub
+        id, as `tuneforge train` takes it); such bases and their fine-tuned models are served as their own copies.
     """
 
     model: str
@@ -67,6 +69,7 @@ class ServeSettings:
     registry_url: str | None = None
     python_grader: bool = False
     dataset_info: str | None = None
+    other_bases: bool = False
 
     def __post_init__(self):
         for key in ("max_adapters", "max_copies", "max_tokens", "max_n", "concurrency", "max_attempts",

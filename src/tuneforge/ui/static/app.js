@@ -59,16 +59,48 @@ const human = (n) => n >= 1e9 ? (n / 1e9).toFixed(1) + "B" : n >= 1e6 ? (n / 1e6
 const bytes = (n) => n >= 2 ** 30 ? (n / 2 ** 30).toFixed(1) + " GiB" : (n / 2 ** 20).toFixed(0) + " MiB";
 
 // ---------- 1. Model ----------
+// S.model: another base chosen to fine-tune (its facts from /tf/v1/models/describe); null = the served base.
 function renderModel() {
   const b = S.base;
   if (!b) return;
+  const m = S.model;
+  const template = m ? (m.chat_template ? t("model.has_own_template") : m.chat_template === false
+    ? t("model.no_template") : "?") : b.chat_template ? t("model.has_template", {name: b.template})
+    : t("model.no_template");
   const facts = [
-    ["model.id", b.id], ["model.size", t("model.params", {n: human(b.parameters)})],
-    ["model.context", b.context_length ? t("model.tokens", {n: b.context_length}) : "?"],
-    ["model.template", b.chat_template ? t("model.has_template", {name: b.template}) : t("model.no_template")],
-    ["model.device", `${b.device} · ${b.dtype.replace("torch.", "")}`],
+    ["model.id", m ? m.id : b.id], ["model.size", t("model.params", {n: human(m ? m.parameters : b.parameters)})],
+    ["model.context", (m || b).context_length ? t("model.tokens", {n: (m || b).context_length}) : "?"],
+    ["model.template", template],
+    ["model.device", `${b.device} · ${m ? t("model.own_copy") : b.dtype.replace("torch.", "")}`],
   ];
   $("model-facts").replaceChildren(...facts.map(([k, v]) => el("div", {}, el("dt", {}, t(k)), el("dd", {}, v))));
+  $("model-pick").hidden = !b.other_bases;
+  $("model-list").replaceChildren(...(b.suggestions || []).map((name) => el("option", {value: name})));
+  $("model-reset").hidden = !m;
+}
+const modelId = () => (S.model ? S.model.id : S.base.id);
+
+async function useModel() {
+  const name = $("model-input").value.trim();
+  if (!name) return;
+  showError("model-error", "");
+  $("model-use").disabled = true;
+  try {
+    S.model = name === S.base.id ? null : await api(`/tf/v1/models/describe?name=${encodeURIComponent(name)}`);
+    renderModel();
+    schedulePlan();
+  } catch (err) {
+    showError("model-error", err.message);
+  } finally {
+    $("model-use").disabled = false;
+  }
+}
+function resetModel() {
+  S.model = null;
+  $("model-input").value = "";
+  showError("model-error", "");
+  renderModel();
+  schedulePlan();
 }
 
 // ---------- 2. Data ----------
@@ -351,7 +383,7 @@ function overrides() {
 function jobRequest() {
   const hp = {n_epochs: number("set-epochs"), learning_rate_multiplier: number("set-lr"),
               batch_size: number("set-batch")};
-  return {model: S.base.id, training_file: S.fileId, validation_file: $("set-validation").value || null,
+  return {model: modelId(), training_file: S.fileId, validation_file: $("set-validation").value || null,
           suffix: $("set-suffix").value.trim() || null,
           method: {type: S.stage, [S.stage]: {hyperparameters: hp,
                                                ...(S.stage === "reinforcement" ? {grader: grader()} : {})}},
@@ -564,10 +596,14 @@ async function openJob(jobId) {
 function tunedModel() {
   return S.job && S.job.status === "succeeded" ? S.job.fine_tuned_model : null;
 }
+// The base beside the fine-tuned model: the one the shown job fine-tuned (another base, with --other-bases).
+function chatBase() {
+  return (S.job && S.job.model) || (S.base ? S.base.id : "");
+}
 function renderChatModels() {
   const tuned = tunedModel();
   $("answer-tuned").querySelector(".model-id").textContent = tuned || t("chat.not_ready");
-  $("answer-base").querySelector(".model-id").textContent = S.base ? S.base.id : "";
+  $("answer-base").querySelector(".model-id").textContent = chatBase();
   $("chat-send").disabled = !S.base;
 }
 
@@ -666,7 +702,7 @@ async function chat(event) {
   if (!prompt) return;
   $("chat-send").disabled = true;
   const tuned = tunedModel();
-  const jobs = [streamAnswer(S.base.id, prompt, $("answer-base"))];
+  const jobs = [streamAnswer(chatBase(), prompt, $("answer-base"))];
   if (tuned) jobs.push(streamAnswer(tuned, prompt, $("answer-tuned")));
   try {
     await Promise.all(jobs);
@@ -696,6 +732,9 @@ async function start() {
   $("file-input").addEventListener("change", (e) => e.target.files[0] && upload(e.target.files[0]));
   $("file-select").addEventListener("change", (e) => chooseFile(e.target.value));
   $("dataset-import").addEventListener("click", importDataset);
+  $("model-use").addEventListener("click", useModel);
+  $("model-input").addEventListener("keydown", (e) => { if (e.key === "Enter") useModel(); });
+  $("model-reset").addEventListener("click", resetModel);
   $("map-format").addEventListener("change", renderRoles);
   $("map-apply").addEventListener("click", applyMapping);
   $("set-validation").addEventListener("change", schedulePlan);
