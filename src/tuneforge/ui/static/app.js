@@ -127,9 +127,10 @@ async function loadDatasets() {
 }
 function renderDatasets() {
   $("dataset-row").hidden = !S.datasets.length;
+  const label = (d) => [d.formatting, d.ranking ? "pairs" : "", d.kto ? "kto" : "", d.local ? "" : t("data.hub_only")]
+    .filter(Boolean).join(", ");
   $("dataset-select").replaceChildren(...S.datasets.map((d) => el("option", {value: d.name,
-    ...(d.local ? {} : {disabled: ""})}, `${d.name} (${d.formatting}${d.ranking ? ", pairs" : ""}${d.kto ? ", kto" : ""}`
-    + `${d.local ? "" : ", " + t("data.hub_only")})`)));
+    ...(d.local ? {} : {disabled: ""})}, `${d.name} (${label(d)})`)));
 }
 async function importDataset() {
   const name = $("dataset-select").value;
@@ -146,9 +147,11 @@ async function importDataset() {
   }
 }
 
-const ROLES_OF = {alpaca: ["prompt", "query", "response", "system", "history"], sharegpt: ["messages", "system", "tools"],
+const ROLES_OF = {
+  alpaca: ["prompt", "query", "response", "system", "history"], sharegpt: ["messages", "system", "tools"],
   openai: ["messages", "tools"], text: ["text"], pairwise: ["prompt", "query", "chosen", "rejected", "messages"],
-  kto: ["prompt", "query", "response", "kto_tag", "messages"], auto: ["prompt", "query", "response", "messages", "text"]};
+  kto: ["prompt", "query", "response", "kto_tag", "messages"], auto: ["prompt", "query", "response", "messages", "text"],
+};
 
 function renderMapping() {
   const m = S.mapping;
