@@ -66,7 +66,7 @@ def ui_cmd(
     settings = ServeSettings(model=_base_model(model, None), name=name, template=template, runs_dir=runs or None,
                              device=device, storage=storage, concurrency=concurrency, log_requests=log_requests,
                              require_keys=keys_required(host, insecure), dataset_info=dataset_info,
-                             other_bases=True)
+                             other_bases=True, max_copies=2)  # another base and its fine-tune, side by side
     app = create_app(settings)
     mount_ui(app)
     console.print(summary(app), markup=False, highlight=False, soft_wrap=True)
