@@ -189,6 +189,16 @@ def test_a_run_without_a_job_is_the_local_users_and_says_what_cannot_apply(clien
 def test_a_cancelled_job_continues_from_its_checkpoint_as_a_new_job(client, two_jobs):
     old = two_jobs[1]
     ckpt = wait_for(lambda: client.get(f"/v1/fine_tuning/jobs/{old}/checkpoints").json()["data"], "a checkpoint")
+    # paused: resuming its run resumes the job (as POST /v1/fine_tuning/jobs/{id}/resume does)
+    assert client.post(f"/v1/fine_tuning/jobs/{old}/pause").status_code == 200
+    wait_for(lambda: job(client, old)["status"] == "paused", "the job to pause")
+    paused = run_of(client, old)
+    assert paused["status"] == "interrupted" and paused["job"]["status"] == "paused"
+    assert client.get(f"/tf/v1/runs/{paused['id']}").json()["actions"]["resume"]["action"] == "resume"
+    answer = client.post(f"/tf/v1/runs/{paused['id']}/resume")
+    assert answer.status_code == 200 and answer.json()["action"] == "resumed"
+    assert answer.json()["job"]["id"] == old and answer.json()["job"]["status"] == "queued"
+    # cancelled (a failed job is the same case): its run continues from its last checkpoint as a new job
     assert client.post(f"/v1/fine_tuning/jobs/{old}/cancel").status_code == 200
     run = wait_for(lambda: (r := run_of(client, old)) and r["status"] != "running" and r, "the run to stop")
     wait_for(lambda: client.get(f"/tf/v1/runs/{run['id']}").json()["actions"]["resume"]["ok"], "no worker left")
@@ -214,3 +224,4 @@ def test_a_cancelled_job_continues_from_its_checkpoint_as_a_new_job(client, two_
         f"/tf/v1/runs/{run['id']}").json()["children"]
     again = client.post(f"/tf/v1/runs/{run['id']}/resume")  # one continuation per ended job
     assert again.status_code == 409 and f"continued already as {new}" in again.json()["error"]["message"]
+    wait_for(lambda: run_of(client, new)["status"] != "running", "the new job's worker to stop")  # no orphan
