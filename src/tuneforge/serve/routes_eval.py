@@ -197,6 +197,8 @@ def _options(jobs: JobsState, project: str, model: str | None, file_id: str | No
     files = [{"id": f.id, "filename": f.filename, "rows": f.n_rows, "format": f.data_format,
               "split": _split(job, f.id)}
              for f in js.list_files(jobs.store, project, limit=100)[0] if _fits(f)]
+    if default_id and not file_id and default_id not in [f["id"] for f in files]:
+        default_id = default_split = None  # deleted since the job trained, or not readable for task metrics
     chosen = file_id or default_id
     labels = None
     if chosen:
