@@ -178,7 +178,9 @@ def _pause(row: FineTuningJob) -> None:
 def _resume(row: FineTuningJob) -> None:
     if row.status != "paused":
         raise JobConflict(f"only a paused job can be resumed; this one is {row.status}"
-                          + (" (it resumes once it has paused)" if row.status == "pausing" else ""))
+                          + (" (it resumes once it has paused)" if row.status == "pausing" else "")
+                          + ("; POST /tf/v1/runs/{run id}/resume continues it from its last checkpoint as a new job"
+                             if row.status in ("failed", "cancelled") else ""))
     row.status, row.requested = "queued", None
 
 

@@ -210,6 +210,16 @@ def _tree(w: _World, node: dict) -> dict | None:
             "method": node["method"], "focus": node["focus"], "children": kids}
 
 
+def _visible_tree(w: _World, node: dict) -> dict | None:
+    """The lineage from the topmost run the caller may see that leads to the focus run."""
+    def holds_focus(n: dict) -> bool:
+        return n["focus"] or any(holds_focus(c) for c in n["children"])
+
+    if node["id"] in w.by_id:
+        return _tree(w, node)
+    return next((_visible_tree(w, c) for c in node["children"] if holds_focus(c)), None)
+
+
 def _artifacts(w: _World, r) -> list[dict]:
     from tuneforge.registry import queries
 
@@ -234,7 +244,7 @@ def _detail(state, jobs, project: str, run_id: str) -> dict:
     return {**_summary(w, r),
             "config_yaml": yaml.safe_dump(w.shown_deep(full.config), sort_keys=False, allow_unicode=True)
             if full.config else None,
-            "series": _series(jobs.store, r.id), "lineage": _tree(w, tree) or _tree(w, {**tree, "id": r.id}),
+            "series": _series(jobs.store, r.id), "lineage": _visible_tree(w, tree),
             "evals": queries.evals(jobs.store, r.id), "artifacts": _artifacts(w, r), "parity": _parity_of(r),
             "actions": {"resume": _can_resume(w, r), "export": _can_export(w, r), "new_run": _new_run(w, r, full)}}
 
