@@ -2,7 +2,8 @@
 real `tuneforge serve` app with the UI mounted (656K TinyStories base, chatml): a job trained through the HTTP API
 shows up as a run with its status and loss; opened, it shows its config, loss curve, lineage and which actions
 apply; Export merges it and passes the parity check (the export appears as its child run); "New run from this
-config" fills the data step and the settings with the run's file and keys. Then Chinese and a phone-width window.
+config" fills the data step and the settings with the run's file and keys, and the job started from there joins the
+table when it ends. Then Chinese and a phone-width window.
 Screenshots go to tmp_path/screens (run with -s to see the folder; look at them).
 """
 
@@ -76,6 +77,7 @@ def test_runs_are_listed_opened_exported_and_started_again(server, browser, tmp_
     page.until(lambda: len(page.all(row)) == 1, "the job's run in the Runs table")
     assert page.text("#h-runs") == "8Runs" or page.text("#h-runs").endswith("Runs")
     first = page.find(row)
+    first_id = first.get_attribute("data-run")
     assert first.find_element("css selector", ".badge").get_attribute("data-status") == "succeeded"
     assert "colors" in first.text and "SFT · lora" in first.text and " 20" in first.text
     assert first.find_element("css selector", ".run-open").get_attribute("aria-label") == "Open run colors"
@@ -126,6 +128,12 @@ def test_runs_are_listed_opened_exported_and_started_again(server, browser, tmp_
                "the plan with the run's keys")
     assert not page.find("#train").get_attribute("disabled")
     page.shot("8d-new-run-settings", "#step-settings")
+    page.find("#train").click()  # the new job: when it ends, its run joins the table without a refresh
+    page.until(lambda: page.job_status() == "succeeded", "the new job to finish", timeout=90)
+    page.until(lambda: len(page.all(row)) == 3, "the new job's run in the Runs table")
+    newest = page.find(row)
+    assert newest.find_element("css selector", ".badge").get_attribute("data-status") == "succeeded"
+    assert " 20" in newest.text and newest.get_attribute("data-run") != first_id
 
     # Chinese, then a phone-width window: no sideways scrolling of the page (the table scrolls in its box)
     page.find("#lang").click()

@@ -122,7 +122,9 @@ async function loadRuns() {
   }
   $("runs-status").textContent = "";
   renderRuns();
-  if (R.runs.some((r) => RUN_ACTIVE.includes(r.status))) R.poll = setTimeout(loadRuns, 5000);
+  // Poll while a run trains, and while the job shown in step 5 trains but its run is not recorded yet.
+  const shown = S.job && ACTIVE.includes(S.job.status) && !R.runs.some((r) => r.job && r.job.id === S.job.id);
+  if (shown || R.runs.some((r) => RUN_ACTIVE.includes(r.status))) R.poll = setTimeout(loadRuns, shown ? 3000 : 5000);
 }
 
 function renderRuns() {
@@ -169,13 +171,19 @@ async function openRun(runId, {scroll = true} = {}) {
   }
   renderRuns();
   renderDetail();
-  if (scroll) $("run-detail").scrollIntoView({block: "start"});
+  if (scroll) {
+    $("run-detail").scrollIntoView({block: "start"});
+    $("run-title").focus({preventScroll: true});  // keyboard and screen reader users land on the opened run
+  }
 }
 
 function closeRun() {
+  const id = R.detail && R.detail.id;
   R.detail = R.exported = R.note = null;
   renderRuns();
   renderDetail();
+  const row = document.querySelector(`#runs-table tr[data-run="${id}"] .run-open`);
+  if (row) row.focus();
 }
 
 function fact(key, value) {
@@ -197,7 +205,7 @@ function renderDetail() {
                                                                            + `${x.role})`).join(", ")));
   box.replaceChildren(
     el("div", {class: "run-head"},
-       el("h3", {id: "run-title"}, `${d.name} · ${t(`runs.kind.${d.kind}`)}`), statusBadge(d.status),
+       el("h3", {id: "run-title", tabindex: "-1"}, `${d.name} · ${t(`runs.kind.${d.kind}`)}`), statusBadge(d.status),
        el("button", {type: "button", class: "ghost", id: "run-close", onclick: closeRun}, t("runs.close"))),
     el("dl", {class: "facts"}, ...facts),
     d.error ? el("p", {class: "run-error-text"}, el("strong", {}, t("runs.error") + ": "), d.error) : "",
