@@ -224,7 +224,7 @@ def _artifacts(w: _World, r) -> list[dict]:
     from tuneforge.registry import queries
 
     out = []
-    root = Path(r.output_dir) if r.output_dir else None
+    root = _run_folder(w, r)
     for a in queries.artifacts(w.jobs.store, r.id):
         path = Path(a["path"])
         name = str(path.relative_to(root)) if root and path.is_relative_to(root) else w.shown(a["path"])
@@ -313,14 +313,25 @@ def _can_resume(w: _World, r) -> dict:
     return _no(f"{job.id} is {job.status}: it goes on by itself")
 
 
+def _run_folder(w: _World, r) -> Path | None:
+    """The run's output folder, absolute: where its adapter or model was recorded (output_dir may be relative to
+    wherever `tuneforge train` ran), else output_dir when it is absolute."""
+    from tuneforge.registry import queries
+
+    for a in queries.artifacts(w.jobs.store, r.id):
+        if a["kind"] in ("adapter", "model"):
+            return Path(a["path"]).parent
+    return Path(r.output_dir) if r.output_dir and Path(r.output_dir).is_absolute() else None
+
+
 def _final_model(w: _World, r) -> tuple[str | None, Path | None]:
     """(base, adapter folder) or (model folder, None) of a finished training run; (None, None) when missing."""
     from tuneforge.models.addons import is_adapter_dir
 
-    out = Path(r.output_dir or "")
-    if r.output_dir and is_adapter_dir(out / "adapter"):
+    out = _run_folder(w, r)
+    if out is not None and is_adapter_dir(out / "adapter"):
         return (w.config(r.id).get("model") or {}).get("name"), out / "adapter"
-    if r.output_dir and (out / "model" / "config.json").is_file():
+    if out is not None and (out / "model" / "config.json").is_file():
         return str(out / "model"), None
     return None, None
 
@@ -435,8 +446,8 @@ class ExportRequest(BaseModel):
     check_samples: int = Field(4, ge=1, le=16)
 
 
-def _destination(r, name: str | None) -> Path:
-    folder = Path(r.output_dir) / "exports"
+def _destination(run_folder: Path, name: str | None) -> Path:
+    folder = run_folder / "exports"
     if name:
         dest = folder / name
         if dest.exists():
@@ -463,11 +474,12 @@ def _export(state, jobs, project: str, run_id: str, req: ExportRequest) -> dict:
             raise APIError(409, f"run {r.id} is being exported already; wait for that export", code="conflict")
         _exporting.add(r.id)
     try:
-        dest = _destination(r, req.name)
+        dest = _destination(_run_folder(w, r), req.name)
         model, adapter = _final_model(w, r)
         device = "cpu" if str(state.pool.base.device).startswith("cpu") else "auto"
+        # template auto: the one the run trained with, saved beside its adapter or model
         report = merge_adapter(model, str(adapter) if adapter else None, str(dest), dtype=req.dtype,
-                               check_samples=req.check_samples, template=state.settings.template, device=device,
+                               check_samples=req.check_samples, template="auto", device=device,
                                registry_url=jobs.store.url)
     except ParityError as err:
         raise APIError(422, w.shown(err.message), code="parity_failed") from None
@@ -477,7 +489,7 @@ def _export(state, jobs, project: str, run_id: str, req: ExportRequest) -> dict:
         with _exporting_lock:
             _exporting.discard(r.id)
     return {"object": "tuneforge.export", "run_id": report.run_id, "source_run_id": r.id,
-            "folder": str(Path(report.out).relative_to(Path(r.output_dir))), "path": w.shown(report.out),
+            "folder": f"exports/{dest.name}", "path": w.shown(report.out),
             "dtype": report.dtype, "passed": report.passed, "parity": report.parity.as_dict()}
 
 
