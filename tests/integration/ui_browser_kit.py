@@ -19,6 +19,7 @@ from tuneforge.serve.settings import ServeSettings
 from tuneforge.ui.app import mount_ui
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is in the test extra")
+from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
@@ -85,7 +86,9 @@ class Page:
 
     def until(self, check, what: str, timeout: float = 30):
         try:
-            return WebDriverWait(self.driver, timeout, poll_frequency=0.1).until(lambda _: check())
+            # a node re-rendered between finding and reading it is read again at the next poll
+            return WebDriverWait(self.driver, timeout, poll_frequency=0.1,
+                                 ignored_exceptions=(StaleElementReferenceException,)).until(lambda _: check())
         except Exception:
             self.shot("failed")
             errors = [e.text for e in self.all(".error") if e.text]

@@ -140,6 +140,7 @@ let LANG = localStorage.getItem("tuneforge.lang") || (navigator.language.startsW
 // Another script's text (runs.js, evaluate.js, ...): addText({en: {...}, zh: {...}}) before it renders.
 function addText(more) {
   for (const [lang, entries] of Object.entries(more)) TEXT[lang] = Object.assign(TEXT[lang] || {}, entries);
+  if (document.getElementById("lang")) applyLanguage();  // the page's data-i18n text that was waiting for these
 }
 
 function t(key, vars) {
