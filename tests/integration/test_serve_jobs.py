@@ -284,6 +284,26 @@ def test_a_killed_worker_is_restarted_from_its_last_checkpoint(client, training_
     assert registry_job(settings, job.id).attempts == 2
 
 
+def test_tuneforges_own_method_types_train_kto_and_pretraining_jobs(client, tmp_path, finished):
+    kto, text = tmp_path / "kto.jsonl", tmp_path / "stories.jsonl"
+    kto.write_text("".join(json.dumps({**r, "label": i % 2 == 0}) + "\n" for i, r in enumerate(ROWS)))
+    text.write_text("".join(json.dumps({"text": f"The sky is blue and the grass is green. {i}"}) + "\n"
+                            for i in range(8)))
+    started = []
+    for path, kind in ((kto, "kto"), (text, "pretraining")):
+        with path.open("rb") as f:
+            uploaded = client.files.create(file=f, purpose="fine-tune")
+        with pytest.raises(openai.BadRequestError):  # the data decide which method types can train on them
+            client.fine_tuning.jobs.create(model="tiny", training_file=uploaded.id, method={"type": "dpo"})
+        started.append(client.fine_tuning.jobs.create(model="tiny", training_file=uploaded.id, method={"type": kind},
+                                                      extra_body={"tuneforge": {**FAST, "train.max_steps": 3}}))
+    for job in started:
+        done = wait_for(client, job.id, ("succeeded", "failed"))
+        assert done.status == "succeeded", done.error
+        assert done.fine_tuned_model.startswith("ft:tiny:")
+        assert any(e.type == "metrics" for e in client.fine_tuning.jobs.list_events(job.id, limit=100).data)
+
+
 def test_a_reinforcement_job_trains_grpo_with_an_openai_grader(client, tmp_path, finished):
     prompts = tmp_path / "rl.jsonl"
     prompts.write_text("".join(json.dumps({"messages": r["messages"][:1], "answer": r["messages"][1]["content"]})

@@ -94,6 +94,21 @@ def test_options_come_from_the_compatibility_table_and_the_data(client, chat_fil
                                                                                       "pairs.jsonl:1 · rejected"]
 
 
+def test_tuneforges_own_method_types_are_offered_for_the_data_they_train_on(client):
+    kto = upload(client, "kto.jsonl", [{**ROWS[0], "label": True}, {**ROWS[1], "label": False}])
+    text = upload(client, "stories.jsonl", [{"text": "Once upon a time."}, {"text": "The end."}])
+    for file_id, kind, stage in ((kto, "kto", "kto"), (text, "pretraining", "pt")):
+        options = client.get("/tf/v1/options", params={"file_id": file_id}).json()
+        assert [s["method"] for s in options["stages"] if s["fits_data"]] == [kind]
+        assert client.get(f"/tf/v1/files/{file_id}/preview").json()["stage"] == stage
+        plan = client.post("/tf/v1/plan", json={"model": "tiny", "training_file": file_id, "method": {"type": kind}})
+        assert yaml.safe_load(plan.json()["yaml"])["stage"] == {"type": stage}
+    pairs = upload(client, "pairs.jsonl", [PAIR] * 2)
+    fitting = [s["method"] for s in client.get("/tf/v1/options", params={"file_id": pairs}).json()["stages"]
+               if s["fits_data"]]
+    assert fitting == ["dpo", "orpo", "simpo"]
+
+
 def test_reinforcement_prompts_preview_and_plan_with_the_grader_the_page_builds(client):
     prompts = upload(client, "rl.jsonl", [{"messages": [{"role": "user", "content": "Sky?"}], "answer": "Blue"}])
     assert client.get("/tf/v1/options", params={"file_id": prompts}).json()["kind"] == "prompts"

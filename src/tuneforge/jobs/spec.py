@@ -17,8 +17,12 @@ from typing import Any
 
 from tuneforge.utils.errors import ConfigError
 
-METHOD_STAGES = {"supervised": "sft", "dpo": "dpo", "reinforcement": "grpo"}
-FILE_KINDS = {"supervised": ("chat",), "dpo": ("pairwise",), "reinforcement": ("chat", "prompts")}
+# OpenAI's method types, then tuneforge's own (an extension: the stages whose result is a model to chat with; reward
+# models and PPO, which needs one, are trained with `tuneforge train`).
+METHOD_STAGES = {"supervised": "sft", "dpo": "dpo", "reinforcement": "grpo",
+                 "orpo": "orpo", "simpo": "simpo", "kto": "kto", "pretraining": "pt"}
+FILE_KINDS = {"supervised": ("chat",), "dpo": ("pairwise",), "reinforcement": ("chat", "prompts"),
+              "orpo": ("pairwise",), "simpo": ("pairwise",), "kto": ("kto",), "pretraining": ("text",)}
 DEFAULT_METHOD = "lora"
 # Settings a job may not change through `tuneforge`: the server decides the base, the data and where runs go.
 _FIXED = ("model", "data.train", "data.eval", "output", "train.resume", "train.distributed", "stage.type", "tags")

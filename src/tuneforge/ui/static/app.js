@@ -283,7 +283,7 @@ async function chooseFile(fileId) {
     return;
   }
   $("data-status").textContent = "";
-  S.stage = S.preview.kind === "pairwise" ? "dpo" : S.preview.kind === "prompts" ? "reinforcement" : "supervised";
+  S.stage = null;  // the first stage the file's data fit (the server lists OpenAI's method types first)
   renderData();
   renderMapping();
   renderOptions();
