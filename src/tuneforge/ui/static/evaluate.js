@@ -311,13 +311,7 @@ function change(m) {
 }
 
 function drawEvalChart(metrics) {
-  const ns = "http://www.w3.org/2000/svg";
-  const node = (tag, attrs, text) => {
-    const n = document.createElementNS(ns, tag);
-    Object.entries(attrs).forEach(([k, v]) => n.setAttribute(k, v));
-    if (text != null) n.textContent = text;
-    return n;
-  };
+  const node = svgNode;
   // Drawn at the box's own width (1 SVG unit = 1 px), so the numbers stay readable on a phone.
   const room = ($("eval-result") && $("eval-result").clientWidth) || 760;
   const W = Math.max(300, Math.min(960, room));

@@ -334,13 +334,7 @@ async function newRunFrom(d) {
 
 // ---------- chart, metrics, lineage ----------
 function lossChart(series) {
-  const ns = "http://www.w3.org/2000/svg";
-  const node = (tag, attrs, text) => {
-    const n = document.createElementNS(ns, tag);
-    Object.entries(attrs).forEach(([k, v]) => n.setAttribute(k, v));
-    if (text != null) n.textContent = text;
-    return n;
-  };
+  const node = svgNode;
   const W = 600, H = 220, L = 48, R_ = 12, T = 12, B = 28;
   const lines = [["loss", "line", "runs.train_loss", "key"], ["eval_loss", "line eval", "runs.eval_loss", "key eval"]]
     .filter(([k]) => series[k] && series[k].length);
