@@ -186,12 +186,12 @@ def test_another_project_sees_neither_the_model_nor_its_evaluations(client, job,
 
 
 def test_an_evaluation_the_server_stopped_during_reads_failed(client, settings):
-    from tuneforge.serve import routes_eval
+    from tuneforge.serve import evals_store
 
     folder = settings.storage_dir / "evals" / "eval-20200101000000abcd"
     folder.mkdir(parents=True)
     (folder / "eval.json").write_text(json.dumps({"id": folder.name, "project": "default", "status": "running",
                                                   "created_at": 1, "model": "ft:x"}))
-    assert folder.name not in routes_eval._ACTIVE
+    assert folder.name not in evals_store.ACTIVE
     left = client.get(f"/tf/v1/evals/{folder.name}").json()
     assert left["status"] == "failed" and "stopped" in left["error"]
