@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tuneforge.data.render import _ids_and_offsets, _plain_backend
+from tuneforge.data.token_spans import is_lossless, offsets_are_exact
 from tuneforge.models.load import load_tokenizer
 
 TEXTS = ["<|im_start|>user\nHi  there<|im_end|>\n<|im_start|>assistant\n中文 émoji 🙂\n\n", " leading space",
@@ -35,3 +36,37 @@ def test_a_backend_left_truncating_goes_through_the_tokenizer(tok):
         assert len(ids) > 3  # the leftover truncation was not applied: the wrapper resets it per call
     finally:
         tok._tokenizer.no_truncation()
+
+
+HARD_TEXTS = TEXTS + ["nul\x00 and zero\u200bwidth", "e\u0301 combining, ﬁ ligature, Ⅻ numeral", "🙂🙃" * 4,
+                      "trailing spaces   \n\n\t", "  <|im_end|>  literal special token  ", "\r\n\r\n", "Ω≈ç√∫˜µ≤≥÷"]
+
+
+def test_a_lossless_tokenizer_decodes_every_text_back_so_rows_are_not_decoded(shared):
+    smol = load_tokenizer(str(shared / "models" / "smollm2-135m-instruct-q4_1-gguf"))
+    assert is_lossless(smol)  # byte-level BPE, no normalizer, no prefix space, no whitespace-eating added token
+    for split_special in (False, True):
+        smol.split_special_tokens = split_special
+        for text in HARD_TEXTS:  # what is_lossless promises, checked the slow way
+            ids, _ = _ids_and_offsets(smol, text)
+            assert smol.backend_tokenizer.decode(ids, skip_special_tokens=False) == text
+    smol.split_special_tokens = False
+
+
+def test_tokenizers_that_can_lose_text_are_still_checked_row_by_row(shared):
+    from tokenizers import AddedToken, normalizers
+
+    tiny = load_tokenizer(str(shared / "models" / "tinystories-656k"))  # byte_fallback without byte tokens
+    assert not is_lossless(tiny)
+    ids, _ = _ids_and_offsets(tiny, "a { brace")
+    assert not offsets_are_exact(tiny, "a { brace", ids)  # it drops '{': the row takes the exact path
+
+    lowered = load_tokenizer(str(shared / "models" / "smollm2-135m-instruct-q4_1-gguf"))
+    lowered.backend_tokenizer.normalizer = normalizers.Lowercase()
+    assert not is_lossless(lowered)
+    ids, _ = _ids_and_offsets(lowered, "Capitals")
+    assert not offsets_are_exact(lowered, "Capitals", ids)
+
+    eating = load_tokenizer(str(shared / "models" / "smollm2-135m-instruct-q4_1-gguf"))
+    eating.backend_tokenizer.add_special_tokens([AddedToken("<sep>", rstrip=True, lstrip=True)])
+    assert not is_lossless(eating)
