@@ -91,14 +91,16 @@ def plan_eval(state, jobs: JobsState, project: str, req) -> tuple[dict, dict]:
         raise invalid("model", "the base has no chat template, so task prompts cannot be rendered as in training; "
                                "start the server with --template")
     job = job_of(jobs, project, req.model)
+    # a job on another base (--other-bases) is compared with that base, served as its own copy
+    base = (entry.base and state.catalog.find(entry.parent, project)) or state.catalog.base
     limit = req.limit or DEFAULT_LIMIT
     rec = {"id": f"eval-{time.strftime('%Y%m%d%H%M%S')}{secrets.token_hex(4)}", "object": "tf.eval",
-           "project": project, "model": req.model, "base": state.catalog.base.id, "kind": req.kind,
+           "project": project, "model": req.model, "base": base.id, "kind": req.kind,
            "job_id": job.id if job else None, "job_run_id": job.run_id if job else None, "limit": limit,
            "status": "queued", "created_at": int(time.time()), "started_at": None, "finished_at": None,
            "progress": {"done": 0, "total": 0, "phase": "queued"}, "error": None, "note": None, "result": None,
            "run_id": None}
-    work = {"entry": entry}
+    work = {"entry": entry, "base": base}
     if req.kind == "benchmark":
         return _plan_benchmark(jobs, req, rec, work)
     return _plan_task(jobs, project, req, job, rec, work)

@@ -113,7 +113,7 @@ def _run(state, jobs: JobsState, rec: dict, work: dict) -> None:
 
     folder = eval_folder(jobs, rec["id"])
     update(jobs, rec, status="running", started_at=int(time.time()), progress={**rec["progress"], "phase": "base"})
-    base = _evaluate_side(state, jobs, rec, work, state.catalog.base, "base", 0)
+    base = _evaluate_side(state, jobs, rec, work, work["base"], "base", 0)
     tuned = _evaluate_side(state, jobs, rec, work, work["entry"], "tuned", rec["n"])
     cmp = compare_task(rec["task"], base, tuned)
     for name, result in (("base", base), ("tuned", tuned)):
@@ -125,7 +125,7 @@ def _run(state, jobs: JobsState, rec: dict, work: dict) -> None:
     summary = hide_storage_json(_summary(cmp, base, tuned, settings), jobs.storage, work.get("path"),
                                 rec["filename"])
     try:
-        run_id = _record(jobs, rec, work, base, tuned, folder, state.catalog.base.root)
+        run_id = _record(jobs, rec, work, base, tuned, folder, work["base"].root)
     except Exception:  # noqa: BLE001 - the registry is informative; the result is on disk
         run_id = None
     update(jobs, rec, status="succeeded", finished_at=int(time.time()), result=summary, run_id=run_id,
