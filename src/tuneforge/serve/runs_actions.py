@@ -158,7 +158,8 @@ def new_run(w: CallerRuns, r, full) -> dict:
            "suffix": job.suffix if job is not None else None,
            "training_file": {"id": file_row.id, "filename": file_row.filename} if file_row else None}
     if job_method == "reinforcement":
-        return _no("reinforcement jobs need a grader, which the page cannot set yet: use the API", **out)
+        return _no("a reinforcement run's grader is not carried over: pick its prompts file in step 2 and choose "
+                   "the grader in step 3", **out)
     if file_row is None:
         trained = ", ".join(str(w.shown(d.get("path") if isinstance(d, dict) else d))
                             for d in (config.get("data") or {}).get("train") or []) or "?"
