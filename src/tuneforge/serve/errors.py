@@ -60,7 +60,7 @@ def from_tuneforge(err: TuneforgeError, model_id: str | None = None) -> APIError
         log.error("loading %s failed: %s", model_id, err)
         return APIError(500, f"the model `{model_id}` could not be loaded; the server log says why",
                         type="server_error", code="model_load_failed")
-    return APIError(400, err.message + (f" ({err.hint})" if err.hint else ""))
+    return APIError(400, err.one_line)
 
 
 def _json(err: APIError) -> JSONResponse:

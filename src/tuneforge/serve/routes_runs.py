@@ -73,7 +73,7 @@ async def export_run(run_id: str, request: Request, req: ExportRequest | None = 
     except ParityError as err:
         raise APIError(422, hide_storage(err.message, jobs.storage), code="parity_failed") from None
     except TuneforgeError as err:
-        message = err.message + (f" ({err.hint})" if err.hint else "")
+        message = err.one_line
         raise invalid(None, hide_storage(message, jobs.storage), code="export_failed") from None
 
 

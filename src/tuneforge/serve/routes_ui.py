@@ -68,7 +68,7 @@ async def describe_model(request: Request, name: str = Query(..., min_length=1, 
     try:
         facts = await anyio.to_thread.run_sync(describe, name)
     except TuneforgeError as err:
-        raise invalid("name", err.message + (f" ({err.hint})" if err.hint else ""), code="model_not_found") from None
+        raise invalid("name", err.one_line, code="model_not_found") from None
     return facts
 
 
@@ -136,8 +136,7 @@ def _config(state, jobs, row, method: dict, overrides: dict | None, run_dir: str
         config = run_config(method, 42, overrides, inputs, _rewards(method, jobs.settings.python_grader, preview))
         return config, validate_config(config)
     except TuneforgeError as err:
-        raise invalid("tuneforge", err.message + (f" ({err.hint})" if err.hint else ""),
-                      code="invalid_hyperparameters") from None
+        raise invalid("tuneforge", err.one_line, code="invalid_hyperparameters") from None
 
 
 def _shown_source(source: str, path, filename: str) -> str:
@@ -156,7 +155,7 @@ def _preview(state, jobs, project: str, file_id: str, n: int) -> dict:
     try:
         samples, stats, tok = preview(cfg, n)
     except TuneforgeError as err:
-        raise invalid("file_id", err.message + (f" ({err.hint})" if err.hint else "")) from None
+        raise invalid("file_id", err.one_line) from None
     shown = [{"source": _shown_source(r.source, jobs.storage / row.path, row.filename), "tokens": len(r.input_ids),
               "truncated": bool(r.truncated),
               "segments": [{"text": s.text, "trained": s.trained} for s in segments(r, tok)]} for r in samples]

@@ -11,6 +11,11 @@ class TuneforgeError(Exception):
         self.hint = hint
         super().__init__(message if not hint else f"{message}\n  hint: {hint}")
 
+    @property
+    def one_line(self) -> str:
+        """The message with its hint in parentheses: how an API answer or a one-line summary shows the error."""
+        return self.message + (f" ({self.hint})" if self.hint else "")
+
 
 class ConfigError(TuneforgeError):
     """A config file or override is invalid (names the key and the file)."""
