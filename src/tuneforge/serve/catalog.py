@@ -44,6 +44,15 @@ class ModelEntry:
     base: str | None = None
 
 
+def folder_context_length(folder: str) -> int | None:
+    """A model folder's context length from its config.json, without loading the model."""
+    try:
+        value = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8")).get("max_position_embeddings")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, int) else None
+
+
 def is_lora_adapter(folder: str | Path) -> bool:
     """A PEFT adapter of type LORA (also DoRA, LoRA+, rsLoRA) on the plain base: these stack on one base in PEFT.
     A QLoRA adapter is not one of them: it trained on a quantized base, which it gets in its own copy."""

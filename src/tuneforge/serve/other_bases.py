@@ -22,6 +22,7 @@ def describe(name: str) -> dict:
     from tuneforge.models.load import load_tokenizer, tokenizer_source
     from tuneforge.models.memory import read_model_shape
     from tuneforge.models.source import resolve_model
+    from tuneforge.serve.catalog import folder_context_length
 
     source = resolve_model(name)
     shape = read_model_shape(name)
@@ -30,21 +31,8 @@ def describe(name: str) -> dict:
         template = bool(getattr(tok, "chat_template", None))
     except (TuneforgeError, OSError, ValueError):
         template = None
-    context = _context_length(source.path)
-    return {"id": name, "kind": source.kind, "parameters": shape.n_params, "context_length": context,
-            "chat_template": template}
-
-
-def _context_length(path: str) -> int | None:
-    import json
-    from pathlib import Path
-
-    config = Path(path) / "config.json"
-    try:
-        value = json.loads(config.read_text(encoding="utf-8")).get("max_position_embeddings")
-    except (OSError, ValueError):
-        return None
-    return value if isinstance(value, int) and value > 0 else None
+    return {"id": name, "kind": source.kind, "parameters": shape.n_params,
+            "context_length": folder_context_length(source.path), "chat_template": template}
 
 
 def suggestions() -> list[str]:

@@ -3,31 +3,19 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import anyio
 from fastapi import APIRouter, Depends, Request
 
 from tuneforge.serve.auth import Caller, require_api_key
-from tuneforge.serve.catalog import ModelEntry
+from tuneforge.serve.catalog import ModelEntry, folder_context_length
 from tuneforge.serve.errors import model_not_found
 from tuneforge.serve.schemas import Model, ModelList
 
 router = APIRouter()
 
 
-def _own_context(folder: str) -> int | None:
-    """A full fine-tune's context length from its config.json, without loading it."""
-    try:
-        value = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8")).get("max_position_embeddings")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return value if isinstance(value, int) else None
-
-
 def _model(entry: ModelEntry, base_context: int | None) -> Model:
-    context = _own_context(entry.root) if entry.kind == "model" else base_context
+    context = folder_context_length(entry.root) if entry.kind == "model" else base_context
     return Model(id=entry.id, created=entry.created, root=entry.root, parent=entry.parent, max_model_len=context)
 
 
