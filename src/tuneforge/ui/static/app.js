@@ -134,10 +134,10 @@ async function upload(file) {
     await chooseFile(saved.id);
   } catch (err) {
     $("data-status").textContent = "";
-    const undetected = /cannot detect the data format/.test(err.message);
-    if (undetected) showError("data-error", t("data.undetected", {name: file.name}));
-    else showRefusal(err.message);
-    if (undetected) {
+    if (!/cannot detect the data format/.test(err.message)) {
+      showRefusal(err.message);
+    } else {  // the person can say which column holds what (mapping.js)
+      showError("data-error", t("data.undetected", {name: file.name}));
       S.pending = file;
       S.mapping = {file_id: null, format: null, columns: {}, available: await columnsOf(file),
                    formats: ["alpaca", "sharegpt", "openai", "text", "pairwise", "kto"]};
