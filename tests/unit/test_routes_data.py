@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tuneforge.data.catalog import load_dataset
-from tuneforge.jobs.canonical import read_mapped, write_rows
+from tuneforge.jobs.canonical import canonical_lines, read_mapped
 from tuneforge.serve.app import create_app
 from tuneforge.serve.settings import ServeSettings
 
@@ -116,6 +116,6 @@ def test_registered_datasets_are_listed_and_imported_as_files(client):
 def test_canonical_rows_read_back_as_the_same_records(shared, tmp_path, name):
     path = shared / "data" / "llamafactory_demo" / name
     records = read_mapped(path, "auto", {}, name)[:40]
-    write_rows(records, tmp_path / "out.jsonl")
+    (tmp_path / "out.jsonl").write_bytes(b"".join(canonical_lines(records)))
     back = load_dataset({"path": str(tmp_path / "out.jsonl")}).records
     assert [r.normalized() for r in back] == [r.normalized() for r in records]

@@ -60,18 +60,12 @@ def _sharegpt_row(rec: Record) -> dict:
     return row
 
 
-def write_rows(records: list[Record], path: Path) -> int:
-    """Write the records' canonical rows to `path` (JSONL, through a temporary name); returns the bytes written."""
-    tmp = path.with_name(f".{path.name}.part")
+def canonical_lines(records: list[Record]):
+    """The records' canonical rows as JSONL lines (bytes), for `jobs.files.save_stream` to store. One layout for the
+    whole file, since tuneforge's readers take it from the first row."""
     sharegpt = any(needs_sharegpt(r) for r in records)
-    try:
-        with tmp.open("w", encoding="utf-8") as f:
-            for rec in records:
-                f.write(json.dumps(record_row(rec, sharegpt), ensure_ascii=False) + "\n")
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path.stat().st_size
+    for rec in records:
+        yield (json.dumps(record_row(rec, sharegpt), ensure_ascii=False) + "\n").encode("utf-8")
 
 
 @dataclass
@@ -105,7 +99,7 @@ def detect_mapping(path: Path) -> Mapping:
     try:
         spec = resolve_format("auto", row)
     except DataError as err:
-        return Mapping(None, {}, available, err.message + (f" ({err.hint})" if err.hint else ""))
+        return Mapping(None, {}, available, err.one_line)
     used = {role: col for role, col in spec.columns.items() if col in row}
     return Mapping(spec.name, used, available)
 

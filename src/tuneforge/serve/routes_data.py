@@ -15,8 +15,8 @@ A mapping that leaves rows unreadable is refused naming the first bad lines, and
 
 from __future__ import annotations
 
-import hashlib
 import json
+import math
 import tempfile
 from pathlib import Path
 
@@ -25,13 +25,13 @@ from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from pydantic import BaseModel, ConfigDict, Field
 
 from tuneforge.jobs import store as js
-from tuneforge.jobs.canonical import detect_mapping, read_mapped, write_rows
-from tuneforge.jobs.files import Saved, UploadTooLarge, check_file, display_name, new_id, save_stream, storage_suffix
+from tuneforge.jobs.canonical import canonical_lines, detect_mapping, read_mapped
+from tuneforge.jobs.files import UploadTooLarge, display_name, save_stream, storage_suffix
 from tuneforge.serve.auth import Caller, require_api_key
 from tuneforge.serve.errors import APIError, invalid
 from tuneforge.serve.jobs_objects import file_object
 from tuneforge.serve.jobs_state import jobs_state
-from tuneforge.serve.routes_files import upload_chunks, add_checked_file
+from tuneforge.serve.routes_files import add_checked_file, store_and_check, upload_chunks
 from tuneforge.utils.errors import DataError
 
 router = APIRouter()
@@ -57,22 +57,12 @@ def _mapped_name(filename: str) -> str:
 
 def _store_records(jobs, project: str, records, name: str) -> dict:
     """Write the records as a new canonical JSONL file in storage, check it like an upload, and add it."""
-    file_id = new_id("file")
-    jobs.files_dir.mkdir(parents=True, exist_ok=True)
-    path = jobs.files_dir / f"{file_id}.jsonl"
-    size = write_rows(records, path)
-    try:
-        checked = check_file(path, name)
-    except DataError:
-        path.unlink(missing_ok=True)
-        raise
-    saved = Saved(path, size, hashlib.sha256(path.read_bytes()).hexdigest())
+    file_id, saved, checked = store_and_check(canonical_lines(records), name, jobs.files_dir, ".jsonl", math.inf)
     return file_object(add_checked_file(jobs, project, file_id, name, saved, checked))
 
 
 def _refused(err: DataError) -> APIError:
-    return invalid(err.field or "columns", err.message + (f" ({err.hint})" if err.hint else ""),
-                   code="invalid_mapping")
+    return invalid(err.field or "columns", err.one_line, code="invalid_mapping")
 
 
 @router.get("/tf/v1/files/{file_id}/mapping")
@@ -156,8 +146,7 @@ async def list_datasets(request: Request, caller: Caller = Depends(require_api_k
     try:
         data = await anyio.to_thread.run_sync(_datasets, _registry(request))
     except DataError as err:
-        raise invalid("dataset_info", err.message + (f" ({err.hint})" if err.hint else ""),
-                      code="invalid_dataset_info") from None
+        raise invalid("dataset_info", err.one_line, code="invalid_dataset_info") from None
     return {"object": "list", "data": data}
 
 
@@ -181,4 +170,4 @@ async def import_dataset(name: str, request: Request, caller: Caller = Depends(r
     try:
         return await anyio.to_thread.run_sync(_import, jobs_state(request), caller.project, _registry(request), name)
     except DataError as err:
-        raise invalid("name", err.message + (f" ({err.hint})" if err.hint else ""), code="invalid_dataset") from None
+        raise invalid("name", err.one_line, code="invalid_dataset") from None

@@ -31,9 +31,11 @@ def upload_chunks(upload: UploadFile):
         yield chunk
 
 
-def _store_and_check(upload: UploadFile, name: str, folder: Path, limit: int):
+def store_and_check(chunks, name: str, folder: Path, suffix: str, limit: float):
+    """Store `chunks` (bytes) as a new file and read it with tuneforge's readers → (file id, Saved, Checked). A file
+    that cannot be read, or has bad rows, is removed again (the caller refuses it)."""
     file_id = new_id("file")
-    saved = save_stream(upload_chunks(upload), folder, file_id, storage_suffix(name), limit)
+    saved = save_stream(chunks, folder, file_id, suffix, limit)
     try:
         checked = check_file(saved.path, name)
     except DataError:
@@ -54,11 +56,12 @@ async def create_file(request: Request, file: UploadFile = File(...), purpose: s
     name = display_name(file.filename)
     limit = jobs.settings.max_upload_mb * 2**20
     try:
-        file_id, saved, checked = await anyio.to_thread.run_sync(_store_and_check, file, name, jobs.files_dir, limit)
+        file_id, saved, checked = await anyio.to_thread.run_sync(
+            store_and_check, upload_chunks(file), name, jobs.files_dir, storage_suffix(name), limit)
     except UploadTooLarge as err:
         raise APIError(413, f"{name}: {err}", param="file", code="file_too_large") from None
     except DataError as err:
-        raise invalid("file", f"{err.message}" + (f" ({err.hint})" if err.hint else ""), code="invalid_file") from None
+        raise invalid("file", err.one_line, code="invalid_file") from None
     if checked.problems:
         more = f" (and {checked.n_bad - len(checked.problems)} more)" if checked.n_bad > len(checked.problems) else ""
         raise invalid("file", f"{name}: {checked.n_bad} bad row(s){more}; fix them and upload again. "

@@ -68,11 +68,10 @@ def base_source(req: JobCreate, jobs, state) -> tuple[str, str]:
     try:
         return resolve_base(req.model), "auto"
     except ModelError as err:
-        raise invalid("model", f"{err.message}" + (f" ({err.hint})" if err.hint else ""),
-                      code="model_not_found") from None
+        raise invalid("model", err.one_line, code="model_not_found") from None
 
 
-def _check_request(req: JobCreate, jobs, base_id: str) -> None:
+def _check_request(req: JobCreate) -> None:
     if req.integrations:
         raise invalid("integrations", "integrations (W&B) are not supported; tuneforge records every job in its "
                                       "registry (and output.report_to can feed trackers)", code="unsupported_parameter")
@@ -84,8 +83,8 @@ def _check_request(req: JobCreate, jobs, base_id: str) -> None:
 def _create(req: JobCreate, jobs, state, project: str) -> dict:
     from tuneforge.jobs.graders import grader_rewards
 
-    _check_request(req, jobs, state.catalog.base.id)
-    source, template = base_source(req, jobs, state)
+    source, template = base_source(req, jobs, state)  # a model this server cannot train is refused first
+    _check_request(req)
     try:
         method = normalize_method(req.method, req.hyperparameters)
     except ConfigError as err:
@@ -104,7 +103,7 @@ def _create(req: JobCreate, jobs, state, project: str) -> dict:
         validate_config(config)
     except ConfigError as err:
         param = "tuneforge" if req.tuneforge and "tuneforge" in err.message else "method"
-        raise invalid(param, err.message + (f" ({err.hint})" if err.hint else ""), code="invalid_hyperparameters")
+        raise invalid(param, err.one_line, code="invalid_hyperparameters")
     job = js.add_job(jobs.store, id=job_id, project=project, model=req.model, training_file=req.training_file,
                      validation_file=req.validation_file, suffix=req.suffix or None, seed=seed, meta=req.metadata,
                      method=method, overrides=req.tuneforge, status="validating_files",
