@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
+from operator import eq, itemgetter
 
 from tuneforge.data.records import Record
 from tuneforge.data.templates import uses_tool_calls, uses_tools
@@ -28,6 +29,7 @@ from tuneforge.utils.errors import DataError
 
 IGNORE = -100
 LONG_ANSWER_POLICIES = ("cut", "drop")
+_START, _END = itemgetter(0), itemgetter(1)  # of a (start, end) character offset
 _ROLE_FOR_TEMPLATE = {"function_call": "assistant", "observation": "tool"}
 
 
@@ -144,18 +146,32 @@ def assistant_spans(tok, messages: list[dict], source: str = "", tools=None) -> 
 def _labels_from_spans(offsets, spans, ids) -> list[int]:
     """Train token j when its character range overlaps an assistant span (spans and offsets are both in order).
 
-    Exact offsets ascend, so each span's tokens are one slice found by bisection (per span, not per token);
-    zero-width tokens inside it (nothing of the span in them) stay untrained."""
+    Exact offsets ascend, so each span's tokens are one slice found by bisection on the offsets themselves (per
+    span, not per token); zero-width tokens inside it (nothing of the span in them) stay untrained."""
     labels = [IGNORE] * len(ids)
-    starts = [start for start, _ in offsets]
-    ends = [end for _, end in offsets]
     for span_start, span_end in spans:
-        first, stop = bisect_right(ends, span_start), bisect_left(starts, span_end)
+        first, stop = bisect_right(offsets, span_start, key=_END), bisect_left(offsets, span_end, key=_START)
         labels[first:stop] = ids[first:stop]
-        for j in range(first, stop):
-            if ends[j] == starts[j]:
-                labels[j] = IGNORE
+        for j in _zero_width(offsets, first, stop):
+            labels[j] = IGNORE
     return labels
+
+
+def _zero_width(offsets, first: int, stop: int) -> list[int]:
+    """Indices in [first, stop) of tokens whose offsets hold no character (compared in C, scanned in Python only
+    when there is one)."""
+    part = offsets[first:stop]
+    if not any(map(eq, map(_START, part), map(_END, part))):
+        return []
+    return [first + k for k, (s, e) in enumerate(part) if s == e]
+
+
+def _first_token_ending_after(offsets, pos: int) -> int:
+    """Index of the first token that ends after character `pos` and holds a character (len(offsets) if none)."""
+    j = bisect_right(offsets, pos, key=_END)
+    while j < len(offsets) and offsets[j][0] == offsets[j][1]:
+        j += 1
+    return j
 
 
 def _labels_from_ranges(ranges, ids) -> list[int]:
@@ -192,7 +208,7 @@ def _labels_and_answer_start(tok, full: str, spans, mask: str) -> tuple[list[int
     ids, offsets = _ids_and_offsets(tok, full)
     if offsets_are_exact(tok, full, ids):
         labels = _labels_from_spans(offsets, spans, ids)
-        answer_start = next((j for j, (s, e) in enumerate(offsets) if e > spans[-1][0] and e > s), len(ids))
+        answer_start = _first_token_ending_after(offsets, spans[-1][0])
     else:
         ranges = token_ranges(tok, full, ids, spans[-1:] if mask == "all" else spans)
         labels = _labels_from_ranges(ranges, ids)
@@ -257,7 +273,7 @@ def render_row(rec: Record, tok, mask: str, cutoff: int, on_long_answer: str,
                 return None
         else:
             stats.truncated += 1
-    if all(lab == IGNORE for lab in r.labels):
+    if r.labels.count(IGNORE) == len(r.labels):
         stats.dropped_no_target += 1
         stats.dropped_sources.append(rec.source)
         return None
@@ -302,5 +318,5 @@ def render_text_records(records: list[Record], tok, *, cutoff: int) -> tuple[lis
 def _count(out: list[Rendered], stats: RenderStats) -> RenderStats:
     stats.kept = len(out)
     stats.tokens = sum(len(r.input_ids) for r in out)
-    stats.trained_tokens = sum(sum(1 for lab in r.labels if lab != IGNORE) for r in out)
+    stats.trained_tokens = sum(len(r.labels) - r.labels.count(IGNORE) for r in out)
     return stats

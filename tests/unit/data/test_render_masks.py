@@ -76,3 +76,30 @@ def test_on_long_answer_drop_drops_and_names_the_row(tiny_tok):
     assert stats.as_dict()["dropped_long_answer"] == 1
     with pytest.raises(ValueError, match="on_long_answer"):
         render_records(recs, tiny_tok, mask="assistant", cutoff=48, on_long_answer="skip")
+
+
+def _overlap_labels(offsets, spans, ids):
+    """The rule spelled out token by token: trained when it holds a character and overlaps an assistant span."""
+    return [i if e > s and any(e > a and s < b for a, b in spans) else IGNORE
+            for i, (s, e) in zip(ids, offsets)]
+
+
+def test_bisected_labels_match_the_token_by_token_rule_with_zero_width_tokens():
+    import random
+
+    from tuneforge.data.render import _first_token_ending_after, _labels_from_spans
+
+    rng = random.Random(0)
+    for _ in range(300):
+        offsets, pos = [], 0
+        for _ in range(rng.randint(1, 40)):
+            width = rng.choice([0, 1, 1, 2, 3])  # zero-width tokens too (added tokens that hold no character)
+            pos += rng.choice([0, 0, 0, 1])  # and gaps (characters no token holds, as trimmed offsets leave)
+            offsets.append((pos, pos + width))
+            pos += width
+        cuts = sorted(rng.choices(range(pos + 2), k=4))
+        spans = [(cuts[0], cuts[1]), (cuts[2], cuts[3])]
+        ids = list(range(1000, 1000 + len(offsets)))
+        assert _labels_from_spans(offsets, spans, ids) == _overlap_labels(offsets, spans, ids)
+        first = next((j for j, (s, e) in enumerate(offsets) if e > spans[-1][0] and e > s), len(offsets))
+        assert _first_token_ending_after(offsets, spans[-1][0]) == first
