@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tuneforge.data.render import _ids_and_offsets, _plain_backend
+from tuneforge.data.render import _apply_all, _direct_template, _ids_and_offsets, _plain_backend, _plain_messages
+from tuneforge.data.templates import TEMPLATES, ensure_chat_template
 from tuneforge.data.token_spans import is_lossless, offsets_are_exact
 from tuneforge.models.load import load_tokenizer
 
@@ -70,3 +71,47 @@ def test_tokenizers_that_can_lose_text_are_still_checked_row_by_row(shared):
     eating = load_tokenizer(str(shared / "models" / "smollm2-135m-instruct-q4_1-gguf"))
     eating.backend_tokenizer.add_special_tokens([AddedToken("<sep>", rstrip=True, lstrip=True)])
     assert not is_lossless(eating)
+
+
+CONVERSATIONS = [
+    [{"role": "user", "content": "Hi  there\n"}, {"role": "assistant", "content": " 中文 émoji 🙂\n\n"}],
+    [{"role": "system", "content": "Be terse."}, {"role": "user", "content": "a"},
+     {"role": "assistant", "content": "b"}, {"role": "user", "content": "c {{ not jinja }}"},
+     {"role": "assistant", "content": "d</s>"}],
+    [{"role": "user", "content": ""}, {"role": "assistant", "content": "only an answer"}],
+]
+
+
+@pytest.mark.parametrize("template", ["own", *sorted(TEMPLATES)])
+def test_plain_conversations_render_directly_as_apply_chat_template_renders_them(shared, template):
+    tok = load_tokenizer(str(shared / "models" / "smollm2-135m-instruct-q4_1-gguf"))
+    if template != "own":
+        ensure_chat_template(tok, template)
+    assert _direct_template(tok) is not None
+    for gen in (False, True):
+        convs = [c[:-1] if gen else c for c in CONVERSATIONS]
+        assert _apply_all(tok, convs, add_generation_prompt=gen) == \
+            tok.apply_chat_template(convs, tokenize=False, add_generation_prompt=gen)
+
+
+def test_the_direct_template_follows_a_changed_template_and_special_tokens(shared):
+    tok = load_tokenizer(str(shared / "models" / "smollm2-135m-instruct-q4_1-gguf"))
+    conv = CONVERSATIONS[0]
+    ensure_chat_template(tok, "chatml")
+    assert _apply_all(tok, [conv]) == [tok.apply_chat_template(conv, tokenize=False)]
+    ensure_chat_template(tok, "llama3")  # a new template: compiled again
+    assert _apply_all(tok, [conv]) == [tok.apply_chat_template(conv, tokenize=False)]
+    tok.chat_template = "{{ bos_token }}{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    before = _apply_all(tok, [conv])
+    tok.add_special_tokens({"bos_token": "<|newbos|>"})  # a changed special token: read again
+    assert _apply_all(tok, [conv]) == [tok.apply_chat_template(conv, tokenize=False)] != before
+
+
+def test_messages_with_more_than_role_and_content_take_apply_chat_template(shared):
+    tok = load_tokenizer(str(shared / "models" / "smollm2-135m-instruct-q4_1-gguf"))
+    assert not _plain_messages([{"role": "assistant", "content": "", "tool_calls": []}])
+    assert not _plain_messages([{"role": "user", "content": None}])
+    assert not _plain_messages([{"role": "user", "content": [{"type": "text", "text": "hi"}]}])
+    assert _plain_messages(CONVERSATIONS[1])
+    tok.chat_template = "{{ raise_exception('no') if messages else '' }}"  # refuses the probe: no direct path
+    assert _direct_template(tok) is None

@@ -164,15 +164,19 @@ def test_rendered_rows_identical(tokenizers, rows, monkeypatch):
 # ---- the cost, by its shape ----------------------------------------------------------------------------------------
 
 def _counting(tok, monkeypatch) -> list[int]:
-    """Patch `tok.apply_chat_template` to record, per call, how many conversations it rendered."""
+    """Count template renders per call: how many conversations each rendering call (compiled template or
+    `apply_chat_template`) rendered."""
+    from tuneforge.data import render
+
     calls: list[int] = []
-    original = tok.apply_chat_template
+    original = render._apply_all
 
-    def counted(conversation, *args, **kwargs):
-        calls.append(len(conversation) if conversation and isinstance(conversation[0], list) else 1)
-        return original(conversation, *args, **kwargs)
+    def counted(tok_, conversations, *args, **kwargs):
+        if conversations:
+            calls.append(len(conversations))
+        return original(tok_, conversations, *args, **kwargs)
 
-    monkeypatch.setattr(tok, "apply_chat_template", counted)
+    monkeypatch.setattr(render, "_apply_all", counted)
     return calls
 
 
