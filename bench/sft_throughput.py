@@ -161,7 +161,14 @@ def _patch_trained_logits():
     CausalLMTrainer.compute_loss = compute_loss  # pt/sft build this Trainer
 
 
-PATCHES: dict = {"trained_logits": _patch_trained_logits}
+def _patch_sdpa_attention():
+    """train.attention auto as it was before varlen: sdpa with the block-diagonal mask for packed rows too."""
+    from tuneforge.train import cpu_runtime
+
+    cpu_runtime.attention_kernel = lambda setting, packing=False: "sdpa" if setting == "auto" else setting
+
+
+PATCHES: dict = {"trained_logits": _patch_trained_logits, "sdpa_attention": _patch_sdpa_attention}
 
 
 # ----------------------------------------------------------------------------------------- child: tuneforge

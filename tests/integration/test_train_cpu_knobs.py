@@ -52,6 +52,21 @@ def test_eager_and_sdpa_give_the_same_loss_curve_and_are_recorded(tmp_path, tiny
     assert runtime["allocator"] == cpu_runtime.loaded_allocator()  # in-process: what pytest started with
 
 
+def test_packed_runs_take_varlen_by_default_with_the_sdpa_loss_curve(tmp_path, tiny_model_dir):
+    """auto on packed data: each sample's attention alone (varlen), the loss curve of the block-diagonal sdpa mask."""
+    from tuneforge.models import varlen
+
+    packed = ("data.packing=true", "data.cutoff_len=128")
+    auto, kernel_a, info_a = _run(tmp_path / "auto", tiny_model_dir, *packed)
+    sdpa, kernel_s, info_s = _run(tmp_path / "sdpa", tiny_model_dir, *packed, "train.attention=sdpa")
+    assert (kernel_a, kernel_s) == (varlen.NAME, "sdpa")
+    assert (info_a["runtime"]["attention"], info_s["runtime"]["attention"]) == ("varlen", "sdpa")
+    assert info_a["data"]["samples_per_sequence"] > 1.5  # rows really share sequences
+    assert max(abs(a - b) for a, b in zip(auto, sdpa)) < ATTENTION_TOLERANCE, (auto, sdpa)
+    saved = list((tmp_path / "auto" / "run" / "adapter").glob("*.json"))
+    assert saved and not any(varlen.NAME in f.read_text() for f in saved)  # what is saved loads anywhere
+
+
 def test_train_command_preloads_the_allocator_and_records_it(tmp_path, tiny_model_dir):
     data = write_story_data(tmp_path / "stories.jsonl")
     out = tmp_path / "run"

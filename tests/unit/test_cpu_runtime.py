@@ -28,7 +28,7 @@ def test_defaults_are_auto_and_compile_off():
 
 @pytest.mark.parametrize("override, needle", [
     ("train.threads=0", "train.threads"), ("train.threads=many", "train.threads"),
-    ("train.attention=flash", "'sdpa' or 'eager'"), ("train.allocator=mimalloc", "'jemalloc' or 'tcmalloc'"),
+    ("train.attention=flash", "'eager' or 'varlen'"), ("train.allocator=mimalloc", "'jemalloc' or 'tcmalloc'"),
     ("train.compile=maybe", "train.compile"),
 ])
 def test_bad_values_name_the_key_and_the_choices(override, needle):
@@ -62,8 +62,9 @@ def test_physical_cores_is_within_the_cpus_this_process_may_use():
     assert 1 <= rt.physical_cores() <= len(os.sched_getaffinity(0))
 
 
-def test_attention_auto_is_sdpa():
-    assert [rt.attention_kernel(s) for s in ("auto", "sdpa", "eager")] == ["sdpa", "sdpa", "eager"]
+def test_attention_auto_is_sdpa_and_varlen_for_packed_data():
+    assert [rt.attention_kernel(s) for s in ("auto", "sdpa", "eager", "varlen")] == ["sdpa", "sdpa", "eager", "varlen"]
+    assert [rt.attention_kernel(s, packing=True) for s in ("auto", "sdpa", "eager")] == ["varlen", "sdpa", "eager"]
 
 
 # --------------------------------------------------------------------------------------------------- allocator

@@ -230,11 +230,14 @@ class TrainSection(Section):
                            "compiler): the first steps wait for the compilation (about a minute on 2 cores even "
                            "for a tiny model) and a new batch shape may compile again, so it can pay only on long "
                            "runs; the loss curve stays the same. Off by default (bench/cpu_knobs.py measures it)")
-    attention: Literal["auto", "sdpa", "eager"] = Field(
-        "auto", description="attention kernel the model loads with: sdpa (PyTorch's fused "
-                            "scaled_dot_product_attention) or eager (matmul + softmax, every attention weight kept: "
-                            "for debugging or a model without sdpa); auto: sdpa. Methods longlora and unipelt "
-                            "replace it with their own SDPA-based attention")
+    attention: Literal["auto", "sdpa", "eager", "varlen"] = Field(
+        "auto", description="attention kernel: sdpa (PyTorch's fused scaled_dot_product_attention; packed rows get "
+                            "a block-diagonal mask, so every query meets every key of its row), varlen (sdpa on each "
+                            "packed sample alone: the same result with a sample's own length squared instead of the "
+                            "row's; needs a model whose layers are all full causal attention) or eager (matmul + "
+                            "softmax, every attention weight kept: for debugging or a model without sdpa); auto: "
+                            "varlen for packed data on a model that supports it, else sdpa. Methods longlora and "
+                            "unipelt replace it with their own SDPA-based attention")
     allocator: Literal["auto", "system", "jemalloc", "tcmalloc"] = Field(
         "auto", description="memory allocator of `tuneforge train`: jemalloc (with MALLOC_CONF "
                             "dirty_decay_ms:-1,muzzy_decay_ms:-1 unless set) or tcmalloc are preloaded (LD_PRELOAD) "

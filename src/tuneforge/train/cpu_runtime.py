@@ -196,24 +196,41 @@ def set_threads(setting) -> tuple[int, str]:
 
 # ----------------------------------------------------------------------------------------------------- attention
 
-def attention_kernel(setting: str) -> str:
-    """train.attention resolved: auto → sdpa (fused; as exact as eager within float rounding, and it never holds
-    the full attention matrix for backward)."""
-    return "sdpa" if setting == "auto" else setting
+def attention_kernel(setting: str, packing: bool = False) -> str:
+    """train.attention resolved: auto → varlen for packed data (each packed sample's attention alone: the same
+    result as sdpa's block-diagonal mask without the scores it masks away), else sdpa (fused; as exact as eager
+    within float rounding, and it never holds the full attention matrix for backward)."""
+    if setting == "auto":
+        return "varlen" if packing else "sdpa"
+    return setting
 
 
-def use_attention(model, setting: str) -> None:
-    """Switch a loaded model to train.attention's kernel (it loads with sdpa). Methods that need their own
-    attention (longlora, unipelt's prefix) replace it afterwards, as they always did."""
-    kernel = attention_kernel(setting)
-    if getattr(model.config, "_attn_implementation", kernel) != kernel:
-        model.set_attn_implementation(kernel)
+def use_attention(model, setting: str, packing: bool = False) -> str:
+    """Switch a loaded model to train.attention's kernel (it loads with sdpa) → the kernel in use. auto falls back
+    to sdpa on a model varlen does not support (sliding-window or chunked layers); an explicit varlen is refused
+    there. Methods that need their own attention (longlora, unipelt's prefix) replace it afterwards, as they always
+    did."""
+    from tuneforge.models import varlen
+    from tuneforge.utils.errors import ConfigError
+
+    kernel = attention_kernel(setting, packing)
+    if kernel == "varlen" and not varlen.supports(model.config):
+        if setting == "varlen":
+            raise ConfigError("train.attention=varlen needs a model whose layers all attend over the whole "
+                              f"sequence; {type(model).__name__} has sliding-window or chunked attention layers",
+                              hint="use train.attention=sdpa (or auto, which picks sdpa for this model)")
+        kernel = "sdpa"
+    impl = varlen.register() if kernel == "varlen" else kernel
+    if getattr(model.config, "_attn_implementation", impl) != impl:
+        model.set_attn_implementation(impl)
+    return kernel
 
 
 # ------------------------------------------------------------------------------------------------------- summary
 
-def runtime_info(cfg) -> dict:
-    """What run.json records under "runtime" (the values in effect in this process, with their reasons)."""
+def runtime_info(cfg, attention: str | None = None) -> dict:
+    """What run.json records under "runtime" (the values in effect in this process, with their reasons);
+    `attention`: the kernel `use_attention` chose, once the model is loaded."""
     import torch
 
     t = cfg.train
@@ -222,7 +239,8 @@ def runtime_info(cfg) -> dict:
     return {"threads": torch.get_num_threads(), "threads_setting": t.threads, "threads_why": threads_why,
             "allocator": allocator, "allocator_setting": t.allocator, "allocator_why": why,
             "malloc_env": {k: os.environ[k] for k in MALLOC_ENV if k in os.environ},
-            "compile": t.compile, "attention": attention_kernel(t.attention), "attention_setting": t.attention}
+            "compile": t.compile, "attention": attention or attention_kernel(t.attention, cfg.data.packing),
+            "attention_setting": t.attention}
 
 
 def runtime_line(cfg) -> str:

@@ -72,14 +72,14 @@ def _save_final(trainer, tok, out: Path, method, write_tokenizer: bool = True) -
 
 
 def _run_info(cfg, out, status, started, data, params, resolved, metrics, final=None, error=None,
-              run_id=None, best=None) -> dict:
+              run_id=None, best=None, attention=None) -> dict:
     ended = time.time() if status != "running" else None
     return {"status": status, "run_id": run_id, "pid": os.getpid(), "started": started, "ended": ended,
             "stage": cfg.stage.type, "method": cfg.method.type, "base_model": cfg.model.name,
             "distributed": {"mode": compat.distributed_mode(cfg, dist.world_size()), "processes": dist.world_size()},
             "data": data.stats, "datasets": data.datasets, "parameters": params, "auto": resolved.chosen,
             "metrics": metrics, "best": best, "final_dir": str(final) if final else None, "error": error,
-            "runtime": runtime_info(cfg)}
+            "runtime": runtime_info(cfg, attention)}
 
 
 @dataclass
@@ -150,7 +150,7 @@ def train(cfg, config_path: str | None = None, extra_callbacks: list | None = No
     dtype = resolve_load_dtype(cfg.model.dtype, method.frozen_base, device, bf16_ok, precision=resolved.precision)
     model = stage.load_model(src, dtype=dtype, device=device, revision=cfg.model.revision, tok=tok,
                              **method.load_kwargs(method_params, compute_dtype=dtype))
-    use_attention(model, cfg.train.attention)
+    attention = use_attention(model, cfg.train.attention, cfg.data.packing)
     before = _preview_before(cfg, model, tok) if main and not resume_ckpt else None
     # No KV cache while training: it is useless there, and its presence disables transformers' packed-sequence
     # (block-diagonal) masking derived from position ids. Restored before the final model is saved.
@@ -168,7 +168,7 @@ def train(cfg, config_path: str | None = None, extra_callbacks: list | None = No
         parent_run_id = (read_run_file(Path(src.run_dir)) or {}).get("run_id")
     recorder = _start_recorder(cfg, src, data, out, group_id, parent_run_id) if main else None
     info = dict(cfg=cfg, out=out, started=started, data=data, params=params.__dict__, resolved=resolved,
-                run_id=recorder.run_id if recorder else None)
+                run_id=recorder.run_id if recorder else None, attention=attention)
     if main:
         write_run_file(out, _run_info(status="running", metrics={}, **info))
     run = _Run(cfg, filled, resolved, schedule, data, tok, device, out, resume_ckpt, recorder, info, before, stage,
