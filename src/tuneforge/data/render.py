@@ -111,7 +111,8 @@ def _apply_all(tok, conversations: list[list[dict]], add_generation_prompt=False
     """Render several conversations in one `apply_chat_template` call: each renders exactly as it would alone (the
     template runs once per conversation), but its per-call setup (template lookup, special tokens, tool schemas) is
     paid once. Conversations of plain role/content strings without tools go to the compiled template directly
-    (`_direct_template`), which skips half of the per-row rendering cost."""
+    (`_direct_template`), which skips about half of the templating cost (what `apply_chat_template` normalises per
+    conversation), not of the whole row's."""
     if not conversations:
         return []
     direct = None if tools else _direct_template(tok)
