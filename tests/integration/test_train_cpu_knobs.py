@@ -1,5 +1,6 @@
-"""train.attention / threads / allocator on real runs of the 656K model: the kernel switch reaches the model and
-leaves the loss curve where it was, run.json records the runtime, and `tuneforge train` preloads the allocator."""
+"""train.attention / lora_kernel / threads / allocator on real runs of the 656K model: the kernel switch reaches the
+model and leaves the loss curve where it was, run.json records the runtime, and `tuneforge train` preloads the
+allocator."""
 
 from __future__ import annotations
 
@@ -65,6 +66,24 @@ def test_packed_runs_take_varlen_by_default_with_the_sdpa_loss_curve(tmp_path, t
     assert max(abs(a - b) for a, b in zip(auto, sdpa)) < ATTENTION_TOLERANCE, (auto, sdpa)
     saved = list((tmp_path / "auto" / "run" / "adapter").glob("*.json"))
     assert saved and not any(varlen.NAME in f.read_text() for f in saved)  # what is saved loads anywhere
+
+
+def test_lora_runs_take_the_fused_kernel_by_default_with_the_peft_loss_curve(tmp_path, tiny_model_dir, monkeypatch):
+    """auto: every LoRA linear layer runs as one autograd function; the loss curve is PEFT's forward's."""
+    from tuneforge.models import fused_lora
+
+    calls = []
+    real = fused_lora.LoraLinearFunction.apply
+    monkeypatch.setattr(fused_lora.LoraLinearFunction, "apply", lambda *a: calls.append(1) or real(*a))
+    peft, _, info_p = _run(tmp_path / "peft", tiny_model_dir, "train.lora_kernel=peft")
+    assert not calls and info_p["runtime"]["lora_kernel"] == "peft"
+    auto, _, info_a = _run(tmp_path / "auto", tiny_model_dir)
+    assert calls and info_a["runtime"]["lora_kernel"] == "fused" and info_a["runtime"]["lora_kernel_setting"] == "auto"
+    assert max(abs(a - b) for a, b in zip(auto, peft)) < ATTENTION_TOLERANCE, (auto, peft)
+    saved = list((tmp_path / "auto" / "run" / "adapter").glob("*.json"))
+    assert saved and not any(fused_lora.NAME in f.read_text() for f in saved)
+    full = _run(tmp_path / "full", tiny_model_dir, "method.type=full")[2]
+    assert full["runtime"]["lora_kernel"] == "none"
 
 
 def test_train_command_preloads_the_allocator_and_records_it(tmp_path, tiny_model_dir):

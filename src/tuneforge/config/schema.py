@@ -238,6 +238,12 @@ class TrainSection(Section):
                             "softmax, every attention weight kept: for debugging or a model without sdpa); auto: "
                             "varlen for packed data on a model that supports it, else sdpa. Methods longlora and "
                             "unipelt replace it with their own SDPA-based attention")
+    lora_kernel: Literal["auto", "fused", "peft"] = Field(
+        "auto", description="how LoRA linear layers run: fused (one autograd function per layer: the adapter added "
+                            "into the base output in place and its gradients computed in cache-friendly order; "
+                            "bench/README.md: ~1.12x a SmolLM2 LoRA step on CPU, same loss and gradients) or peft "
+                            "(PEFT's own forward); auto: fused. Calls it cannot run (dropout, DoRA and other "
+                            "variants, several active adapters, quantized bases, autocast) take PEFT's forward")
     allocator: Literal["auto", "system", "jemalloc", "tcmalloc"] = Field(
         "auto", description="memory allocator of `tuneforge train`: jemalloc (with MALLOC_CONF "
                             "dirty_decay_ms:-1,muzzy_decay_ms:-1 unless set) or tcmalloc are preloaded (LD_PRELOAD) "

@@ -1,4 +1,5 @@
-"""The CPU side of a run: intra-op threads, the memory allocator, the attention kernel — chosen, applied, recorded.
+"""The CPU side of a run: intra-op threads, the memory allocator, the attention and LoRA kernels — chosen, applied,
+recorded.
 
 Why an allocator switch: glibc's malloc serves big blocks (activations, logits: megabytes each) with mmap and gives
 them back with munmap on free, so every step faults the same memory in again and the kernel zeroes it — on a CPU
@@ -226,21 +227,40 @@ def use_attention(model, setting: str, packing: bool = False) -> str:
     return kernel
 
 
+# ---------------------------------------------------------------------------------------------------------- lora
+
+def use_lora_kernel(model, setting: str) -> str:
+    """Switch a model's PEFT LoRA linear layers to train.lora_kernel → what they run: fused, peft, or none (no
+    LoRA linear layer). Call after the method is applied."""
+    from tuneforge.models import fused_lora
+
+    if not fused_lora.lora_layers(model):
+        return "none"
+    if setting == "peft":
+        fused_lora.unfuse(model)
+        return "peft"
+    fused_lora.fuse(model)
+    return "fused"
+
+
 # ------------------------------------------------------------------------------------------------------- summary
 
-def runtime_info(cfg, attention: str | None = None) -> dict:
+def runtime_info(cfg, kernels: dict | None = None) -> dict:
     """What run.json records under "runtime" (the values in effect in this process, with their reasons);
-    `attention`: the kernel `use_attention` chose, once the model is loaded."""
+    `kernels`: what `use_attention` and `use_lora_kernel` chose once the model was loaded ("attention", "lora")."""
     import torch
 
-    t = cfg.train
+    t, kernels = cfg.train, kernels or {}
     allocator, why = allocator_note(t.allocator)
     threads, threads_why = resolve_threads(t.threads)
     return {"threads": torch.get_num_threads(), "threads_setting": t.threads, "threads_why": threads_why,
             "allocator": allocator, "allocator_setting": t.allocator, "allocator_why": why,
             "malloc_env": {k: os.environ[k] for k in MALLOC_ENV if k in os.environ},
-            "compile": t.compile, "attention": attention or attention_kernel(t.attention, cfg.data.packing),
-            "attention_setting": t.attention}
+            "compile": t.compile,
+            "attention": kernels.get("attention") or attention_kernel(t.attention, cfg.data.packing),
+            "attention_setting": t.attention,
+            "lora_kernel": kernels.get("lora") or ("peft" if t.lora_kernel == "peft" else "fused"),
+            "lora_kernel_setting": t.lora_kernel}
 
 
 def runtime_line(cfg) -> str:

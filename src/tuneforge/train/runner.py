@@ -25,7 +25,7 @@ from tuneforge.stages import stage_and_params
 from tuneforge.stages.compat import check_stage_compat
 from tuneforge.train import distributed as dist
 from tuneforge.train.callbacks import MetricsCallback, ProgressCallback, StopCallback, TokenCounter, drop_rows_after
-from tuneforge.train.cpu_runtime import runtime_info, use_attention
+from tuneforge.train.cpu_runtime import runtime_info, use_attention, use_lora_kernel
 from tuneforge.train.data_prep import PreparedData, load_run_data
 from tuneforge.train.output import (check_resume_config, checkpoint_step, choose_output_dir, read_run_file,
                                     write_run_file)
@@ -72,14 +72,14 @@ def _save_final(trainer, tok, out: Path, method, write_tokenizer: bool = True) -
 
 
 def _run_info(cfg, out, status, started, data, params, resolved, metrics, final=None, error=None,
-              run_id=None, best=None, attention=None) -> dict:
+              run_id=None, best=None, kernels=None) -> dict:
     ended = time.time() if status != "running" else None
     return {"status": status, "run_id": run_id, "pid": os.getpid(), "started": started, "ended": ended,
             "stage": cfg.stage.type, "method": cfg.method.type, "base_model": cfg.model.name,
             "distributed": {"mode": compat.distributed_mode(cfg, dist.world_size()), "processes": dist.world_size()},
             "data": data.stats, "datasets": data.datasets, "parameters": params, "auto": resolved.chosen,
             "metrics": metrics, "best": best, "final_dir": str(final) if final else None, "error": error,
-            "runtime": runtime_info(cfg, attention)}
+            "runtime": runtime_info(cfg, kernels)}
 
 
 @dataclass
@@ -150,7 +150,7 @@ def train(cfg, config_path: str | None = None, extra_callbacks: list | None = No
     dtype = resolve_load_dtype(cfg.model.dtype, method.frozen_base, device, bf16_ok, precision=resolved.precision)
     model = stage.load_model(src, dtype=dtype, device=device, revision=cfg.model.revision, tok=tok,
                              **method.load_kwargs(method_params, compute_dtype=dtype))
-    attention = use_attention(model, cfg.train.attention, cfg.data.packing)
+    kernels = {"attention": use_attention(model, cfg.train.attention, cfg.data.packing)}
     before = _preview_before(cfg, model, tok) if main and not resume_ckpt else None
     # No KV cache while training: it is useless there, and its presence disables transformers' packed-sequence
     # (block-diagonal) masking derived from position ids. Restored before the final model is saved.
@@ -159,16 +159,18 @@ def train(cfg, config_path: str | None = None, extra_callbacks: list | None = No
 
     set_seed(cfg.train.seed)
     model = method.apply(model, method_params, total_steps=total_steps, tok=tok)
+    kernels["lora"] = use_lora_kernel(model, cfg.train.lora_kernel)
     params = count_parameters(model)
     if main:
-        console.print(f"[bold]{method.name}[/bold]: {params}")
+        fused = " · LoRA layers fused (train.lora_kernel)" if kernels["lora"] == "fused" else ""
+        console.print(f"[bold]{method.name}[/bold]: {params}{fused}")
     if resume_ckpt and parent_run_id is None:  # a resumed run continues the interrupted one: link them
         parent_run_id = (read_run_file(out) or {}).get("run_id")
     if src.run_dir and parent_run_id is None:  # model.name is an earlier run (sft → dpo): it is the parent
         parent_run_id = (read_run_file(Path(src.run_dir)) or {}).get("run_id")
     recorder = _start_recorder(cfg, src, data, out, group_id, parent_run_id) if main else None
     info = dict(cfg=cfg, out=out, started=started, data=data, params=params.__dict__, resolved=resolved,
-                run_id=recorder.run_id if recorder else None, attention=attention)
+                run_id=recorder.run_id if recorder else None, kernels=kernels)
     if main:
         write_run_file(out, _run_info(status="running", metrics={}, **info))
     run = _Run(cfg, filled, resolved, schedule, data, tok, device, out, resume_ckpt, recorder, info, before, stage,
