@@ -242,8 +242,10 @@ class TrainSection(Section):
         "auto", description="how LoRA linear layers run: fused (one autograd function per layer: the adapter added "
                             "into the base output in place and its gradients computed in cache-friendly order; "
                             "bench/README.md: ~1.12x a SmolLM2 LoRA step on CPU, same loss and gradients) or peft "
-                            "(PEFT's own forward); auto: fused. Calls it cannot run (dropout, DoRA and other "
-                            "variants, several active adapters, quantized bases, autocast) take PEFT's forward")
+                            "(PEFT's own forward); auto: fused, except under train.distributed fsdp or deepspeed (their shards "
+                            "are gathered by the layers' own modules), where fused is refused. Calls it cannot run "
+                            "(dropout, DoRA and other variants, several active adapters, quantized bases, autocast) "
+                            "take PEFT's forward")
     allocator: Literal["auto", "system", "jemalloc", "tcmalloc"] = Field(
         "auto", description="memory allocator of `tuneforge train`: jemalloc (with MALLOC_CONF "
                             "dirty_decay_ms:-1,muzzy_decay_ms:-1 unless set) or tcmalloc are preloaded (LD_PRELOAD) "

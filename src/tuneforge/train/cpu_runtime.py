@@ -229,18 +229,43 @@ def use_attention(model, setting: str, packing: bool = False) -> str:
 
 # ---------------------------------------------------------------------------------------------------------- lora
 
-def use_lora_kernel(model, setting: str) -> str:
+# Sharded training gathers a layer's weights in hooks on the modules that own them (DeepSpeed ZeRO-3: every
+# Linear; FSDP: the units it wraps); the fused function reads lora_A/lora_B/base weights without calling their
+# modules, so it would see the shards.
+SHARDED_MODES = ("fsdp", "deepspeed")
+
+
+def check_lora_kernel(setting: str, distributed: str) -> None:
+    """Refuse train.lora_kernel=fused with sharded training (before any weights load)."""
+    from tuneforge.utils.errors import ConfigError
+
+    if setting == "fused" and distributed in SHARDED_MODES:
+        raise ConfigError(f"train.lora_kernel=fused reads each layer's whole weights, and train.distributed="
+                          f"{distributed} shards them", hint="use train.lora_kernel=auto or peft")
+
+
+def use_lora_kernel(model, setting: str, distributed: str = "none") -> str:
     """Switch a model's PEFT LoRA linear layers to train.lora_kernel → what they run: fused, peft, or none (no
-    LoRA linear layer). Call after the method is applied."""
+    LoRA linear layer). Call after the method is applied. auto takes PEFT's forward under sharded training."""
     from tuneforge.models import fused_lora
 
+    check_lora_kernel(setting, distributed)
     if not fused_lora.lora_layers(model):
         return "none"
-    if setting == "peft":
+    if setting == "peft" or distributed in SHARDED_MODES:
         fused_lora.unfuse(model)
         return "peft"
     fused_lora.fuse(model)
     return "fused"
+
+
+def lora_kernel(cfg) -> str:
+    """train.lora_kernel resolved before the model loads (use_lora_kernel also says "none" without LoRA layers)."""
+    from tuneforge.config.compat import distributed_mode
+    from tuneforge.train import distributed as dist
+
+    sharded = distributed_mode(cfg, dist.world_size()) in SHARDED_MODES
+    return "peft" if cfg.train.lora_kernel == "peft" or sharded else "fused"
 
 
 # ------------------------------------------------------------------------------------------------------- summary
@@ -259,7 +284,7 @@ def runtime_info(cfg, kernels: dict | None = None) -> dict:
             "compile": t.compile,
             "attention": kernels.get("attention") or attention_kernel(t.attention, cfg.data.packing),
             "attention_setting": t.attention,
-            "lora_kernel": kernels.get("lora") or ("peft" if t.lora_kernel == "peft" else "fused"),
+            "lora_kernel": kernels.get("lora") or lora_kernel(cfg),
             "lora_kernel_setting": t.lora_kernel}
 
 

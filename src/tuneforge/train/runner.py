@@ -25,7 +25,7 @@ from tuneforge.stages import stage_and_params
 from tuneforge.stages.compat import check_stage_compat
 from tuneforge.train import distributed as dist
 from tuneforge.train.callbacks import MetricsCallback, ProgressCallback, StopCallback, TokenCounter, drop_rows_after
-from tuneforge.train.cpu_runtime import runtime_info, use_attention, use_lora_kernel
+from tuneforge.train.cpu_runtime import check_lora_kernel, runtime_info, use_attention, use_lora_kernel
 from tuneforge.train.data_prep import PreparedData, load_run_data
 from tuneforge.train.output import (check_resume_config, checkpoint_step, choose_output_dir, read_run_file,
                                     write_run_file)
@@ -159,7 +159,7 @@ def train(cfg, config_path: str | None = None, extra_callbacks: list | None = No
 
     set_seed(cfg.train.seed)
     model = method.apply(model, method_params, total_steps=total_steps, tok=tok)
-    kernels["lora"] = use_lora_kernel(model, cfg.train.lora_kernel)
+    kernels["lora"] = use_lora_kernel(model, cfg.train.lora_kernel, compat.distributed_mode(cfg, dist.world_size()))
     params = count_parameters(model)
     if main:
         fused = " · LoRA layers fused (train.lora_kernel)" if kernels["lora"] == "fused" else ""
@@ -201,6 +201,7 @@ def _check_config(cfg, device: str):
     if problems:
         raise ConfigError("; ".join(p for p, _ in problems), hint="; ".join(f for _, f in problems))
     compat.check(cfg, device=device, world_size=dist.world_size())
+    check_lora_kernel(cfg.train.lora_kernel, compat.distributed_mode(cfg, dist.world_size()))
     import importlib.util
 
     needs = method.requires + (("bitsandbytes",) if cfg.train.optim == "adamw_8bit" else ())
