@@ -241,9 +241,10 @@ class TrainSection(Section):
     lora_kernel: Literal["auto", "fused", "peft"] = Field(
         "auto", description="how LoRA linear layers run: fused (one autograd function per layer: the adapter added "
                             "into the base output in place and its gradients computed in cache-friendly order; "
-                            "bench/README.md: ~1.12x a SmolLM2 LoRA step on CPU, same loss and gradients) or peft "
-                            "(PEFT's own forward); auto: fused, except under train.distributed fsdp or deepspeed (their shards "
-                            "are gathered by the layers' own modules), where fused is refused. Calls it cannot run "
+                            "bench/README.md: 1.17x PEFT's forward on a packed SmolLM2 LoRA step on CPU, same "
+                            "losses) or peft (PEFT's own forward); auto: fused, except under train.distributed fsdp "
+                            "or deepspeed (their shards are gathered by the layers' own modules), where fused is "
+                            "refused. Calls it cannot run "
                             "(dropout, DoRA and other variants, several active adapters, quantized bases, autocast) "
                             "take PEFT's forward")
     allocator: Literal["auto", "system", "jemalloc", "tcmalloc"] = Field(
