@@ -172,7 +172,7 @@ def _patch_peft_lora():
     """LoRA layers through PEFT's own forward, as before train.lora_kernel's fused default."""
     from tuneforge.train import cpu_runtime, runner
 
-    runner.use_lora_kernel = lambda model, setting: cpu_runtime.use_lora_kernel(model, "peft")
+    runner.use_lora_kernel = lambda model, kernel: cpu_runtime.use_lora_kernel(model, "peft")
 
 
 PATCHES: dict = {"trained_logits": _patch_trained_logits, "sdpa_attention": _patch_sdpa_attention,

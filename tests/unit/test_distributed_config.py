@@ -203,16 +203,16 @@ def test_fused_lora_layers_are_refused_under_sharding_and_auto_takes_peft(mode):
     """Sharded weights are gathered by the layers' own modules, which the fused LoRA function does not call."""
     from peft import LoraConfig, get_peft_model
 
-    from tuneforge.train.cpu_runtime import check_lora_kernel, use_lora_kernel
+    from tuneforge.train.cpu_runtime import check_lora_kernel, lora_kernel, use_lora_kernel
 
     with pytest.raises(ConfigError, match=f"train.distributed={mode} shards them") as err:
         check_lora_kernel("fused", mode)
     assert "lora_kernel=auto or peft" in err.value.hint
     check_lora_kernel("fused", "ddp")
     model = get_peft_model(torch_two_layers(), LoraConfig(r=2, target_modules=["0", "1"]))
-    assert use_lora_kernel(model, "auto", mode) == "peft"
-    assert use_lora_kernel(model, "auto", "ddp") == "fused"
-    assert use_lora_kernel(torch_two_layers(), "auto", "none") == "none"
+    assert use_lora_kernel(model, lora_kernel("auto", mode)) == "peft"
+    assert use_lora_kernel(model, lora_kernel("auto", "ddp")) == "fused"
+    assert use_lora_kernel(torch_two_layers(), lora_kernel("auto", "none")) == "none"
 
 
 def torch_two_layers():

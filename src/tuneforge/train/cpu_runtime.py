@@ -244,28 +244,23 @@ def check_lora_kernel(setting: str, distributed: str) -> None:
                           f"{distributed} shards them", hint="use train.lora_kernel=auto or peft")
 
 
-def use_lora_kernel(model, setting: str, distributed: str = "none") -> str:
-    """Switch a model's PEFT LoRA linear layers to train.lora_kernel → what they run: fused, peft, or none (no
-    LoRA linear layer). Call after the method is applied. auto takes PEFT's forward under sharded training."""
+def lora_kernel(setting: str, distributed: str = "none") -> str:
+    """train.lora_kernel resolved: peft when asked for or under sharded training, else fused."""
+    return "peft" if setting == "peft" or distributed in SHARDED_MODES else "fused"
+
+
+def use_lora_kernel(model, kernel: str) -> str:
+    """Switch a model's PEFT LoRA linear layers to `kernel` (fused or peft, as `lora_kernel` resolves it) → what
+    they run: that kernel, or none (no LoRA linear layer). Call after the method is applied."""
     from tuneforge.models import fused_lora
 
-    check_lora_kernel(setting, distributed)
     if not fused_lora.lora_layers(model):
         return "none"
-    if setting == "peft" or distributed in SHARDED_MODES:
+    if kernel == "fused":
+        fused_lora.fuse(model)
+    else:
         fused_lora.unfuse(model)
-        return "peft"
-    fused_lora.fuse(model)
-    return "fused"
-
-
-def lora_kernel(cfg) -> str:
-    """train.lora_kernel resolved before the model loads (use_lora_kernel also says "none" without LoRA layers)."""
-    from tuneforge.config.compat import distributed_mode
-    from tuneforge.train import distributed as dist
-
-    sharded = distributed_mode(cfg, dist.world_size()) in SHARDED_MODES
-    return "peft" if cfg.train.lora_kernel == "peft" or sharded else "fused"
+    return kernel
 
 
 # ------------------------------------------------------------------------------------------------------- summary
@@ -275,7 +270,11 @@ def runtime_info(cfg, kernels: dict | None = None) -> dict:
     `kernels`: what `use_attention` and `use_lora_kernel` chose once the model was loaded ("attention", "lora")."""
     import torch
 
+    from tuneforge.config.compat import distributed_mode
+    from tuneforge.train import distributed as dist
+
     t, kernels = cfg.train, kernels or {}
+    distributed = distributed_mode(cfg, dist.world_size())
     allocator, why = allocator_note(t.allocator)
     threads, threads_why = resolve_threads(t.threads)
     return {"threads": torch.get_num_threads(), "threads_setting": t.threads, "threads_why": threads_why,
@@ -284,7 +283,7 @@ def runtime_info(cfg, kernels: dict | None = None) -> dict:
             "compile": t.compile,
             "attention": kernels.get("attention") or attention_kernel(t.attention, cfg.data.packing),
             "attention_setting": t.attention,
-            "lora_kernel": kernels.get("lora") or lora_kernel(cfg),
+            "lora_kernel": kernels.get("lora") or lora_kernel(t.lora_kernel, distributed),
             "lora_kernel_setting": t.lora_kernel}
 
 

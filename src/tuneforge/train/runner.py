@@ -25,7 +25,8 @@ from tuneforge.stages import stage_and_params
 from tuneforge.stages.compat import check_stage_compat
 from tuneforge.train import distributed as dist
 from tuneforge.train.callbacks import MetricsCallback, ProgressCallback, StopCallback, TokenCounter, drop_rows_after
-from tuneforge.train.cpu_runtime import check_lora_kernel, runtime_info, use_attention, use_lora_kernel
+from tuneforge.train.cpu_runtime import (check_lora_kernel, lora_kernel, runtime_info, use_attention,
+                                        use_lora_kernel)
 from tuneforge.train.data_prep import PreparedData, load_run_data
 from tuneforge.train.output import (check_resume_config, checkpoint_step, choose_output_dir, read_run_file,
                                     write_run_file)
@@ -159,7 +160,8 @@ def train(cfg, config_path: str | None = None, extra_callbacks: list | None = No
 
     set_seed(cfg.train.seed)
     model = method.apply(model, method_params, total_steps=total_steps, tok=tok)
-    kernels["lora"] = use_lora_kernel(model, cfg.train.lora_kernel, compat.distributed_mode(cfg, dist.world_size()))
+    kernels["lora"] = use_lora_kernel(model, lora_kernel(cfg.train.lora_kernel,
+                                                         compat.distributed_mode(cfg, dist.world_size())))
     params = count_parameters(model)
     if main:
         fused = " · LoRA layers fused (train.lora_kernel)" if kernels["lora"] == "fused" else ""
