@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from transformers import TrainerCallback
 
 from train_helpers import losses, tiny_config, write_story_data
@@ -103,6 +104,24 @@ def test_train_command_preloads_the_allocator_and_records_it(tmp_path, tiny_mode
         assert runtime["allocator"] == "jemalloc" and "libjemalloc" in plan
     else:  # not installed: said once in the plan, with the package to install, and the run goes on
         assert runtime["allocator"] == "system" and "apt-get install libjemalloc2" in plan
+
+
+@pytest.mark.skipif(cpu_runtime._glibc() is None, reason="glibc's malloc only (mallopt)")
+def test_train_command_keeps_freed_memory_under_auto_and_records_it(tmp_path, tiny_model_dir):
+    data = write_story_data(tmp_path / "stories.jsonl")
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "tuneforge", "train", f"model.name={tiny_model_dir}", "model.template=chatml",
+           f"data.train={data}", "data.cutoff_len=64", f"output.dir={out}", "output.plot=false",
+           "train.batch_size=4", "train.max_steps=1", "method.r=4"]
+    drop = (cpu_runtime.MARKER, "LD_PRELOAD", *cpu_runtime.GLIBC_MALLOC_ENV)
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**env, "COLUMNS": "300"}, cwd=str(ROOT),
+                          timeout=240)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    runtime = json.loads((out / "run.json").read_text())["runtime"]
+    assert runtime["allocator"] == "system" and runtime["allocator_setting"] == "auto"
+    assert runtime["allocator_why"] == cpu_runtime.KEPT_NOTE
+    assert "keeping freed memory" in next(line for line in proc.stderr.splitlines() if "runtime" in line)
 
 
 def test_cpu_knobs_bench_quick_reports_every_field(tmp_path, tiny_model_dir, demo_data):

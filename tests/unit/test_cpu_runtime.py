@@ -168,3 +168,53 @@ def test_the_note_says_where_the_allocator_in_use_came_from(monkeypatch, tmp_pat
     assert rt.allocator_note("auto") == ("system", "glibc malloc (train.allocator=auto)")
     monkeypatch.setenv(rt.MARKER, "jemalloc")
     assert "could not be preloaded" in rt.allocator_note("jemalloc")[1]  # restarted, yet not loaded
+
+
+# A process that fills and frees five 20 MiB blocks per cycle, as a training step fills and frees activations, and
+# counts the page faults of five cycles after two warm ones (glibc's defaults trim the freed top of the heap, so
+# every cycle faults the blocks in again).
+_CYCLER = """
+    import ctypes, resource, sys
+    from tuneforge.train import cpu_runtime as rt
+    applied = rt.keep_freed_memory(sys.argv[1], own_process=True)
+    libc = ctypes.CDLL("libc.so.6")
+    libc.malloc.restype, libc.free.argtypes = ctypes.c_void_p, [ctypes.c_void_p]
+    def cycle():
+        blocks = [libc.malloc(20 << 20) for _ in range(5)]
+        for b in blocks:
+            ctypes.memset(b, 1, 20 << 20)
+        for b in blocks:
+            libc.free(b)
+    cycle(); cycle()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(5):
+        cycle()
+    print(applied, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before, rt.allocator_note(sys.argv[1])[1])
+"""
+
+
+@pytest.mark.skipif(rt._glibc() is None, reason="glibc's malloc only (mallopt)")
+def test_auto_keeps_freed_heap_memory_so_a_step_does_not_fault_it_in_again(tmp_path):
+    script = tmp_path / "cycler.py"
+    script.write_text(textwrap.dedent(_CYCLER))
+    env = {k: v for k, v in os.environ.items() if k not in (*rt.GLIBC_MALLOC_ENV, "LD_PRELOAD")}
+    runs = {}
+    for setting in ("system", "auto"):
+        proc = subprocess.run([sys.executable, str(script), setting], env=env, capture_output=True, text=True,
+                              timeout=60)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        applied, faults, note = proc.stdout.strip().split(" ", 2)
+        runs[setting] = (applied, int(faults), note)
+    assert runs["system"][0] == "False" and runs["system"][1] > 5 * 5 * 5120 // 2  # refaulted every cycle
+    assert runs["auto"] == ("True", runs["auto"][1], rt.KEPT_NOTE) and runs["auto"][1] < 1000
+
+
+def test_keeping_freed_memory_is_for_the_train_command_under_auto_only(monkeypatch):
+    monkeypatch.setattr(rt, "loaded_allocator", lambda: "system")
+    assert not rt.keep_freed_memory("auto", own_process=False)  # a host running training in-process: untouched
+    assert not rt.keep_freed_memory("system", own_process=True)
+    for name in ("MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES"):  # the user tuned glibc: left as they set it
+        assert not rt.keep_freed_memory("auto", own_process=True, env={name: "1"})
+    monkeypatch.setattr(rt, "loaded_allocator", lambda: "tcmalloc")
+    assert not rt.keep_freed_memory("auto", own_process=True, env={})  # another allocator is preloaded
+    assert not rt._KEPT[0]

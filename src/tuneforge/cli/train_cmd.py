@@ -38,11 +38,12 @@ def register(app: typer.Typer) -> None:
         overrides: Optional[list[str]] = typer.Argument(None, help="dotted overrides, e.g. train.epochs=2"),
     ) -> None:
         from tuneforge.config.load import config_arguments, load_config
-        from tuneforge.train.cpu_runtime import reexec_with_allocator
+        from tuneforge.train.cpu_runtime import keep_freed_memory, reexec_with_allocator
 
         config, overrides = config_arguments(config, overrides)
         cfg = load_config(config, overrides)
         reexec_with_allocator(cfg.train.allocator)  # restarts this command once, with jemalloc/tcmalloc preloaded
+        keep_freed_memory(cfg.train.allocator)  # auto: glibc keeps freed memory for the next step
         from tuneforge.eval.callback import classification_callbacks
         from tuneforge.train.runner import train
 

@@ -250,10 +250,13 @@ class TrainSection(Section):
     allocator: Literal["auto", "system", "jemalloc", "tcmalloc"] = Field(
         "auto", description="memory allocator of `tuneforge train`: jemalloc (with MALLOC_CONF "
                             "dirty_decay_ms:-1,muzzy_decay_ms:-1 unless set) or tcmalloc are preloaded (LD_PRELOAD) "
-                            "by restarting the command once; auto and system: glibc malloc, the fastest measured "
-                            "(bench/cpu_knobs.py: jemalloc 0.94x, tcmalloc 0.98x but 30% less peak memory, so "
-                            "tcmalloc when memory is short; apt-get install libtcmalloc-minimal4). Runs started "
-                            "in-process (jobs, sweeps, the Python API) keep their process's allocator")
+                            "by restarting the command once; system: glibc malloc as the environment configures it; "
+                            "auto: glibc malloc told to keep freed memory (blocks up to 32 MiB from the heap, never "
+                            "trimmed; unless MALLOC_*_ or GLIBC_TUNABLES are set), so a step does not fault in the "
+                            "previous step's pages again (bench/cpu_knobs.py: jemalloc 0.94x, tcmalloc 0.98x but "
+                            "30% less peak memory, so tcmalloc when memory is short; apt-get install "
+                            "libtcmalloc-minimal4). Runs started in-process (jobs, sweeps, the Python API) keep "
+                            "their process's allocator and its settings")
 
     @field_validator("threads")
     @classmethod

@@ -21,10 +21,12 @@ import torch
 
 from tuneforge.stages.logps import decoder_and_head, labelled_states
 
-# Logits per chunk (64 MB in fp32): 341 positions of a 49k vocabulary. The output layer's products are memory-bound
-# for few rows: 2,048 rows × 49,152 × 576, forward and gradients, took 2.64-2.93 s in chunks of 85 rows and
-# 2.40-2.55 s in chunks of 341 (2 Zen 3 threads, alternated 4×); larger chunks gained under 5% more.
-CHUNK_ELEMENTS = 16 * 1024 * 1024
+# Logits per chunk: just under 32 MiB in fp32 (169 positions of a 49k vocabulary), because glibc serves larger
+# blocks with mmap and every step would fault them in again (chunks of 341 rows, 64 MiB: 196,000 faults per 2,048
+# rows). The output layer's products are memory-bound for few rows: 2,048 rows x 49,152 x 576, forward and
+# gradients, took 2.23-2.91 s in chunks of 85 rows, 2.04-2.51 s in chunks of 162 and 2.18-2.52 s in chunks of 341
+# (2 Zen 3 threads, alternated 5x).
+CHUNK_ELEMENTS = (32 << 20) // 4 - (1 << 16)
 
 
 class LinearCrossEntropy(torch.autograd.Function):
