@@ -55,8 +55,15 @@ def rss_mb() -> float:
     return status_mb("VmRSS")
 
 
+# Set by the parent (sft_throughput --trim): "0" leaves each contestant's allocator as its framework configures it.
+TRIM_ENV = "TUNEFORGE_BENCH_TRIM"
+
+
 def release_free_memory() -> None:
-    """Give freed heap pages back to the OS while a contestant waits, so idle contestants stay small."""
+    """Give freed heap pages back to the OS while a contestant waits, so idle contestants stay small (unless the
+    parent said not to: TRIM_ENV=0). The price: every step faults its working set in again."""
+    if os.environ.get(TRIM_ENV, "1") == "0":
+        return
     try:
         import ctypes
 

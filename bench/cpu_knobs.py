@@ -44,6 +44,7 @@ VARIANTS = {
     "jemalloc_default": (["train.allocator=jemalloc"], {"MALLOC_CONF": "dirty_decay_ms:10000,muzzy_decay_ms:0"}),
     "tcmalloc": (["train.allocator=tcmalloc"], {}),
     "glibc_tuned": ([], GLIBC_TUNED),
+    "glibc_keep": (["train.allocator=auto"], {}),  # auto: glibc keeps freed memory (cpu_runtime.keep_freed_memory)
     "eager": (["train.attention=eager"], {}),
     "compile": (["train.compile=true"], {}),
     "threads1": (["train.threads=1"], {}),

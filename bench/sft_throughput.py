@@ -49,7 +49,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_pipe import Channel, peak_rss_mb, release_free_memory, rss_mb
+from bench_pipe import TRIM_ENV, Channel, peak_rss_mb, release_free_memory, rss_mb
 
 ROOT = Path(__file__).resolve().parents[1]
 # order within a round: hand follows tf_unpacked
@@ -175,8 +175,15 @@ def _patch_peft_lora():
     runner.use_lora_kernel = lambda model, kernel: cpu_runtime.use_lora_kernel(model, "peft")
 
 
+def _patch_glibc_default():
+    """glibc's malloc with its own settings, as before train.allocator=auto kept freed memory."""
+    from tuneforge.train import cpu_runtime
+
+    cpu_runtime.keep_freed_memory = lambda setting, **kw: False
+
+
 PATCHES: dict = {"trained_logits": _patch_trained_logits, "sdpa_attention": _patch_sdpa_attention,
-                 "peft_lora": _patch_peft_lora}
+                 "peft_lora": _patch_peft_lora, "glibc_default": _patch_glibc_default}
 
 
 # ----------------------------------------------------------------------------------------- child: tuneforge
@@ -190,7 +197,7 @@ def run_tuneforge(spec: dict, chan: Channel, packing: bool, patches: list[str]) 
     from tuneforge.data import collate
     from tuneforge.stages import trainer as stage_trainer
     from tuneforge.stages.trainer import ListDataset
-    from tuneforge.train import runner
+    from tuneforge.train import cpu_runtime, runner
 
     apply_patches(patches)
     stepper = Stepper(chan)
@@ -257,6 +264,7 @@ def run_tuneforge(spec: dict, chan: Channel, packing: bool, patches: list[str]) 
 
     out = Path(spec["workdir"]) / f"run-{spec['name']}"
     cfg = bench_config(spec, packing, str(out))
+    cpu_runtime.keep_freed_memory(cfg.train.allocator, own_process=True)  # as `tuneforge train` starts
     result = runner.train(cfg, extra_callbacks=[Lockstep()])
     m = result.metrics
     chan.send(kind="done", peak_rss_mb=peak_rss_mb(), status=result.status,
@@ -669,6 +677,10 @@ def parse_args(argv):
     p.add_argument("--exec", action="store_true",
                    help="start each contestant as a fresh interpreter instead of forking after shared imports")
     p.add_argument("--keep", action="store_true", help="keep the work folder (child logs, run folders)")
+    p.add_argument("--trim", choices=("auto", "always", "never"), default="auto",
+                   help="malloc_trim each contestant after its step, so that the idle ones stay small: always, "
+                        "never (each allocator behaves as in a real run), or auto: only when more than two "
+                        "contestants run (two packed contestants peak at about 8 + 12 GB together)")
     a = p.parse_args(argv)
     q = a.quick
     a.steps = a.steps or (3 if q else 8)
@@ -687,6 +699,7 @@ def parse_args(argv):
         raise SystemExit("'hand' replays the batches of 'tf_unpacked': include both")
     if a.warmup >= a.steps:
         raise SystemExit("--warmup must be smaller than --steps")
+    a.trim = a.trim == "always" or (a.trim == "auto" and len(a.contestants) > 2)
     return a
 
 
@@ -782,9 +795,11 @@ def main(argv=None) -> dict:
     order = sorted(a.contestants, key=lambda c: (CONTESTANTS.index(c.split("@")[0]), c))
     print(f"[bench] model {a.model}, data {', '.join(Path(d).name for d in data)}, batch {a.batch_size}, "
           f"cutoff {a.cutoff}, {a.steps} steps ({a.warmup} warm-up), {a.threads} threads; "
-          f"contestants {', '.join(order)}; work folder {workdir}", flush=True)
+          f"contestants {', '.join(order)}; malloc_trim after steps {'on' if a.trim else 'off'}; "
+          f"work folder {workdir}", flush=True)
     pythons = prepare_anchors(a, spec, workdir)  # before the clock: venvs are created on first use only
     t_start = time.perf_counter()
+    os.environ[TRIM_ENV] = "1" if a.trim else "0"  # the children inherit it
     if not a.exec:
         preload()
         print(f"[bench] shared imports {time.perf_counter() - t_start:.0f}s", flush=True)
@@ -880,7 +895,7 @@ def main(argv=None) -> dict:
         "benchmark": "sft_throughput",
         "config": {k: v for k, v in spec.items() if k not in ("workdir", "anchor")} | {
             "warmup": w, "method": "lora r=8 alpha 16 all-linear dropout 0", "precision": "fp32",
-            "anchor_order": a.anchor_order, "lf_packing": a.lf_packing},
+            "anchor_order": a.anchor_order, "lf_packing": a.lf_packing, "malloc_trim": a.trim},
         "rounds": min((len(c.steps) for n, c in children.items() if n not in dead), default=0),
         "died": dead,
         "epoch_plan": plan,
@@ -930,7 +945,8 @@ def print_table(result: dict) -> None:
         print(f"{name} left the run: {why}")
     m = result.get("memory")
     if m:
-        print(f"memory: largest peak {m['largest_peak_mb'] / 1024:.1f} GB + the others idle (after malloc_trim) "
+        trimmed = "after malloc_trim" if result["config"]["malloc_trim"] else "untrimmed"
+        print(f"memory: largest peak {m['largest_peak_mb'] / 1024:.1f} GB + the others idle ({trimmed}) "
               f"{m['others_idle_mb'] / 1024:.1f} GB = {m['worst_case_mb'] / 1024:.1f} GB of "
               f"{m['total_mb'] / 1024:.1f} GB RAM")
     c = result.get("ceiling")

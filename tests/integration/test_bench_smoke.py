@@ -43,6 +43,7 @@ def test_bench_quick_writes_the_table_fields(tmp_path, tiny_model_dir, demo_data
         assert {"median_round_wall", "median_round_cpu", "aggregate_wall"} <= set(r)
         assert key in result["targets"]
     assert result["config"]["batch_size"] == 4 and result["config"]["cutoff"] == 64  # --quick
+    assert result["config"]["malloc_trim"] is True  # --trim auto with three contestants
     assert result["epoch_plan"]["grouped"]["padding_fraction"] >= 0
     assert result["contestants"]["tf_unpacked"]["runner"]["real_tokens"] > 0
 
