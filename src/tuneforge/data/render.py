@@ -20,12 +20,13 @@ from __future__ import annotations
 import json
 import weakref
 from bisect import bisect_left, bisect_right
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from operator import eq, itemgetter
 
 from tuneforge.data.records import Record
 from tuneforge.data.templates import uses_tool_calls, uses_tools
-from tuneforge.data.token_spans import offsets_are_exact, token_ranges
+from tuneforge.data.token_spans import every_token_has_width, offsets_are_exact, token_ranges
 from tuneforge.utils.errors import DataError
 
 IGNORE = -100
@@ -217,11 +218,36 @@ def _labels_from_spans(offsets, spans, ids) -> list[int]:
 
 def _zero_width(offsets, first: int, stop: int) -> list[int]:
     """Indices in [first, stop) of tokens whose offsets hold no character (compared in C, scanned in Python only
-    when there is one)."""
+    when there is one); none where every token is known to hold one (`TokenOffsets`)."""
+    if isinstance(offsets, TokenOffsets):
+        return []
     part = offsets[first:stop]
     if not any(map(eq, map(_START, part), map(_END, part))):
         return []
     return [first + k for k, (s, e) in enumerate(part) if s == e]
+
+
+class TokenOffsets(Sequence):
+    """The character offsets of an encoding's tokens, read from the Rust encoding one token at a time when asked.
+
+    Labels need the offsets only where the bisection looks (a few tokens per span), so a row skips building a list
+    of one tuple per token (about a tenth of its tokenizing cost). Used only for tokenizers whose every token holds
+    a character (`token_spans.every_token_has_width`), so no token in a span is skipped as zero-width."""
+
+    __slots__ = ("_encoding", "_n")
+
+    def __init__(self, encoding):
+        self._encoding, self._n = encoding, len(encoding)
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, j):
+        if isinstance(j, slice):
+            return [self[k] for k in range(*j.indices(self._n))]
+        if not -self._n <= j < self._n:
+            raise IndexError(j)
+        return self._encoding.token_to_chars(j % self._n)
 
 
 def _first_token_ending_after(offsets, pos: int) -> int:
@@ -239,16 +265,18 @@ def _labels_from_ranges(ranges, ids) -> list[int]:
     return labels
 
 
-def _ids_and_offsets(tok, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+def _ids_and_offsets(tok, text: str) -> tuple[list[int], Sequence[tuple[int, int]]]:
     """Token ids and character offsets of `text` (no special tokens added), as `tok(text)` gives them.
 
     A tokenizer that only wraps its Rust backend (no override of the encoding step, no truncation or padding set,
-    the same special-token splitting) is asked directly: a quarter of the per-row tokenizing cost is the wrapper's."""
+    the same special-token splitting) is asked directly: a quarter of the per-row tokenizing cost is the wrapper's.
+    Its offsets are then read from the encoding where they are needed (`TokenOffsets`) when every token is known to
+    hold a character."""
     backend = getattr(tok, "_tokenizer", None)
     if _plain_backend(tok) and backend.truncation is None and backend.padding is None and \
             backend.encode_special_tokens == bool(getattr(tok, "split_special_tokens", False)):
         enc = backend.encode(text, add_special_tokens=False)
-        return enc.ids, enc.offsets
+        return enc.ids, TokenOffsets(enc) if every_token_has_width(tok) else enc.offsets
     enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
     return list(enc["input_ids"]), enc["offset_mapping"]
 

@@ -30,30 +30,55 @@ def offsets_are_exact(tok, text: str, ids: list[int]) -> bool:
 
 
 _LOSSLESS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # tokenizer → is_lossless, worked out once
+_WIDE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # tokenizer → every_token_has_width
 
 
 def is_lossless(tok) -> bool:
     """Whether every text this tokenizer encodes decodes back to itself, known from its parts alone: byte-level BPE
     (each byte is one reversible symbol, so nothing can be dropped or replaced) with no normalizer, no space added
     before the text, and no added token that swallows the whitespace around it. Worked out once per tokenizer."""
+    return _once(_LOSSLESS, tok, _lossless_parts)
+
+
+def every_token_has_width(tok) -> bool:
+    """Whether each token's offsets hold at least one character, for every text: a lossless tokenizer (each token
+    spells bytes of the text) whose post-processor does not trim whitespace out of the offsets (ByteLevel or
+    Roberta processing with trim_offsets, which can leave a token of spaces with an empty range). Worked out once
+    per tokenizer."""
+    return is_lossless(tok) and _once(_WIDE, tok, lambda parts: not _trims_offsets(parts.get("post_processor")))
+
+
+def _once(known: "weakref.WeakKeyDictionary", tok, decide) -> bool:
+    """`decide(tokenizer.json parts)`, remembered per tokenizer (False when the parts cannot be read)."""
     try:
-        return _LOSSLESS[tok]
+        return known[tok]
     except (KeyError, TypeError):
         pass
     try:
-        parts = json.loads(tok.backend_tokenizer.to_str())
+        answer = bool(decide(json.loads(tok.backend_tokenizer.to_str())))
     except (AttributeError, ValueError):
         return False
-    pre, dec, model = parts.get("pre_tokenizer") or {}, parts.get("decoder") or {}, parts.get("model") or {}
-    lossless = (parts.get("normalizer") is None and model.get("type") == "BPE"
-                and pre.get("type") == "ByteLevel" and not pre.get("add_prefix_space")
-                and dec.get("type") == "ByteLevel"
-                and not any(t.get("lstrip") or t.get("rstrip") for t in parts.get("added_tokens") or []))
     try:
-        _LOSSLESS[tok] = lossless
+        known[tok] = answer
     except TypeError:  # an object that takes no weak reference: worked out again next time
         pass
-    return lossless
+    return answer
+
+
+def _lossless_parts(parts: dict) -> bool:
+    pre, dec, model = parts.get("pre_tokenizer") or {}, parts.get("decoder") or {}, parts.get("model") or {}
+    return (parts.get("normalizer") is None and model.get("type") == "BPE"
+            and pre.get("type") == "ByteLevel" and not pre.get("add_prefix_space")
+            and dec.get("type") == "ByteLevel"
+            and not any(t.get("lstrip") or t.get("rstrip") for t in parts.get("added_tokens") or []))
+
+
+def _trims_offsets(processor: dict | None) -> bool:
+    if not processor:
+        return False
+    if processor.get("type") == "Sequence":
+        return any(map(_trims_offsets, processor.get("processors") or []))
+    return processor.get("type") in ("ByteLevel", "RobertaProcessing") and processor.get("trim_offsets", True)
 
 
 def token_ranges(tok, text: str, ids: list[int], spans: list[tuple[int, int]]) -> list[tuple[int, int]]:

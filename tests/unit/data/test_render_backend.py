@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from tuneforge.data.render import _apply_all, _direct_template, _ids_and_offsets, _plain_backend, _plain_messages
+from tuneforge.data.render import (TokenOffsets, _apply_all, _direct_template, _first_token_ending_after,
+                                   _ids_and_offsets, _labels_from_spans, _plain_backend, _plain_messages)
 from tuneforge.data.templates import TEMPLATES, ensure_chat_template
-from tuneforge.data.token_spans import is_lossless, offsets_are_exact
+from tuneforge.data.token_spans import every_token_has_width, is_lossless, offsets_are_exact
 from tuneforge.models.load import load_tokenizer
 
 TEXTS = ["<|im_start|>user\nHi  there<|im_end|>\n<|im_start|>assistant\n中文 émoji 🙂\n\n", " leading space",
@@ -25,7 +26,8 @@ def test_backend_ids_and_offsets_equal_the_tokenizer_call(tok, split_special):
     try:
         for text in TEXTS:
             enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
-            assert _ids_and_offsets(tok, text) == (list(enc["input_ids"]), list(enc["offset_mapping"]))
+            ids, offsets = _ids_and_offsets(tok, text)
+            assert (ids, list(offsets)) == (list(enc["input_ids"]), list(enc["offset_mapping"]))
     finally:
         tok.split_special_tokens = False
 
@@ -72,6 +74,41 @@ def test_tokenizers_that_can_lose_text_are_still_checked_row_by_row(shared):
     eating.backend_tokenizer.add_special_tokens([AddedToken("<sep>", rstrip=True, lstrip=True)])
     assert not is_lossless(eating)
 
+
+
+def test_offsets_read_from_the_encoding_label_exactly_as_the_full_list(shared):
+    import random
+
+    smol = load_tokenizer(str(shared / "models" / "smollm2-135m-instruct-q4_1-gguf"))
+    assert every_token_has_width(smol)
+    rng = random.Random(0)
+    for text in HARD_TEXTS:
+        enc = smol.backend_tokenizer.encode(text, add_special_tokens=False)
+        ids, offsets = _ids_and_offsets(smol, text)
+        assert isinstance(offsets, TokenOffsets) and list(offsets) == enc.offsets
+        assert all(e > s for s, e in offsets)  # what every_token_has_width promises
+        if offsets:
+            assert offsets[-1] == enc.offsets[-1] and offsets[1:3] == enc.offsets[1:3]
+        with pytest.raises(IndexError):
+            offsets[len(offsets)]
+        for _ in range(50):
+            cuts = sorted(rng.choices(range(len(text) + 2), k=4))
+            spans = [(cuts[0], cuts[1]), (cuts[2], cuts[3])]
+            assert _labels_from_spans(offsets, spans, ids) == _labels_from_spans(enc.offsets, spans, ids)
+            assert _first_token_ending_after(offsets, cuts[2]) == _first_token_ending_after(enc.offsets, cuts[2])
+
+
+def test_a_post_processor_that_trims_offsets_keeps_the_full_list(shared):
+    from tokenizers import processors
+
+    trimming = load_tokenizer(str(shared / "models" / "smollm2-135m-instruct-q4_1-gguf"))
+    trimming.backend_tokenizer.post_processor = processors.Sequence([processors.ByteLevel(trim_offsets=True)])
+    assert is_lossless(trimming) and not every_token_has_width(trimming)
+    _, offsets = _ids_and_offsets(trimming, "a  b   c")
+    assert not isinstance(offsets, TokenOffsets)
+    assert any(s == e for s, e in offsets)  # a token of spaces trimmed to nothing: the case the list is kept for
+    tiny = load_tokenizer(str(shared / "models" / "tinystories-656k"))
+    assert not every_token_has_width(tiny)
 
 CONVERSATIONS = [
     [{"role": "user", "content": "Hi  there\n"}, {"role": "assistant", "content": " 中文 émoji 🙂\n\n"}],
