@@ -17,11 +17,16 @@ import mmap
 import multiprocessing
 import os
 import pickle
+import signal
 import time
 from array import array
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from pathlib import Path
 
 from tuneforge.data.arrow_items import write_shard
+from tuneforge.utils.errors import DataError
 from tuneforge.utils.progress import progress_bar
 
 CHUNK_ROWS = 4096
@@ -107,10 +112,10 @@ def render_to_shards(stage, records: list, tok, data_cfg, params, folder: Path, 
     _JOB = (stage, rows, tok, data_cfg, params, folder, prefix)
     names, stats, done = [], [], 0
     started = time.monotonic()
-    try:
-        with progress_bar(n_rows, f"rendering {prefix}", show_progress and n_rows >= CHUNK_ROWS,
-                          fields={"rate": ""}) as advance:
-            for name, part, n in _run(tasks, num_proc):
+    try:  # the workers are forked before the progress bar starts its refresh thread
+        with _results(tasks, num_proc) as results, progress_bar(
+                n_rows, f"rendering {prefix}", show_progress and n_rows >= CHUNK_ROWS, fields={"rate": ""}) as advance:
+            for name, part, n in results:
                 names.append(name)
                 stats.append(part)
                 done += n
@@ -122,14 +127,37 @@ def render_to_shards(stage, records: list, tok, data_cfg, params, folder: Path, 
     return [folder / n for n in names if n], merge_stats(stats)
 
 
-def _run(tasks: list, num_proc: int):
+@contextmanager
+def _results(tasks: list, num_proc: int):
+    """Yields the chunks' results in order, rendered here or by `num_proc` forked workers.
+
+    A worker that dies (killed for memory, say) is an error, not a wait forever. On success the workers are joined
+    after they take their stop sentinels; on an error or Ctrl-C the chunks not started are cancelled."""
     if num_proc <= 1 or len(tasks) <= 1:
-        yield from map(_render_chunk, tasks)
+        yield map(_render_chunk, tasks)
         return
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # a forked Rust tokenizer must not start threads
     gc.freeze()
+    pool = ProcessPoolExecutor(min(num_proc, len(tasks)), mp_context=multiprocessing.get_context("fork"),
+                               initializer=_start_worker)
     try:
-        with multiprocessing.get_context("fork").Pool(min(num_proc, len(tasks))) as pool:
-            yield from pool.imap(_render_chunk, tasks)
+        yield pool.map(_render_chunk, tasks)
+    except BrokenProcessPool as e:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise DataError(f"a rendering worker died before finishing its rows ({e})",
+                        hint="this is most often the system running out of memory: set data.num_proc to fewer "
+                             "processes (1 renders in this process)") from None
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    else:
+        pool.shutdown(wait=True)
     finally:
         gc.unfreeze()
+
+
+def _start_worker() -> None:
+    """In a fresh worker: SIGTERM kills it whatever handler the parent had installed (a trainer's stop handler, a
+    library's), and Ctrl-C is left to the parent, which cancels the work."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -204,3 +204,46 @@ def test_rows_spilled_for_the_workers_render_alike_and_leave_no_file(tmp_path, t
     assert not spilled[0][1].exists() and not list((tmp_path / "cache").rglob("*.pickles"))
     memory = _prepare_in_memory(_cfg(tmp_path, tiny_model_dir, f, "data.cache=false"), tok, stage, params)
     assert _plain(a.train) == _plain(memory.train)
+
+
+@pytest.mark.timeout(120)
+def test_workers_finish_and_exit_whatever_sigterm_handler_the_parent_holds(tmp_path, tiny_model_dir, tok):
+    """A trainer's stop handler or a library's (ray installs one) is inherited by forked workers: they still exit."""
+    import multiprocessing
+    import signal
+
+    f = _rows(tmp_path, n=300)
+    cfg = _cfg(tmp_path, tiny_model_dir, f, "data.num_proc=2", "data.cache=false")
+    stage, params = stage_and_params(cfg)
+    previous = signal.signal(signal.SIGTERM, lambda *_: None)
+    try:
+        for _ in range(6):
+            render_shards.CHUNK_ROWS, before = 32, render_shards.CHUNK_ROWS
+            try:
+                assert prepare_data(cfg, tok, stage, params).n_train_rows == 300
+            finally:
+                render_shards.CHUNK_ROWS = before
+            assert not multiprocessing.active_children()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@pytest.mark.timeout(120)
+def test_a_worker_killed_midway_is_a_clear_error_not_a_hang(tmp_path, tiny_model_dir, tok, monkeypatch):
+    import os
+    import signal
+
+    monkeypatch.setattr(render_shards, "CHUNK_ROWS", 64)
+    cfg = _cfg(tmp_path, tiny_model_dir, _rows(tmp_path, n=300), "data.num_proc=2", "data.cache=false")
+    stage, params = stage_and_params(cfg)
+    real = type(stage).prepare
+
+    def dies_on_the_third_chunk(self, rows, *a, **k):
+        if any(r.source.endswith(":150") for r in rows):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(self, rows, *a, **k)
+
+    monkeypatch.setattr(type(stage), "prepare", dies_on_the_third_chunk)
+    with pytest.raises(DataError) as err:
+        prepare_data(cfg, tok, stage, params)
+    assert "worker died" in str(err.value) and "data.num_proc" in err.value.hint
