@@ -10,6 +10,7 @@ import pytest
 
 from tuneforge.config import compat
 from tuneforge.config.load import load_config
+from tuneforge.config.schema import TrainSection
 from tuneforge.methods import METHODS, get_method, method_and_params, method_section
 from tuneforge.stages import STAGES
 from tuneforge.utils.errors import ConfigError
@@ -65,7 +66,8 @@ def test_every_method_has_parameters_with_defaults_and_a_description():
 
 def test_the_compat_table_names_only_stages_and_methods_that_exist():
     known = {"stage": set(STAGES), "method": set(METHODS), "packing": {"on", "off"},
-             "distributed": {"none", "ddp", "fsdp", "deepspeed"}, "device": {"cpu", "cuda", "mps"}, "quantization": {"none", "4bit", "8bit"}}
+             "distributed": {"none", "ddp", "fsdp", "deepspeed"}, "device": {"cpu", "cuda", "mps"}, "quantization": {"none", "4bit", "8bit"},
+             "kernels": set(TrainSection.model_fields["kernels"].annotation.__args__)}
     for rule in compat.RULES:
         assert set(rule.when) <= set(compat.AXES)
         for axis, values in rule.when.items():

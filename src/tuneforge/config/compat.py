@@ -8,15 +8,16 @@ attributes (packing, generation) live with the stages (tuneforge.stages.compat).
 
 Axes and their values for a run: stage (pt, sft, rm, dpo, ...), method (full, lora, ...), quantization (none,
 4bit, 8bit), device (cpu, cuda, mps), distributed (none, ddp, fsdp, deepspeed: train.distributed with auto resolved
-by the number of launched processes), packing (on, off). Whether the launch matches train.distributed (several
-processes for ddp/fsdp/deepspeed, deepspeed installed) is checked here too, before the table.
+by the number of launched processes), packing (on, off), kernels (train.kernels: none, liger). Whether the launch
+matches train.distributed (several processes for ddp/fsdp/deepspeed, deepspeed installed) is checked here too, before
+the table.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-AXES = ("stage", "method", "quantization", "device", "distributed", "packing")
+AXES = ("stage", "method", "quantization", "device", "distributed", "packing", "kernels")
 
 DISTRIBUTED = ("none", "ddp", "fsdp", "deepspeed")  # train.distributed once auto is resolved
 SHARDED = ("fsdp", "deepspeed")  # each process holds a shard of the weights / gradients / optimizer state
@@ -83,6 +84,8 @@ RULES: tuple[Rule, ...] = (
     Rule({"distributed": ("fsdp",), "device": ("cpu", "mps")},
          "accelerate turns FSDP on for GPUs only (CUDA, XPU, NPU, ...): processes on CPU would silently train as "
          "DDP, each holding the whole model", "train.distributed=ddp on CPU (gloo), or run on CUDA GPUs"),
+    Rule({"kernels": ("liger",), "device": ("cpu", "mps")},
+         "Liger Kernel's RMSNorm, RoPE and SwiGLU are Triton programs for GPUs", "train.kernels=none, or run on CUDA"),
     Rule({"distributed": ("deepspeed",), "device": ("cpu", "mps")},
          "DeepSpeed ZeRO trains on CUDA GPUs", "train.distributed=ddp on CPU (gloo), or run on CUDA GPUs"),
 )
@@ -95,8 +98,8 @@ def problems(run: dict) -> list[tuple[str, str]]:
 
 def supported(stage: str, method: str, **axes) -> bool:
     """True when no rule forbids `method` with `stage` (other axes: their common values unless given)."""
-    run = {"quantization": "none", "device": "cpu", "distributed": "none", "packing": "off", **axes,
-           "stage": stage, "method": method}
+    run = {"quantization": "none", "device": "cpu", "distributed": "none", "packing": "off", "kernels": "none",
+           **axes, "stage": stage, "method": method}
     return not problems(run)
 
 
@@ -128,7 +131,7 @@ def run_coordinates(cfg, *, device: str = "cpu", world_size: int = 1) -> dict:
     bits = cfg.method.params.get("bits", 4) if cfg.method.type == "qlora" else None
     return {"stage": cfg.stage.type, "method": cfg.method.type, "quantization": f"{bits}bit" if bits else "none",
             "device": device.split(":")[0], "distributed": distributed_mode(cfg, world_size),
-            "packing": "on" if cfg.data.packing else "off"}
+            "packing": "on" if cfg.data.packing else "off", "kernels": cfg.train.kernels}
 
 
 LAUNCH = "torchrun --nproc_per_node 2 -m tuneforge train CONFIG"  # 2: the number of processes (GPUs), CONFIG yours
@@ -171,5 +174,6 @@ def check(cfg, *, device: str = "cpu", world_size: int = 1) -> None:
 
 def _combination(rule: Rule, run: dict) -> str:
     """The run's values on the rule's axes, method first: "method adalora with distributed ddp"."""
-    axes = sorted(rule.when, key=("method", "stage", "distributed", "quantization", "device", "packing").index)
+    axes = sorted(rule.when, key=("method", "stage", "distributed", "quantization", "kernels", "device",
+                                  "packing").index)
     return " with ".join(f"{axis} {run[axis]}" for axis in axes)

@@ -257,6 +257,10 @@ class TrainSection(Section):
                             "30% less peak memory, so tcmalloc when memory is short; apt-get install "
                             "libtcmalloc-minimal4). Runs started in-process (jobs, sweeps, the Python API) keep "
                             "their process's allocator and its settings")
+    kernels: Literal["none", "liger"] = Field(
+        "none", description="extra GPU kernels patched into the model: liger (Liger Kernel's Triton RMSNorm, RoPE and "
+                            "SwiGLU, applied by the Trainer; pip install liger-kernel; CUDA only; bench/README.md "
+                            "gives what it changed on an H200) or none")
 
     @field_validator("threads")
     @classmethod

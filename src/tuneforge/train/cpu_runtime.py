@@ -338,11 +338,12 @@ def runtime_info(cfg, kernels: dict | None = None) -> dict:
             "attention": kernels.get("attention") or attention_kernel(t.attention, cfg.data.packing),
             "attention_setting": t.attention,
             "lora_kernel": kernels.get("lora") or lora_kernel(t.lora_kernel, distributed),
-            "lora_kernel_setting": t.lora_kernel}
+            "lora_kernel_setting": t.lora_kernel, "kernels": t.kernels}
 
 
 def runtime_line(cfg) -> str:
-    """One line of the plan: threads, allocator, compile, attention."""
+    """One line of the plan: threads, allocator, compile, attention (and train.kernels when set)."""
     info = runtime_info(cfg)
+    extra = f", kernels {info['kernels']}" if info["kernels"] != "none" else ""
     return (f"threads {info['threads']} ({info['threads_why']}), allocator {info['allocator_why']}, "
-            f"compile {'on' if info['compile'] else 'off'}, attention {info['attention']}")
+            f"compile {'on' if info['compile'] else 'off'}, attention {info['attention']}{extra}")

@@ -208,6 +208,9 @@ def _check_config(cfg, device: str):
 
     needs = method.requires + (("bitsandbytes",) if cfg.train.optim == "adamw_8bit" else ())
     absent = [p for p in needs if importlib.util.find_spec(p) is None]
+    if cfg.train.kernels == "liger" and importlib.util.find_spec("liger_kernel") is None:
+        raise ConfigError("train.kernels=liger needs the liger-kernel package, which is not installed",
+                          hint="pip install liger-kernel (it needs Triton and a CUDA GPU), or set train.kernels=none")
     if absent:
         raise ConfigError(f"method {method.name} / train.optim={cfg.train.optim} needs {', '.join(absent)}, which "
                           f"is not installed", hint=f"pip install {' '.join(absent).replace('_', '-')} (bash "

@@ -73,6 +73,7 @@ def training_arguments(cfg, resolved, out_dir: Path, device: str, n_train: int, 
         data_seed=t.seed,
         bf16=resolved.precision == "bf16",
         fp16=resolved.precision == "fp16",
+        use_liger_kernel=t.kernels == "liger",  # the Trainer patches the model's RMSNorm, RoPE and SwiGLU
         activation_checkpointing=resolved.gradient_checkpointing,
         train_sampling_strategy="group_by_length" if (t.group_by_length and not cfg.data.packing) else "random",
         logging_steps=t.logging_steps,
