@@ -62,9 +62,19 @@ def test_physical_cores_is_within_the_cpus_this_process_may_use():
     assert 1 <= rt.physical_cores() <= len(os.sched_getaffinity(0))
 
 
-def test_attention_auto_is_sdpa_and_varlen_for_packed_data():
+def test_attention_auto_is_sdpa_and_varlen_for_packed_data_on_the_cpu():
     assert [rt.attention_kernel(s) for s in ("auto", "sdpa", "eager", "varlen")] == ["sdpa", "sdpa", "eager", "varlen"]
     assert [rt.attention_kernel(s, packing=True) for s in ("auto", "sdpa", "eager")] == ["varlen", "sdpa", "eager"]
+    # on a GPU varlen's per-sample loop loses to the masked sdpa (bench/gpu_knobs.py), unless asked for
+    assert [rt.attention_kernel(s, True, "cuda:0") for s in ("auto", "varlen")] == ["sdpa", "varlen"]
+
+
+def test_the_plan_names_the_attention_the_device_gets(tmp_path):
+    from tuneforge.config.load import load_config
+
+    (tmp_path / "d.jsonl").write_text("{}\n")
+    cfg = load_config(None, [f"data.train={tmp_path / 'd.jsonl'}", "data.packing=true"])
+    assert "attention varlen" in rt.runtime_line(cfg, "cpu") and "attention sdpa" in rt.runtime_line(cfg, "cuda")
 
 
 # --------------------------------------------------------------------------------------------------- allocator

@@ -36,7 +36,8 @@ def test_liger_off_a_gpu_is_refused_by_the_table_with_what_to_set(tmp_path, devi
 
 def test_liger_without_its_package_names_the_install(tmp_path, monkeypatch):
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "liger_kernel" else real(name, *a))
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "liger_kernel" else real(name, *a))
     with pytest.raises(ConfigError) as err:
         _check_config(_cfg(tmp_path, "train.kernels=liger"), "cuda")
     assert "liger-kernel" in str(err.value) and "pip install liger-kernel" in err.value.hint

@@ -236,7 +236,8 @@ class TrainSection(Section):
                             "packed sample alone: the same result with a sample's own length squared instead of the "
                             "row's; needs a model whose layers are all full causal attention) or eager (matmul + "
                             "softmax, every attention weight kept: for debugging or a model without sdpa); auto: "
-                            "varlen for packed data on a model that supports it, else sdpa. Methods longlora and "
+                            "varlen for packed data on the CPU on a model that supports it, else sdpa (on a GPU "
+                            "varlen's loop over samples is slower: bench/README.md). Methods longlora and "
                             "unipelt replace it with their own SDPA-based attention")
     lora_kernel: Literal["auto", "fused", "peft"] = Field(
         "auto", description="how LoRA linear layers run: fused (one autograd function per layer: the adapter added "

@@ -208,6 +208,18 @@ def load_tokenizer(name_or_src: str | ModelSource, *, revision: str | None = Non
     return tok
 
 
+def hub_kernels_kwargs() -> dict:
+    """from_pretrained's use_kernels: off when the hub is offline, unless USE_HUB_KERNELS says otherwise.
+
+    transformers (with the `kernels` package, one of its dependencies) swaps layers such as RoPE for compiled kernels
+    from the Hub when a model runs on a GPU; offline, any it has not cached stops the run."""
+    import os
+
+    from huggingface_hub import constants
+
+    return {"use_kernels": False} if constants.HF_HUB_OFFLINE and "USE_HUB_KERNELS" not in os.environ else {}
+
+
 def load_model(name_or_src: str | ModelSource, *, dtype: str = "auto", device: str = "auto",
                revision: str | None = None, attn_implementation: str | None = "sdpa", head: str = "causal_lm",
                pad_token_id: int | None = None, quantization=None):
@@ -232,23 +244,24 @@ def load_model(name_or_src: str | ModelSource, *, dtype: str = "auto", device: s
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # a sub-second "Loading weights" bar is noise
+    kernels = hub_kernels_kwargs()
     try:
         try:
             if head == "reward" and _is_reward_checkpoint(path, revision):
                 model = AutoModelForSequenceClassification.from_pretrained(
                     path, num_labels=1, dtype=torch_dtype, revision=revision, pad_token_id=pad_token_id,
-                    attn_implementation=attn_implementation)
+                    attn_implementation=attn_implementation, **kernels)
             elif head == "reward":
                 model = _reward_from_causal(AutoModelForCausalLM.from_pretrained(
-                    path, dtype=torch_dtype, revision=revision, attn_implementation=attn_implementation),
+                    path, dtype=torch_dtype, revision=revision, attn_implementation=attn_implementation, **kernels),
                     pad_token_id)
             elif quantization is not None:  # quantized modules cannot be moved after loading: place them now
                 model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, revision=revision,
-                                                             attn_implementation=attn_implementation,
+                                                             attn_implementation=attn_implementation, **kernels,
                                                              quantization_config=quantization, device_map=dev)
             else:
                 model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, revision=revision,
-                                                             attn_implementation=attn_implementation)
+                                                             attn_implementation=attn_implementation, **kernels)
         finally:
             hf_logging.enable_progress_bar()
     except OSError as err:

@@ -251,16 +251,17 @@ def set_threads(setting) -> tuple[int, str]:
 
 # ----------------------------------------------------------------------------------------------------- attention
 
-def attention_kernel(setting: str, packing: bool = False) -> str:
-    """train.attention resolved: auto → varlen for packed data (each packed sample's attention alone: the same
-    result as sdpa's block-diagonal mask without the scores it masks away), else sdpa (fused; as exact as eager
-    within float rounding, and it never holds the full attention matrix for backward)."""
+def attention_kernel(setting: str, packing: bool = False, device: str = "cpu") -> str:
+    """train.attention resolved: auto → varlen for packed data on the CPU (each packed sample's attention alone: the
+    same result as sdpa's block-diagonal mask without the scores it masks away), else sdpa (fused; as exact as eager
+    within float rounding, and it never holds the full attention matrix for backward). On a GPU varlen's loop over
+    samples costs more than the masked scores (bench/README.md: 0.14x sdpa's packed throughput on an H200)."""
     if setting == "auto":
-        return "varlen" if packing else "sdpa"
+        return "varlen" if packing and device.split(":")[0] == "cpu" else "sdpa"
     return setting
 
 
-def use_attention(model, setting: str, packing: bool = False) -> str:
+def use_attention(model, setting: str, packing: bool = False, device: str = "cpu") -> str:
     """Switch a loaded model to train.attention's kernel (it loads with sdpa) → the kernel in use. auto falls back
     to sdpa on a model varlen does not support (sliding-window or chunked layers); an explicit varlen is refused
     there. Methods that need their own attention (longlora, unipelt's prefix) replace it afterwards, as they always
@@ -268,7 +269,7 @@ def use_attention(model, setting: str, packing: bool = False) -> str:
     from tuneforge.models import varlen
     from tuneforge.utils.errors import ConfigError
 
-    kernel = attention_kernel(setting, packing)
+    kernel = attention_kernel(setting, packing, device)
     if kernel == "varlen" and not varlen.supports(model.config):
         if setting == "varlen":
             raise ConfigError("train.attention=varlen needs a model whose layers all attend over the whole "
@@ -319,9 +320,10 @@ def use_lora_kernel(model, kernel: str) -> str:
 
 # ------------------------------------------------------------------------------------------------------- summary
 
-def runtime_info(cfg, kernels: dict | None = None) -> dict:
+def runtime_info(cfg, kernels: dict | None = None, device: str = "cpu") -> dict:
     """What run.json records under "runtime" (the values in effect in this process, with their reasons);
-    `kernels`: what `use_attention` and `use_lora_kernel` chose once the model was loaded ("attention", "lora")."""
+    `kernels`: what `use_attention` and `use_lora_kernel` chose once the model was loaded ("attention", "lora");
+    `device`: the run's, which auto settings depend on."""
     import torch
 
     from tuneforge.config.compat import distributed_mode
@@ -335,15 +337,15 @@ def runtime_info(cfg, kernels: dict | None = None) -> dict:
             "allocator": allocator, "allocator_setting": t.allocator, "allocator_why": why,
             "malloc_env": {k: os.environ[k] for k in MALLOC_ENV if k in os.environ},
             "compile": t.compile,
-            "attention": kernels.get("attention") or attention_kernel(t.attention, cfg.data.packing),
+            "attention": kernels.get("attention") or attention_kernel(t.attention, cfg.data.packing, device),
             "attention_setting": t.attention,
             "lora_kernel": kernels.get("lora") or lora_kernel(t.lora_kernel, distributed),
             "lora_kernel_setting": t.lora_kernel, "kernels": t.kernels}
 
 
-def runtime_line(cfg) -> str:
+def runtime_line(cfg, device: str = "cpu") -> str:
     """One line of the plan: threads, allocator, compile, attention (and train.kernels when set)."""
-    info = runtime_info(cfg)
+    info = runtime_info(cfg, device=device)
     extra = f", kernels {info['kernels']}" if info["kernels"] != "none" else ""
     return (f"threads {info['threads']} ({info['threads_why']}), allocator {info['allocator_why']}, "
             f"compile {'on' if info['compile'] else 'off'}, attention {info['attention']}{extra}")

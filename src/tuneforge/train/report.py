@@ -74,6 +74,6 @@ def print_plan(cfg, data, resolved, device: str, out, resume_ckpt, schedule=None
         table.add_row(f"{key} (auto)", why)
     table.add_row("device", f"{device}, precision {resolved.precision}, gradient checkpointing "
                             f"{resolved.gradient_checkpointing}")
-    table.add_row("runtime", runtime_line(cfg))
+    table.add_row("runtime", runtime_line(cfg, device))
     table.add_row("output", f"{out}" + (f" (resuming from {resume_ckpt.name})" if resume_ckpt else ""))
     console.print(table)

@@ -151,7 +151,7 @@ def train(cfg, config_path: str | None = None, extra_callbacks: list | None = No
     dtype = resolve_load_dtype(cfg.model.dtype, method.frozen_base, device, bf16_ok, precision=resolved.precision)
     model = stage.load_model(src, dtype=dtype, device=device, revision=cfg.model.revision, tok=tok,
                              **method.load_kwargs(method_params, compute_dtype=dtype))
-    kernels = {"attention": use_attention(model, cfg.train.attention, cfg.data.packing)}
+    kernels = {"attention": use_attention(model, cfg.train.attention, cfg.data.packing, device)}
     before = _preview_before(cfg, model, tok) if main and not resume_ckpt else None
     # No KV cache while training: it is useless there, and its presence disables transformers' packed-sequence
     # (block-diagonal) masking derived from position ids. Restored before the final model is saved.
@@ -210,7 +210,8 @@ def _check_config(cfg, device: str):
     absent = [p for p in needs if importlib.util.find_spec(p) is None]
     if cfg.train.kernels == "liger" and importlib.util.find_spec("liger_kernel") is None:
         raise ConfigError("train.kernels=liger needs the liger-kernel package, which is not installed",
-                          hint="pip install liger-kernel (it needs Triton and a CUDA GPU), or set train.kernels=none")
+                          hint="pip install liger-kernel (or tuneforge[liger]; it needs Triton and a CUDA GPU), or set "
+                               "train.kernels=none")
     if absent:
         raise ConfigError(f"method {method.name} / train.optim={cfg.train.optim} needs {', '.join(absent)}, which "
                           f"is not installed", hint=f"pip install {' '.join(absent).replace('_', '-')} (bash "
