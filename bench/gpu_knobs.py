@@ -187,11 +187,16 @@ def main(argv=None) -> None:
         results[name] = run_variant(name, args, workdir)
         print(f"{name}: {results[name].get('tok_s', 0):.0f} tok/s {results[name].get('error', '')[-400:]}",
               flush=True)
+        save(args, results, started)  # after every variant: a run cut short keeps what it measured
+    print_table(save(args, results, started))
+    print(f"results: {args.out}; work folder {workdir}")
+
+
+def save(args, results: dict, started: float) -> dict:
     table = summarize(results)
-    print_table(table)
     Path(args.out).write_text(json.dumps({"args": vars(args), "variants": table, "runs": results,
                                           "seconds": time.time() - started}, indent=1))
-    print(f"results: {args.out}; work folder {workdir}")
+    return table
 
 
 if __name__ == "__main__":
