@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import time
 from collections import deque
 from pathlib import Path
 
-from bench_pipe import Channel, peak_rss_mb, release_free_memory, rss_mb
+from bench_pipe import Channel, cpu_since, peak_rss_mb, release_free_memory, rss_mb
 
 T_START = time.perf_counter()
 LF_TAGS = {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant",
@@ -96,13 +97,13 @@ def lockstep_callback(chan: Channel, counts: deque, threads: int):
 
     class Lockstep(TrainerCallback):
         def __init__(self):
-            self.t0 = self.c0 = 0.0
+            self.t0, self.c0 = 0.0, None
             self.losses: list[list] = []
             self.n_params = 0
 
         def wait(self, control) -> None:
             msg = chan.recv()
-            self.t0, self.c0 = time.perf_counter(), time.process_time()
+            self.t0, self.c0 = time.perf_counter(), os.times()
             if msg.get("cmd") != "go":
                 control.should_training_stop = True
 
@@ -116,10 +117,10 @@ def lockstep_callback(chan: Channel, counts: deque, threads: int):
             self.wait(control)
 
         def on_step_end(self, args, state, control, **kw):
-            wall, cpu = time.perf_counter() - self.t0, time.process_time() - self.c0
+            wall, cpu = time.perf_counter() - self.t0, cpu_since(self.c0)
             real, padded = counts.popleft()
             release_free_memory()  # outside the timed window: the parent waits for this report
-            chan.send(kind="step", step=state.global_step, wall=wall, cpu=cpu, real=real, padded=padded,
+            chan.send(kind="step", step=state.global_step, wall=wall, **cpu, real=real, padded=padded,
                       idle_rss_mb=rss_mb())
             self.wait(control)
             return control

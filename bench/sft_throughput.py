@@ -49,7 +49,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_pipe import TRIM_ENV, Channel, peak_rss_mb, release_free_memory, rss_mb
+from bench_pipe import TRIM_ENV, Channel, cpu_since, peak_rss_mb, release_free_memory, rss_mb
 
 ROOT = Path(__file__).resolve().parents[1]
 # order within a round: hand follows tf_unpacked
@@ -95,19 +95,19 @@ class Stepper:
 
     def __init__(self, chan: Channel):
         self.chan = chan
-        self.t0 = self.c0 = 0.0
+        self.t0, self.c0 = 0.0, None
         self.msg: dict = {}
 
     def wait(self) -> bool:
         """Block for the next token; True = run a step, False = finish."""
         self.msg = self.chan.recv()
-        self.t0, self.c0 = time.perf_counter(), time.process_time()
+        self.t0, self.c0 = time.perf_counter(), os.times()
         return self.msg.get("cmd") == "go"
 
     def report(self, step: int, real: int, padded: int, **extra):
-        wall, cpu = time.perf_counter() - self.t0, time.process_time() - self.c0
+        wall, cpu = time.perf_counter() - self.t0, cpu_since(self.c0)
         release_free_memory()  # outside the timed window: the parent waits for this report
-        self.chan.send(kind="step", step=step, wall=wall, cpu=cpu, real=real, padded=padded,
+        self.chan.send(kind="step", step=step, wall=wall, **cpu, real=real, padded=padded,
                        idle_rss_mb=rss_mb(), **extra)
 
 
@@ -512,12 +512,16 @@ def summarize(child: Child, warmup: int) -> dict:
     quiet = child.steps[warmup:]
     real, padded = sum(s["real"] for s in quiet), sum(s["padded"] for s in quiet)
     wall, cpu = sum(s["wall"] for s in quiet), sum(s["cpu"] for s in quiet)
+    user, sys_ = sum(s.get("user", 0.0) for s in quiet), sum(s.get("sys", 0.0) for s in quiet)
     all_real, all_padded = sum(s["real"] for s in child.steps), sum(s["padded"] for s in child.steps)
     return {
         "quiet_steps": len(quiet),
         "tokens_per_s": real / wall if wall else float("nan"),
         "tokens_per_s_median_step": _median([s["real"] / s["wall"] for s in quiet]),
         "tokens_per_cpu_s": real / cpu if cpu else float("nan"),
+        "tokens_per_user_s": real / user if user else float("nan"),
+        "user_s": user,
+        "sys_s": sys_,
         "real_tokens_quiet": real,
         "padding_fraction": 1 - real / padded if padded else float("nan"),
         "padding_fraction_all_steps": 1 - all_real / all_padded if all_padded else float("nan"),
@@ -550,7 +554,7 @@ def loss_summary(child: Child) -> dict:
 def paired_ratio(num: Child, den: Child, warmup: int, key: str = "wall") -> float:
     """Median over rounds of (num tokens/s) / (den tokens/s), using wall (or cpu) seconds."""
     rs = [(a["real"] / a[key]) / (b["real"] / b[key])
-          for a, b in zip(num.steps[warmup:], den.steps[warmup:]) if a[key] > 0 and b[key] > 0]
+          for a, b in zip(num.steps[warmup:], den.steps[warmup:]) if a.get(key, 0) > 0 and b.get(key, 0) > 0]
     return _median(rs)
 
 
@@ -866,6 +870,7 @@ def main(argv=None) -> dict:
         if num in children and den in children:
             ratios[key] = {"median_round_wall": paired_ratio(children[num], children[den], w),
                            "median_round_cpu": paired_ratio(children[num], children[den], w, "cpu"),
+                           "median_round_user": paired_ratio(children[num], children[den], w, "user"),
                            "aggregate_wall": aggregate_ratio(summary[num], summary[den]), "of": num, "to": den}
 
     add_ratio("unpacked_vs_hand", "tf_unpacked", "hand")
@@ -924,11 +929,13 @@ def main(argv=None) -> dict:
 
 
 def print_table(result: dict) -> None:
-    rows = [("contestant", "tok/s", "tok/s med step", "tok/CPU-s", "of ceiling", "padding", "real tok/step",
-             "s/step", "peak RSS MB", "loss first → last")]
+    rows = [("contestant", "tok/s", "tok/s med step", "tok/CPU-s", "tok/user-s", "sys share", "of ceiling",
+             "padding", "real tok/step", "s/step", "peak RSS MB", "loss first → last")]
     for name, s in result["contestants"].items():
         loss = f"{fmt(s['first_loss'], '.3f')} → {fmt(s['last_loss'], '.3f')}"
+        cpu_s = s.get("user_s", 0) + s.get("sys_s", 0)
         rows.append((name, fmt(s["tokens_per_s"]), fmt(s["tokens_per_s_median_step"]), fmt(s["tokens_per_cpu_s"]),
+                     fmt(s.get("tokens_per_user_s")), fmt(s.get("sys_s", 0) / cpu_s if cpu_s else None, ".0%"),
                      fmt(s["ceiling_share"], ".0%"), fmt(s["padding_fraction"], ".1%"),
                      fmt(s["real_tokens_per_step"]), fmt(s["mean_step_s"], ".2f"), fmt(s["peak_rss_mb"]), loss))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
@@ -965,6 +972,7 @@ def print_table(result: dict) -> None:
         goal = f"   target ≥ {t['target']}: {'met' if t['met'] else 'NOT met'}" if t else ""
         pair = f" ({r['to']})" if key.endswith("best_anchor") else ""
         print(f"{key:<{width}} median/round {r['median_round_wall']:.2f}  (CPU-time {r['median_round_cpu']:.2f}, "
+              f"user-time {r.get('median_round_user', float('nan')):.2f}, "
               f"aggregate {r['aggregate_wall']:.2f}){pair}{goal}")
 
 

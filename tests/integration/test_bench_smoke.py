@@ -35,12 +35,15 @@ def test_bench_quick_writes_the_table_fields(tmp_path, tiny_model_dir, demo_data
             assert key in c, (name, key)
         assert c["quiet_steps"] == 1 and len(c["steps"]) == 2
         assert c["tokens_per_s"] > 0 and 0 <= c["padding_fraction"] < 1 and c["peak_rss_mb"] > 0
+        for step in c["steps"]:  # CPU time split into user and system seconds, which add up to it
+            assert step["user"] > 0 and step["sys"] >= 0 and abs(step["user"] + step["sys"] - step["cpu"]) < 1e-6
+        assert c["tokens_per_user_s"] >= c["tokens_per_cpu_s"]
     # the hand loop replayed exactly tuneforge's unpacked batches
     assert [s["real"] for s in result["contestants"]["hand"]["steps"]] == \
         [s["real"] for s in result["contestants"]["tf_unpacked"]["steps"]]
     for key in ("unpacked_vs_hand", "packed_vs_unpacked"):
         r = result["ratios"][key]
-        assert {"median_round_wall", "median_round_cpu", "aggregate_wall"} <= set(r)
+        assert {"median_round_wall", "median_round_cpu", "median_round_user", "aggregate_wall"} <= set(r)
         assert key in result["targets"]
     assert result["config"]["batch_size"] == 4 and result["config"]["cutoff"] == 64  # --quick
     assert result["config"]["malloc_trim"] is True  # --trim auto with three contestants
