@@ -76,13 +76,20 @@ def test_runs_are_listed_opened_exported_and_started_again(server, browser, tmp_
     row = '#runs-table tbody tr[data-run]'
     page.until(lambda: len(page.all(row)) == 1, "the job's run in the Runs table")
     assert page.text("#h-runs") == "8Runs" or page.text("#h-runs").endswith("Runs")
-    first = page.find(row)
-    first_id = first.get_attribute("data-run")
-    assert first.find_element("css selector", ".badge").get_attribute("data-status") == "succeeded"
-    assert "colors" in first.text and "SFT · lora" in first.text and " 20" in first.text
-    assert first.find_element("css selector", ".run-open").get_attribute("aria-label") == "Open run colors"
-    loss = first.find_element("css selector", 'td[data-metric="loss"]').text
-    assert loss != "–" and 0 < float(loss) < 20
+
+    def read_row() -> dict:  # one poll reads the row whole: a job event may re-render the table between reads
+        first = page.find(row)
+        return {"id": first.get_attribute("data-run"), "text": first.text,
+                "status": first.find_element("css selector", ".badge").get_attribute("data-status"),
+                "open": first.find_element("css selector", ".run-open").get_attribute("aria-label"),
+                "loss": first.find_element("css selector", 'td[data-metric="loss"]').text}
+
+    first = page.until(read_row, "the run's row read whole")
+    first_id = first["id"]
+    assert first["status"] == "succeeded"
+    assert "colors" in first["text"] and "SFT · lora" in first["text"] and " 20" in first["text"]
+    assert first["open"] == "Open run colors"
+    assert first["loss"] != "–" and 0 < float(first["loss"]) < 20
     page.shot("8a-runs-list", "#step-runs")
 
     # Open it: config, loss curve, lineage, the actions and why one does not apply
@@ -131,9 +138,9 @@ def test_runs_are_listed_opened_exported_and_started_again(server, browser, tmp_
     page.find("#train").click()  # the new job: when it ends, its run joins the table without a refresh
     page.until(lambda: page.job_status() == "succeeded", "the new job to finish", timeout=90)
     page.until(lambda: len(page.all(row)) == 3, "the new job's run in the Runs table")
-    newest = page.find(row)
-    assert newest.find_element("css selector", ".badge").get_attribute("data-status") == "succeeded"
-    assert " 20" in newest.text and newest.get_attribute("data-run") != first_id
+
+    newest = page.until(lambda: (r := read_row())["status"] == "succeeded" and r, "the newest run's row, succeeded")
+    assert " 20" in newest["text"] and newest["id"] != first_id
 
     # Chinese, then a phone-width window: no sideways scrolling of the page (the table scrolls in its box)
     page.find("#lang").click()
