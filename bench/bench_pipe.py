@@ -59,14 +59,13 @@ def rss_mb() -> float:
 TRIM_ENV = "TUNEFORGE_BENCH_TRIM"
 
 
-def cpu_since(start: os.times_result | None = None) -> dict:
+def cpu_since(start: os.times_result) -> dict:
     """This process's user and system CPU seconds (all its threads) since `start`, and their sum as `cpu`.
 
     The split matters on a virtual machine, where page faults are expensive: system time is mostly the kernel
     mapping and unmapping memory, user time the computation itself."""
     now = os.times()
-    user = now.user - (start.user if start else 0.0)
-    sys_ = now.system - (start.system if start else 0.0)
+    user, sys_ = now.user - start.user, now.system - start.system
     return {"cpu": user + sys_, "user": user, "sys": sys_}
 
 

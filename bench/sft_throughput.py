@@ -512,7 +512,7 @@ def summarize(child: Child, warmup: int) -> dict:
     quiet = child.steps[warmup:]
     real, padded = sum(s["real"] for s in quiet), sum(s["padded"] for s in quiet)
     wall, cpu = sum(s["wall"] for s in quiet), sum(s["cpu"] for s in quiet)
-    user, sys_ = sum(s.get("user", 0.0) for s in quiet), sum(s.get("sys", 0.0) for s in quiet)
+    user, sys_ = sum(s["user"] for s in quiet), sum(s["sys"] for s in quiet)
     all_real, all_padded = sum(s["real"] for s in child.steps), sum(s["padded"] for s in child.steps)
     return {
         "quiet_steps": len(quiet),
@@ -522,6 +522,7 @@ def summarize(child: Child, warmup: int) -> dict:
         "tokens_per_user_s": real / user if user else float("nan"),
         "user_s": user,
         "sys_s": sys_,
+        "sys_share": sys_ / cpu if cpu else float("nan"),
         "real_tokens_quiet": real,
         "padding_fraction": 1 - real / padded if padded else float("nan"),
         "padding_fraction_all_steps": 1 - all_real / all_padded if all_padded else float("nan"),
@@ -552,9 +553,9 @@ def loss_summary(child: Child) -> dict:
 
 
 def paired_ratio(num: Child, den: Child, warmup: int, key: str = "wall") -> float:
-    """Median over rounds of (num tokens/s) / (den tokens/s), using wall (or cpu) seconds."""
+    """Median over rounds of (num tokens/s) / (den tokens/s), using wall (or cpu, or user) seconds."""
     rs = [(a["real"] / a[key]) / (b["real"] / b[key])
-          for a, b in zip(num.steps[warmup:], den.steps[warmup:]) if a.get(key, 0) > 0 and b.get(key, 0) > 0]
+          for a, b in zip(num.steps[warmup:], den.steps[warmup:]) if a[key] > 0 and b[key] > 0]
     return _median(rs)
 
 
@@ -933,9 +934,8 @@ def print_table(result: dict) -> None:
              "padding", "real tok/step", "s/step", "peak RSS MB", "loss first → last")]
     for name, s in result["contestants"].items():
         loss = f"{fmt(s['first_loss'], '.3f')} → {fmt(s['last_loss'], '.3f')}"
-        cpu_s = s.get("user_s", 0) + s.get("sys_s", 0)
         rows.append((name, fmt(s["tokens_per_s"]), fmt(s["tokens_per_s_median_step"]), fmt(s["tokens_per_cpu_s"]),
-                     fmt(s.get("tokens_per_user_s")), fmt(s.get("sys_s", 0) / cpu_s if cpu_s else None, ".0%"),
+                     fmt(s["tokens_per_user_s"]), fmt(s["sys_share"], ".0%"),
                      fmt(s["ceiling_share"], ".0%"), fmt(s["padding_fraction"], ".1%"),
                      fmt(s["real_tokens_per_step"]), fmt(s["mean_step_s"], ".2f"), fmt(s["peak_rss_mb"]), loss))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
@@ -972,7 +972,7 @@ def print_table(result: dict) -> None:
         goal = f"   target ≥ {t['target']}: {'met' if t['met'] else 'NOT met'}" if t else ""
         pair = f" ({r['to']})" if key.endswith("best_anchor") else ""
         print(f"{key:<{width}} median/round {r['median_round_wall']:.2f}  (CPU-time {r['median_round_cpu']:.2f}, "
-              f"user-time {r.get('median_round_user', float('nan')):.2f}, "
+              f"user-time {r['median_round_user']:.2f}, "
               f"aggregate {r['aggregate_wall']:.2f}){pair}{goal}")
 
 
